@@ -1,0 +1,548 @@
+//! `compile`: loaded documents (+ a way to read secrets) -> [`Snapshot`], or
+//! every error found, each naming its object and field. The one place where
+//! the API's rules live; the proxy and the controller both call it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::load::{Document, LoadedConfig};
+use crate::pattern::ModelPattern;
+use crate::resources::{
+    AIGatewaySpec, BackendAuthSpec, BackendSpec, PriceSpec, RetrySpec, RouteSpec, ValueFrom,
+};
+use crate::snapshot::{
+    AccessLogTarget, ApiKey, ApiKeyHash, Auth, Backend, BackendName, Credential, Price, Provider,
+    Retry, Route, RouteBackend, Snapshot, Target, TenantId,
+};
+use crate::values::{parse_duration, parse_size, MicroUsd, Secret};
+
+/// Default data-plane address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1975";
+/// Default admin address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:1976";
+const DEFAULT_MAX_BODY: u64 = 32 << 20;
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Reads the value behind a `valueFrom`.
+pub trait SecretSource {
+    /// The value, or why it cannot be read (never containing the value).
+    fn get(&self, from: &ValueFrom) -> Result<Secret, String>;
+}
+
+/// Secrets of `sluice run`: environment variables and files.
+pub struct StandaloneSecrets<F: Fn(&str) -> Option<String>> {
+    /// Looks up an environment variable.
+    pub env: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> SecretSource for StandaloneSecrets<F> {
+    fn get(&self, from: &ValueFrom) -> Result<Secret, String> {
+        match (&from.env, &from.file, &from.secret_key_ref) {
+            (Some(name), None, None) => (self.env)(name)
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)
+                .ok_or_else(|| format!("environment variable {name} is not set or empty")),
+            (None, Some(path), None) => std::fs::read_to_string(path)
+                .map(|v| Secret::new(v.trim_end_matches(['\n', '\r'])))
+                .map_err(|e| format!("cannot read secret file {path}: {e}")),
+            (None, None, Some(r)) => Err(format!(
+                "secretKeyRef {}/{} needs the Kubernetes controller; use `env` or `file` with `sluice run`",
+                r.name, r.key
+            )),
+            _ => Err("set exactly one of `env`, `file` or `secretKeyRef`".into()),
+        }
+    }
+}
+
+/// Collects errors while compiling.
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, object: &str, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::new(object, field, message));
+    }
+}
+
+/// Compiles loaded documents into a snapshot.
+pub fn compile(loaded: &LoadedConfig, secrets: &dyn SecretSource) -> Result<Snapshot, ConfigErrors> {
+    let mut errors = Errors(loaded.errors.clone());
+    let mut gateways = Vec::new();
+    let mut backend_specs: Vec<(String, &BackendSpec)> = Vec::new();
+    for document in &loaded.documents {
+        match document {
+            Document::AIGateway(meta, spec) => gateways.push((meta.name.clone(), spec)),
+            Document::Backend(meta, spec) => {
+                if backend_specs.iter().any(|(name, _)| *name == meta.name) {
+                    errors.push(&document.id(), "metadata.name", "a Backend of this name is defined twice");
+                } else {
+                    backend_specs.push((meta.name.clone(), spec));
+                }
+            }
+            Document::MCPRoute(..) => errors.push(
+                &document.id(),
+                "",
+                "MCPRoute is not supported yet: the MCP gateway is not built in this version",
+            ),
+            Document::Budget(..) => errors.push(
+                &document.id(),
+                "",
+                "Budget is not supported yet: budgets and rate limits are not built in this version",
+            ),
+        }
+    }
+
+    let default_spec = AIGatewaySpec::default();
+    let (gateway_name, gateway) = match gateways.as_slice() {
+        [] => ("default".to_owned(), &default_spec),
+        [(name, spec)] => (name.clone(), *spec),
+        [(first, spec), rest @ ..] => {
+            for (name, _) in rest {
+                errors.push(
+                    &format!("AIGateway/{name}"),
+                    "",
+                    format!("only one AIGateway is allowed per gateway; AIGateway/{first} is already defined"),
+                );
+            }
+            (first.clone(), *spec)
+        }
+    };
+    let gateway_id = format!("AIGateway/{gateway_name}");
+
+    let backends: Vec<Backend> = backend_specs
+        .iter()
+        .filter_map(|(name, spec)| compile_backend(name, spec, secrets, &mut errors))
+        .collect();
+    let backend_index: HashMap<&str, usize> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (&*b.name.0, i))
+        .collect();
+    let known_backend = |name: &str| backend_specs.iter().any(|(n, _)| n == name);
+
+    let snapshot = compile_gateway(
+        &gateway_id,
+        gateway,
+        secrets,
+        &backend_index,
+        &known_backend,
+        &mut errors,
+    );
+    if !errors.0.is_empty() {
+        return Err(ConfigErrors(errors.0));
+    }
+    let Some(mut snapshot) = snapshot else {
+        return Err(ConfigErrors(vec![ConfigError::new(&gateway_id, "", "invalid")]));
+    };
+    snapshot.hash = loaded.hash.clone();
+    snapshot.backends = backends;
+    Ok(snapshot)
+}
+
+fn compile_gateway(
+    id: &str,
+    spec: &AIGatewaySpec,
+    secrets: &dyn SecretSource,
+    backend_index: &HashMap<&str, usize>,
+    known_backend: &dyn Fn(&str) -> bool,
+    errors: &mut Errors,
+) -> Option<Snapshot> {
+    let mut parse_addr = |field: &str, value: Option<&String>, default: &str| {
+        let text = value.map_or(default, String::as_str);
+        text.parse::<SocketAddr>()
+            .map_err(|_| errors.push(id, field, format!("`{text}` is not an address like 127.0.0.1:1975")))
+            .ok()
+    };
+    let listen = parse_addr("spec.listen", spec.listen.as_ref(), DEFAULT_LISTEN);
+    let admin = parse_addr("spec.admin", spec.admin.as_ref(), DEFAULT_ADMIN);
+
+    let mut auth = Auth::default();
+    if let Some(auth_spec) = &spec.auth {
+        let mut seen: HashMap<ApiKeyHash, &str> = HashMap::new();
+        for (i, key) in auth_spec.api_keys.iter().enumerate() {
+            let field = format!("spec.auth.apiKeys[{i}]");
+            if key.name.is_empty() {
+                errors.push(id, format!("{field}.name"), "must not be empty");
+            }
+            if key.tenant.is_empty() {
+                errors.push(id, format!("{field}.tenant"), "must not be empty");
+            }
+            if auth_spec.api_keys[..i].iter().any(|k| k.name == key.name) {
+                errors.push(id, format!("{field}.name"), format!("key name `{}` is used twice", key.name));
+            }
+            match secrets.get(&key.value_from) {
+                Ok(value) => {
+                    let hash = ApiKeyHash::of(value.expose());
+                    if let Some(other) = seen.insert(hash, &key.name) {
+                        errors.push(
+                            id,
+                            format!("{field}.valueFrom"),
+                            format!("keys `{other}` and `{}` have the same value", key.name),
+                        );
+                    }
+                    auth.api_keys.push(ApiKey {
+                        name: key.name.as_str().into(),
+                        tenant: TenantId(key.tenant.as_str().into()),
+                        hash,
+                    });
+                }
+                Err(message) => errors.push(id, format!("{field}.valueFrom"), message),
+            }
+        }
+        if auth_spec.jwt.is_some() {
+            errors.push(id, "spec.auth.jwt", "JWT authentication is not supported yet; use apiKeys");
+        }
+        if let Some(tenant) = &auth_spec.anonymous_tenant {
+            if tenant.is_empty() {
+                errors.push(id, "spec.auth.anonymousTenant", "must not be empty");
+            }
+            auth.anonymous_tenant = Some(TenantId(tenant.as_str().into()));
+        }
+    }
+
+    let session_headers = match &spec.session_headers {
+        None => vec!["x-session-id".to_owned(), "agent-session-id".to_owned()],
+        Some(list) => {
+            for (i, name) in list.iter().enumerate() {
+                if http_token(name).is_err() {
+                    errors.push(id, format!("spec.sessionHeaders[{i}]"), format!("`{name}` is not a header name"));
+                }
+            }
+            list.iter().map(|h| h.to_ascii_lowercase()).collect()
+        }
+    };
+    if spec.session_key.is_some() {
+        errors.push(
+            id,
+            "spec.sessionKey",
+            "not supported yet: it encrypts MCP session ids and the MCP gateway is not built in this version",
+        );
+    }
+
+    let max_request_body = match &spec.max_request_body {
+        None => DEFAULT_MAX_BODY,
+        Some(text) => parse_size(text)
+            .map_err(|e| errors.push(id, "spec.maxRequestBody", e))
+            .unwrap_or(DEFAULT_MAX_BODY),
+    };
+
+    let mut routes = Vec::new();
+    if let Some(llm) = &spec.llm {
+        for (i, route) in llm.routes.iter().enumerate() {
+            let field = format!("spec.llm.routes[{i}]");
+            if let Some(route) = compile_route(id, &field, route, backend_index, known_backend, errors) {
+                routes.push(route);
+            }
+        }
+    }
+
+    if let Some(state) = &spec.state {
+        match state.kind.as_deref().unwrap_or("memory") {
+            "memory" => {}
+            "raft" | "redis" => errors.push(
+                id,
+                "spec.state.type",
+                format!("`{}` is not supported yet; use `memory`", state.kind.as_deref().unwrap_or_default()),
+            ),
+            other => errors.push(id, "spec.state.type", format!("`{other}` is not one of memory, raft, redis")),
+        }
+    }
+
+    let mut access_log = AccessLogTarget::Stdout;
+    if let Some(telemetry) = &spec.telemetry {
+        if let Some(log) = &telemetry.access_log {
+            access_log = match log.to.as_str() {
+                "stdout" => AccessLogTarget::Stdout,
+                "off" => AccessLogTarget::Off,
+                "" => {
+                    errors.push(id, "spec.telemetry.accessLog.to", "must be `stdout`, `off` or a file path");
+                    AccessLogTarget::Off
+                }
+                path => AccessLogTarget::File(PathBuf::from(path)),
+            };
+        }
+        if telemetry.otlp.is_some() {
+            errors.push(id, "spec.telemetry.otlp", "OTLP traces are not supported yet");
+        }
+    }
+
+    // Secrets were already consumed above; keep the parameter for symmetry with backends.
+    let _ = secrets;
+    Some(Snapshot {
+        hash: String::new(),
+        listen: listen?,
+        admin: admin?,
+        auth,
+        session_headers,
+        max_request_body,
+        routes,
+        backends: Vec::new(),
+        access_log,
+    })
+}
+
+fn compile_route(
+    id: &str,
+    field: &str,
+    spec: &RouteSpec,
+    backend_index: &HashMap<&str, usize>,
+    known_backend: &dyn Fn(&str) -> bool,
+    errors: &mut Errors,
+) -> Option<Route> {
+    let before = errors.0.len();
+    if spec.models.is_empty() {
+        errors.push(id, format!("{field}.models"), "list at least one model name or glob");
+    }
+    let models: Vec<ModelPattern> = spec
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(j, m)| {
+            ModelPattern::parse(m)
+                .map_err(|e| errors.push(id, format!("{field}.models[{j}]"), e))
+                .ok()
+        })
+        .collect();
+    if spec.backends.is_empty() {
+        errors.push(id, format!("{field}.backends"), "list at least one backend");
+    }
+    let mut backends = Vec::new();
+    for (j, rb) in spec.backends.iter().enumerate() {
+        match backend_index.get(rb.backend.as_str()) {
+            Some(&index) => backends.push(RouteBackend {
+                backend: index,
+                model: rb.model.as_deref().map(Arc::from),
+                weight: rb.weight.unwrap_or(1),
+                priority: rb.priority.unwrap_or(0),
+            }),
+            // A Backend that exists but failed to compile has its own error already.
+            None if known_backend(&rb.backend) => {}
+            None => errors.push(
+                id,
+                format!("{field}.backends[{j}].backend"),
+                format!("no Backend named `{}`", rb.backend),
+            ),
+        }
+        if rb.model.as_deref() == Some("") {
+            errors.push(id, format!("{field}.backends[{j}].model"), "must not be empty");
+        }
+    }
+    let retry = compile_retry(id, field, spec.retry.as_ref(), spec.backends.len(), errors);
+    let timeout = match &spec.timeout {
+        None => DEFAULT_ROUTE_TIMEOUT,
+        Some(text) => parse_duration(text)
+            .map_err(|e| errors.push(id, format!("{field}.timeout"), e))
+            .unwrap_or(DEFAULT_ROUTE_TIMEOUT),
+    };
+    (errors.0.len() == before).then_some(Route {
+        models,
+        backends,
+        retry,
+        timeout,
+    })
+}
+
+fn compile_retry(id: &str, field: &str, spec: Option<&RetrySpec>, backends: usize, errors: &mut Errors) -> Retry {
+    let default_attempts = u32::try_from(backends).unwrap_or(MAX_ATTEMPTS).clamp(1, MAX_ATTEMPTS);
+    let mut retry = Retry {
+        attempts: default_attempts,
+        on_connect: true,
+        on_timeout: true,
+        on_429: true,
+        on_5xx: true,
+    };
+    let Some(spec) = spec else { return retry };
+    if let Some(attempts) = spec.attempts {
+        if !(1..=MAX_ATTEMPTS).contains(&attempts) {
+            errors.push(id, format!("{field}.retry.attempts"), format!("must be between 1 and {MAX_ATTEMPTS}"));
+        }
+        retry.attempts = attempts.clamp(1, MAX_ATTEMPTS);
+    }
+    if let Some(on) = &spec.on {
+        retry.on_connect = false;
+        retry.on_timeout = false;
+        retry.on_429 = false;
+        retry.on_5xx = false;
+        for (k, condition) in on.iter().enumerate() {
+            match condition.as_str() {
+                "connect" => retry.on_connect = true,
+                "timeout" => retry.on_timeout = true,
+                "429" => retry.on_429 = true,
+                "5xx" => retry.on_5xx = true,
+                other => errors.push(
+                    id,
+                    format!("{field}.retry.on[{k}]"),
+                    format!("`{other}` is not one of connect, timeout, \"429\", \"5xx\""),
+                ),
+            }
+        }
+    }
+    retry
+}
+
+fn compile_backend(
+    name: &str,
+    spec: &BackendSpec,
+    secrets: &dyn SecretSource,
+    errors: &mut Errors,
+) -> Option<Backend> {
+    let id = format!("Backend/{name}");
+    let before = errors.0.len();
+    let Some(provider) = Provider::parse(&spec.provider) else {
+        let message = if Provider::NOT_YET.contains(&spec.provider.as_str()) {
+            format!("provider `{}` is not supported yet", spec.provider)
+        } else {
+            let known: Vec<&str> = Provider::ALL.iter().map(|(n, _)| *n).collect();
+            format!("unknown provider `{}`; supported: {}", spec.provider, known.join(", "))
+        };
+        errors.push(&id, "spec.provider", message);
+        return None;
+    };
+    let target = match provider {
+        Provider::Demo => {
+            if spec.endpoint.is_some() {
+                errors.push(&id, "spec.endpoint", "the Demo provider runs in process and takes no endpoint");
+            }
+            Target::Demo
+        }
+        _ => match spec.endpoint.as_deref().or(provider.default_endpoint()) {
+            None => {
+                errors.push(&id, "spec.endpoint", format!("required for provider {}", provider.name()));
+                Target::Demo
+            }
+            Some(endpoint) => match base_url(endpoint) {
+                Ok(base_url) => Target::OpenAICompatible { base_url },
+                Err(e) => {
+                    errors.push(&id, "spec.endpoint", e);
+                    Target::Demo
+                }
+            },
+        },
+    };
+    let credential = spec
+        .auth
+        .as_ref()
+        .and_then(|auth| compile_credential(&id, auth, secrets, errors));
+    if spec.command.is_some() {
+        errors.push(&id, "spec.command", "stdio MCP servers are not supported yet");
+    }
+    let mut pricing = BTreeMap::new();
+    for (model, price) in spec.pricing.iter().flatten() {
+        if let Some(price) = compile_price(&id, &format!("spec.pricing.{model}"), price, errors) {
+            pricing.insert(model.clone(), price);
+        }
+    }
+    let timeout = match &spec.timeout {
+        None => DEFAULT_BACKEND_TIMEOUT,
+        Some(text) => parse_duration(text)
+            .map_err(|e| errors.push(&id, "spec.timeout", e))
+            .unwrap_or(DEFAULT_BACKEND_TIMEOUT),
+    };
+    (errors.0.len() == before).then(|| Backend {
+        name: BackendName(name.into()),
+        provider,
+        target,
+        credential,
+        models: spec.models.clone().unwrap_or_default(),
+        pricing,
+        timeout,
+    })
+}
+
+fn compile_credential(
+    id: &str,
+    auth: &BackendAuthSpec,
+    secrets: &dyn SecretSource,
+    errors: &mut Errors,
+) -> Option<Credential> {
+    for (field, set) in [("aws", auth.aws.is_some()), ("gcp", auth.gcp.is_some()), ("azure", auth.azure.is_some())] {
+        if set {
+            errors.push(id, format!("spec.auth.{field}"), "not supported yet for this version's providers");
+        }
+    }
+    let key = auth.api_key.as_ref()?;
+    let header = key.header.as_deref().unwrap_or("authorization").to_ascii_lowercase();
+    if let Err(e) = http_token(&header) {
+        errors.push(id, "spec.auth.apiKey.header", e);
+        return None;
+    }
+    let value = match secrets.get(&key.value_from) {
+        Ok(value) => value,
+        Err(e) => {
+            errors.push(id, "spec.auth.apiKey.valueFrom", e);
+            return None;
+        }
+    };
+    if value.expose().bytes().any(|b| b < 0x20 || b == 0x7f) {
+        errors.push(id, "spec.auth.apiKey.valueFrom", "the key contains control characters");
+        return None;
+    }
+    let value = if header == "authorization" {
+        Secret::new(format!("Bearer {}", value.expose()))
+    } else {
+        value
+    };
+    Some(Credential { header, value })
+}
+
+fn compile_price(id: &str, field: &str, spec: &PriceSpec, errors: &mut Errors) -> Option<Price> {
+    let mut parse = |sub: &str, text: &str| {
+        MicroUsd::parse(text)
+            .map_err(|e| errors.push(id, format!("{field}.{sub}"), e))
+            .ok()
+    };
+    let input = parse("input", &spec.input);
+    let output = parse("output", &spec.output);
+    let cached_input = match &spec.cached_input {
+        Some(text) => parse("cachedInput", text),
+        None => input,
+    };
+    Some(Price {
+        input: input?,
+        output: output?,
+        cached_input: cached_input?,
+    })
+}
+
+/// Normalises an endpoint into a base URL: `http(s)://host[:port]/path`
+/// without a trailing slash, `/v1` when no path is given.
+fn base_url(endpoint: &str) -> Result<String, String> {
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or_else(|| format!("`{endpoint}` is not a URL like https://api.openai.com/v1"))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("`{endpoint}`: only http and https endpoints are supported"));
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
+        return Err(format!("`{endpoint}` has no valid host"));
+    }
+    if path.contains(['?', '#', ' ']) {
+        return Err(format!("`{endpoint}`: the endpoint must not carry a query or fragment"));
+    }
+    let path = path.trim_end_matches('/');
+    let path = if path.is_empty() { "/v1" } else { path };
+    Ok(format!("{scheme}://{authority}{path}"))
+}
+
+/// Checks an HTTP header name (RFC 9110 token).
+fn http_token(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a valid header name"))
+    }
+}
+
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;

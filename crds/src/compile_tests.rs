@@ -1,0 +1,205 @@
+use super::*;
+use crate::load::load_documents;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "TEAM_A_KEY" => Some("sk-team-a".into()),
+        "TEAM_B_KEY" => Some("sk-team-b".into()),
+        "SAME_KEY" => Some("sk-team-a".into()),
+        "UPSTREAM_KEY" => Some("sk-upstream".into()),
+        _ => None,
+    }
+}
+
+fn compile_text(text: &str) -> Result<Snapshot, Vec<String>> {
+    let loaded = load_documents(&[("test.yaml".into(), text.into())]);
+    compile(&loaded, &StandaloneSecrets { env }).map_err(|e| e.0.iter().map(ToString::to_string).collect())
+}
+
+const GOOD: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AIGateway
+metadata: {name: default}
+spec:
+  listen: 127.0.0.1:9000
+  auth:
+    apiKeys:
+      - {name: team-a-ci, tenant: team-a, valueFrom: {env: TEAM_A_KEY}}
+  sessionHeaders: [X-Session-Id]
+  maxRequestBody: 1MiB
+  llm:
+    routes:
+      - models: ["gpt-4o", "gpt-4o-*"]
+        backends:
+          - {backend: openai, model: gpt-4o-2024-08-06, weight: 3}
+          - {backend: local, priority: 1}
+        retry: {attempts: 3, on: [connect, "5xx"]}
+        timeout: 30s
+  telemetry:
+    accessLog: {to: off}
+---
+kind: Backend
+metadata: {name: openai}
+spec:
+  provider: OpenAI
+  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}
+  pricing:
+    gpt-4o: {input: "2.50", output: "10.00"}
+  timeout: 10s
+---
+kind: Backend
+metadata: {name: local}
+spec:
+  provider: OpenAICompatible
+  endpoint: http://127.0.0.1:8080/
+  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}, header: api-key}}
+"#;
+
+#[test]
+fn compiles_a_full_config() {
+    let snapshot = compile_text(GOOD).unwrap();
+    assert_eq!(snapshot.listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(snapshot.admin.to_string(), DEFAULT_ADMIN);
+    assert_eq!(snapshot.max_request_body, 1 << 20);
+    assert_eq!(snapshot.session_headers, vec!["x-session-id"]);
+    assert_eq!(snapshot.access_log, AccessLogTarget::Off);
+    assert_eq!(snapshot.auth.api_keys.len(), 1);
+    assert_eq!(snapshot.auth.api_keys[0].hash, ApiKeyHash::of("sk-team-a"));
+    assert_eq!(&*snapshot.auth.api_keys[0].tenant.0, "team-a");
+    assert!(snapshot.auth.anonymous_tenant.is_none());
+
+    let route = &snapshot.routes[0];
+    assert_eq!(route.models.len(), 2);
+    assert_eq!(route.timeout, Duration::from_secs(30));
+    assert_eq!(
+        route.retry,
+        Retry { attempts: 3, on_connect: true, on_timeout: false, on_429: false, on_5xx: true }
+    );
+    assert_eq!(route.backends[0].weight, 3);
+    assert_eq!(route.backends[0].model.as_deref(), Some("gpt-4o-2024-08-06"));
+    assert_eq!(route.backends[1].priority, 1);
+
+    let openai = &snapshot.backends[route.backends[0].backend];
+    assert_eq!(openai.target, Target::OpenAICompatible { base_url: "https://api.openai.com/v1".into() });
+    let credential = openai.credential.as_ref().unwrap();
+    assert_eq!(credential.header, "authorization");
+    assert_eq!(credential.value.expose(), "Bearer sk-upstream");
+    assert_eq!(openai.pricing["gpt-4o"].input, MicroUsd(2_500_000));
+    assert_eq!(openai.pricing["gpt-4o"].cached_input, MicroUsd(2_500_000));
+    assert_eq!(openai.timeout, Duration::from_secs(10));
+
+    let local = &snapshot.backends[route.backends[1].backend];
+    assert_eq!(local.target, Target::OpenAICompatible { base_url: "http://127.0.0.1:8080/v1".into() });
+    assert_eq!(local.credential.as_ref().unwrap().value.expose(), "sk-upstream");
+}
+
+#[test]
+fn an_empty_config_gets_defaults() {
+    let snapshot = compile_text("").unwrap();
+    assert_eq!(snapshot.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(snapshot.max_request_body, 32 << 20);
+    assert_eq!(snapshot.session_headers, vec!["x-session-id", "agent-session-id"]);
+    assert!(snapshot.routes.is_empty());
+}
+
+#[test]
+fn reports_every_error_with_object_and_field() {
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  listen: "nowhere"
+  auth:
+    apiKeys:
+      - {name: a, tenant: team-a, valueFrom: {env: TEAM_A_KEY}}
+      - {name: b, tenant: team-b, valueFrom: {env: SAME_KEY}}
+      - {name: c, tenant: team-c, valueFrom: {env: MISSING_KEY}}
+  llm:
+    routes:
+      - models: []
+        backends: [{backend: ghost}]
+        retry: {attempts: 0, on: [sometimes]}
+        timeout: forever
+  state: {type: redis}
+---
+kind: Backend
+metadata: {name: claude}
+spec: {provider: Anthropic}
+---
+kind: Backend
+metadata: {name: weird}
+spec: {provider: Skynet}
+---
+kind: Backend
+metadata: {name: local}
+spec: {provider: OpenAICompatible}
+---
+kind: Budget
+metadata: {name: team-a}
+spec: {tenant: team-a}
+---
+kind: MCPRoute
+metadata: {name: tools}
+spec: {path: /mcp}
+"#;
+    let errors = compile_text(text).unwrap_err();
+    let expect = [
+        "MCPRoute/tools: MCPRoute is not supported yet",
+        "Budget/team-a: Budget is not supported yet",
+        "Backend/claude: spec.provider: provider `Anthropic` is not supported yet",
+        "Backend/weird: spec.provider: unknown provider `Skynet`",
+        "Backend/local: spec.endpoint: required for provider OpenAICompatible",
+        "AIGateway/gw: spec.listen: `nowhere` is not an address",
+        "AIGateway/gw: spec.auth.apiKeys[1].valueFrom: keys `a` and `b` have the same value",
+        "AIGateway/gw: spec.auth.apiKeys[2].valueFrom: environment variable MISSING_KEY is not set",
+        "AIGateway/gw: spec.llm.routes[0].models: list at least one",
+        "AIGateway/gw: spec.llm.routes[0].backends[0].backend: no Backend named `ghost`",
+        "AIGateway/gw: spec.llm.routes[0].retry.attempts: must be between 1 and 10",
+        "AIGateway/gw: spec.llm.routes[0].retry.on[0]: `sometimes` is not one of",
+        "AIGateway/gw: spec.llm.routes[0].timeout: `forever` is not a duration",
+        "AIGateway/gw: spec.state.type: `redis` is not supported yet",
+    ];
+    for want in expect {
+        assert!(errors.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errors:#?}");
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    // Secrets never appear in errors.
+    assert!(errors.iter().all(|e| !e.contains("sk-team-a")));
+}
+
+#[test]
+fn rejects_unsupported_fields_instead_of_ignoring_them() {
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  auth: {jwt: {issuer: x, jwksUri: y}}
+  sessionKey: {valueFrom: {env: TEAM_A_KEY}}
+  telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}
+"#;
+    let errors = compile_text(text).unwrap_err();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("spec.auth.jwt: JWT authentication is not supported yet"));
+    assert!(errors[1].contains("spec.sessionKey: not supported yet"));
+    assert!(errors[2].contains("spec.telemetry.otlp: OTLP traces are not supported yet"));
+}
+
+#[test]
+fn duplicate_backends_and_gateways_are_errors() {
+    let text = "kind: Backend\nmetadata: {name: a}\nspec: {provider: Demo}\n---\nkind: Backend\nmetadata: {name: a}\nspec: {provider: Demo}\n---\nkind: AIGateway\nmetadata: {name: one}\n---\nkind: AIGateway\nmetadata: {name: two}\n";
+    let errors = compile_text(text).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].starts_with("Backend/a: metadata.name: a Backend of this name is defined twice"));
+    assert!(errors[1].starts_with("AIGateway/two: only one AIGateway"));
+}
+
+#[test]
+fn endpoints_are_normalised() {
+    assert_eq!(base_url("https://api.openai.com").unwrap(), "https://api.openai.com/v1");
+    assert_eq!(base_url("https://api.openai.com/v1/").unwrap(), "https://api.openai.com/v1");
+    assert_eq!(base_url("http://h:1/openai/v1").unwrap(), "http://h:1/openai/v1");
+    assert!(base_url("ftp://h").is_err());
+    assert!(base_url("api.openai.com").is_err());
+    assert!(base_url("http://").is_err());
+    assert!(base_url("http://h/v1?x=1").is_err());
+}

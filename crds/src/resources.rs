@@ -1,0 +1,478 @@
+//! The raw, user-facing shapes of the four kinds, exactly as written in YAML
+//! (camelCase, unknown fields rejected). Every field's doc comment is the
+//! user documentation for it. Nothing here is validated beyond its type:
+//! `compile` turns these into the runtime model.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Object metadata, as in Kubernetes. Only `name` is used by the gateway.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// The object's name; Backends are referenced by it.
+    #[serde(default)]
+    pub name: String,
+    /// Kubernetes namespace (ignored in standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Where a secret value comes from: exactly one of `env`, `file` or
+/// `secretKeyRef`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueFrom {
+    /// An environment variable of the gateway process (standalone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// A file whose contents (trailing newline trimmed) are the value (standalone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// A key of a Kubernetes Secret in the object's namespace (cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// A reference to one key of a Kubernetes Secret.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The key inside the Secret's data.
+    pub key: String,
+}
+
+/// A secret holder: `{valueFrom: ...}`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// Where the value comes from.
+    pub value_from: ValueFrom,
+}
+
+// ---------------------------------------------------------------- AIGateway
+
+/// `AIGateway`: the gateway itself (one per gateway).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AIGatewaySpec {
+    /// Data-plane listen address (default `127.0.0.1:1975`; `--listen` overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Admin listen address for `/metrics`, `/healthz`, `/readyz`, `/config`
+    /// (default `127.0.0.1:1976`; `--admin` overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// Client authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<GatewayAuthSpec>,
+    /// Request headers that carry the agent's session id; the first one
+    /// present wins (default `[x-session-id, agent-session-id]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_headers: Option<Vec<String>>,
+    /// Key that encrypts MCP session ids (MCP gateway; not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<SecretRef>,
+    /// Largest request body accepted, e.g. `32MiB` (default), `512KiB`, `1000000`.
+    /// Larger bodies get 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body: Option<String>,
+    /// LLM routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSpec>,
+    /// Where limit and budget counters live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateSpec>,
+    /// Access log and tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
+}
+
+/// Client authentication of the gateway.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayAuthSpec {
+    /// Client API keys; each maps to a tenant. Sent as `Authorization: Bearer KEY`
+    /// or `x-api-key: KEY`. Keys are kept only as SHA-256 hashes in memory.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySpec>,
+    /// JWT validation for LLM and MCP clients (not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// Tenant given to requests without a credential. Unset: every request
+    /// needs a credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_tenant: Option<String>,
+}
+
+/// One client API key.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeySpec {
+    /// A name for the key, shown in logs instead of the key.
+    pub name: String,
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// Where the key's value comes from.
+    pub value_from: ValueFrom,
+}
+
+/// JWT validation settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtSpec {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Where the signing keys are published.
+    pub jwks_uri: String,
+    /// Claim that names the tenant (default `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_claim: Option<String>,
+}
+
+/// LLM routing.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LlmSpec {
+    /// Routes, matched in order: the first route with a matching model wins,
+    /// exact names before globs.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One LLM route: which client model names go to which backends.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Model names clients send: exact (`gpt-4o`) or globs with `*` and `?`
+    /// (`gpt-4o-*`).
+    pub models: Vec<String>,
+    /// Backends that serve the route. The lowest `priority` is tried first;
+    /// among equal priorities, traffic splits by `weight`.
+    pub backends: Vec<RouteBackendSpec>,
+    /// When to try another backend (or the same one again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    /// Longest wait for a backend's response headers, across all attempts
+    /// (default `120s`). Streams already under way are not cut by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// One backend of a route.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteBackendSpec {
+    /// Name of a Backend object.
+    pub backend: String,
+    /// Model name sent upstream instead of the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Share of traffic among backends of the same priority (default 1; 0 = never picked first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// 0 is tried first; higher priorities are fallbacks (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+}
+
+/// Retry and fallback policy of a route.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Total upstream attempts, the first included (default: the number of
+    /// backends in the route, so each is tried once; at most 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Failures that move on to the next attempt: `connect`, `timeout`, `"429"`,
+    /// `"5xx"` (default: all four). Only failures before the first response
+    /// byte are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<String>>,
+}
+
+/// Counter store selection.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateSpec {
+    /// `memory` (default), `raft` or `redis`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Redis settings (for `type: redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+    /// Raft settings (for `type: raft`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftSpec>,
+}
+
+/// Redis connection.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSpec {
+    /// `redis://host:port`.
+    pub url: String,
+}
+
+/// Embedded Raft group.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RaftSpec {
+    /// This replica's id.
+    pub id: u64,
+    /// All members as `ID=HOST:PORT`.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Where the log and state machine are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+}
+
+/// Telemetry outputs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// The JSON access log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
+    /// OpenInference traces over OTLP (not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpSpec>,
+}
+
+/// Access log destination.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogSpec {
+    /// `stdout` (default), `off`, or a file path (appended to).
+    pub to: String,
+}
+
+/// OTLP exporter.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpSpec {
+    /// Collector endpoint, e.g. `http://127.0.0.1:4318`.
+    pub endpoint: String,
+    /// `http` or `grpc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+// ------------------------------------------------------------------ Backend
+
+/// `Backend`: an LLM provider or an MCP server.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendSpec {
+    /// The provider's API: `OpenAI`, `OpenAICompatible`, `Ollama`, `VLLM`,
+    /// `LMStudio`, `Mistral`, `Groq`, `DeepSeek`, `Together`, `Fireworks`,
+    /// `OpenRouter`, `XAI`, `Cerebras`, `SambaNova`, `DeepInfra`, `Demo`;
+    /// later `AzureOpenAI`, `Anthropic`, `Bedrock`, `Gemini`, `VertexAI`,
+    /// `Cohere`, `MCP`.
+    pub provider: String,
+    /// Base URL of the API, as the provider's SDK takes it (e.g.
+    /// `https://api.openai.com/v1`). An endpoint with no path gets `/v1`.
+    /// Default per provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Upstream credentials, injected by the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BackendAuthSpec>,
+    /// Models advertised in `GET /v1/models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// USD per million tokens, by model; overrides the built-in table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<BTreeMap<String, PriceSpec>>,
+    /// Per-attempt wait for response headers, and the longest gap between
+    /// two chunks of a streamed body (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Command of a stdio MCP server (MCP, standalone only; not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+}
+
+/// Upstream credentials of a Backend.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendAuthSpec {
+    /// An API key, sent as `Authorization: Bearer KEY` unless `header` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<BackendApiKeySpec>,
+    /// AWS credentials (Bedrock; not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<serde_yaml::Value>,
+    /// GCP credentials (Vertex AI; not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<serde_yaml::Value>,
+    /// Azure credentials (Azure OpenAI; not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<serde_yaml::Value>,
+}
+
+/// An upstream API key.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendApiKeySpec {
+    /// Where the key comes from.
+    pub value_from: ValueFrom,
+    /// Header to send it in (default `Authorization`, as `Bearer KEY`; any
+    /// other header carries the bare key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+/// Prices in USD per million tokens, as decimal strings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PriceSpec {
+    /// Input (prompt) tokens.
+    pub input: String,
+    /// Output (completion) tokens.
+    pub output: String,
+    /// Cached input tokens (default: `input`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<String>,
+}
+
+// ----------------------------------------------------------------- MCPRoute
+
+/// `MCPRoute`: many MCP servers behind one endpoint (not supported yet).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MCPRouteSpec {
+    /// Path the route serves, e.g. `/mcp`.
+    pub path: String,
+    /// MCP backends aggregated behind the path.
+    #[serde(default)]
+    pub backends: Vec<MCPRouteBackendSpec>,
+    /// `Always`, `Conditional` (only with more than one backend) or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_mode: Option<String>,
+    /// Client authentication of the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<MCPRouteAuthSpec>,
+}
+
+/// One MCP backend of a route.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MCPRouteBackendSpec {
+    /// Name of a Backend with `provider: MCP`.
+    pub backend: String,
+    /// Tool-name prefix (default: the backend name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Tool filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolFilterSpec>,
+}
+
+/// Include/exclude globs over tool names.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolFilterSpec {
+    /// Tools to expose (default: all).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Tools to hide.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// MCP route auth.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MCPRouteAuthSpec {
+    /// OAuth 2.1 resource-server settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthSpec>,
+}
+
+/// OAuth resource server.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OAuthSpec {
+    /// Authorization server issuer.
+    pub issuer: String,
+    /// Accepted audiences.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Signing keys.
+    pub jwks_uri: String,
+    /// Scopes required.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+// ------------------------------------------------------------------- Budget
+
+/// `Budget`: limits and spend per tenant (not supported yet).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// Tenant the budget applies to.
+    pub tenant: String,
+    /// Model globs in scope (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// API key name in scope (default: all of the tenant's keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Limits; every applicable one must pass.
+    #[serde(default)]
+    pub limits: Vec<LimitSpec>,
+    /// `Strict` (end a stream that crosses the limit) or `Lenient`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<String>,
+    /// `FailClosed` or `FailOpen`, when the counter store cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_mode: Option<String>,
+    /// Alert thresholds in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_at: Option<Vec<u32>>,
+}
+
+/// One limit of a Budget.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitSpec {
+    /// Spend in USD over `period`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+    /// Tokens over `period`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Requests over `period`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// Tokens per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// `total` (default), `input` or `output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// `Hourly`, `Daily`, `Weekly`, `Monthly` or `{rolling: 24h}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<serde_yaml::Value>,
+    /// IANA time zone the calendar period aligns to (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}

@@ -1,0 +1,305 @@
+//! The compiled, validated runtime model: what `compile` produces and the
+//! proxy serves from. Immutable once built; nothing in it is optional where
+//! validation already decided, and secrets are either hashed (client keys)
+//! or wrapped in [`Secret`] (upstream credentials).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::pattern::ModelPattern;
+use crate::values::{MicroUsd, Secret};
+
+/// A compiled gateway config.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// `sha256:` of the sources it was compiled from.
+    pub hash: String,
+    /// Data-plane address.
+    pub listen: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Client authentication.
+    pub auth: Auth,
+    /// Lower-cased session-id header names, in priority order.
+    pub session_headers: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body: u64,
+    /// LLM routes, in the order written.
+    pub routes: Vec<Route>,
+    /// Backends; routes refer to them by index.
+    pub backends: Vec<Backend>,
+    /// Where access-log lines go.
+    pub access_log: AccessLogTarget,
+}
+
+/// A tenant name; cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(pub Arc<str>);
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A backend name; cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendName(pub Arc<str>);
+
+impl fmt::Display for BackendName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The SHA-256 of a client API key: the only form in which keys are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApiKeyHash(pub [u8; 32]);
+
+impl ApiKeyHash {
+    /// Hashes a presented or configured key.
+    pub fn of(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for ApiKeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKeyHash({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+/// Client authentication.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// Configured client keys.
+    pub api_keys: Vec<ApiKey>,
+    /// Tenant for requests without a credential; `None` requires one.
+    pub anonymous_tenant: Option<TenantId>,
+}
+
+/// One client key, hashed.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// The key's name (safe to log).
+    pub name: Arc<str>,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// SHA-256 of its value.
+    pub hash: ApiKeyHash,
+}
+
+/// One LLM route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Client model names it serves.
+    pub models: Vec<ModelPattern>,
+    /// Its backends, as written.
+    pub backends: Vec<RouteBackend>,
+    /// Retry and fallback policy.
+    pub retry: Retry,
+    /// Deadline for response headers across all attempts.
+    pub timeout: Duration,
+}
+
+/// A backend of a route.
+#[derive(Debug, Clone)]
+pub struct RouteBackend {
+    /// Index into [`Snapshot::backends`].
+    pub backend: usize,
+    /// Model name sent upstream instead of the client's.
+    pub model: Option<Arc<str>>,
+    /// Traffic share within its priority.
+    pub weight: u32,
+    /// 0 first; higher values are fallbacks.
+    pub priority: u32,
+}
+
+/// When to make another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Total attempts, the first included (1..=10).
+    pub attempts: u32,
+    /// Retry on connection failures.
+    pub on_connect: bool,
+    /// Retry when the backend's timeout elapses before headers.
+    pub on_timeout: bool,
+    /// Retry on HTTP 429.
+    pub on_429: bool,
+    /// Retry on HTTP 5xx.
+    pub on_5xx: bool,
+}
+
+/// The providers Sluice knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    /// The built-in, in-process demo model.
+    Demo,
+    /// OpenAI.
+    OpenAI,
+    /// Any OpenAI-compatible endpoint.
+    OpenAICompatible,
+    /// Ollama's OpenAI-compatible API.
+    Ollama,
+    /// vLLM's OpenAI-compatible server.
+    VLLM,
+    /// LM Studio's local server.
+    LMStudio,
+    /// Mistral La Plateforme.
+    Mistral,
+    /// Groq.
+    Groq,
+    /// DeepSeek.
+    DeepSeek,
+    /// Together AI.
+    Together,
+    /// Fireworks AI.
+    Fireworks,
+    /// OpenRouter.
+    OpenRouter,
+    /// xAI.
+    XAI,
+    /// Cerebras.
+    Cerebras,
+    /// SambaNova.
+    SambaNova,
+    /// DeepInfra.
+    DeepInfra,
+}
+
+impl Provider {
+    /// Every supported provider with its name in config.
+    pub const ALL: [(&'static str, Provider); 16] = [
+        ("Demo", Provider::Demo),
+        ("OpenAI", Provider::OpenAI),
+        ("OpenAICompatible", Provider::OpenAICompatible),
+        ("Ollama", Provider::Ollama),
+        ("VLLM", Provider::VLLM),
+        ("LMStudio", Provider::LMStudio),
+        ("Mistral", Provider::Mistral),
+        ("Groq", Provider::Groq),
+        ("DeepSeek", Provider::DeepSeek),
+        ("Together", Provider::Together),
+        ("Fireworks", Provider::Fireworks),
+        ("OpenRouter", Provider::OpenRouter),
+        ("XAI", Provider::XAI),
+        ("Cerebras", Provider::Cerebras),
+        ("SambaNova", Provider::SambaNova),
+        ("DeepInfra", Provider::DeepInfra),
+    ];
+
+    /// Providers of API.md whose translators are not built yet.
+    pub const NOT_YET: [&'static str; 8] = [
+        "AzureOpenAI",
+        "Anthropic",
+        "Bedrock",
+        "Gemini",
+        "VertexAI",
+        "Cohere",
+        "Perplexity",
+        "MCP",
+    ];
+
+    /// Parses a config name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("Unknown", |(n, _)| n)
+    }
+
+    /// Default base URL (`None`: an endpoint is required, or none is used).
+    pub fn default_endpoint(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Demo | Self::OpenAICompatible => return None,
+            Self::OpenAI => "https://api.openai.com/v1",
+            Self::Ollama => "http://127.0.0.1:11434/v1",
+            Self::VLLM => "http://127.0.0.1:8000/v1",
+            Self::LMStudio => "http://127.0.0.1:1234/v1",
+            Self::Mistral => "https://api.mistral.ai/v1",
+            Self::Groq => "https://api.groq.com/openai/v1",
+            Self::DeepSeek => "https://api.deepseek.com/v1",
+            Self::Together => "https://api.together.xyz/v1",
+            Self::Fireworks => "https://api.fireworks.ai/inference/v1",
+            Self::OpenRouter => "https://openrouter.ai/api/v1",
+            Self::XAI => "https://api.x.ai/v1",
+            Self::Cerebras => "https://api.cerebras.ai/v1",
+            Self::SambaNova => "https://api.sambanova.ai/v1",
+            Self::DeepInfra => "https://api.deepinfra.com/v1/openai",
+        })
+    }
+}
+
+/// A compiled backend.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Its name.
+    pub name: BackendName,
+    /// Its provider.
+    pub provider: Provider,
+    /// How requests reach it.
+    pub target: Target,
+    /// The credential the gateway injects.
+    pub credential: Option<Credential>,
+    /// Models advertised in `/v1/models`.
+    pub models: Vec<String>,
+    /// Price overrides per model, USD per million tokens.
+    pub pricing: BTreeMap<String, Price>,
+    /// Per-attempt header wait and longest gap between body chunks.
+    pub timeout: Duration,
+}
+
+/// Where a backend's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Answered in process by the demo model.
+    Demo,
+    /// An OpenAI-compatible HTTP API.
+    OpenAICompatible {
+        /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`;
+        /// `/chat/completions` etc. are appended.
+        base_url: String,
+    },
+}
+
+/// An upstream credential, ready to send.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Lower-case header name.
+    pub header: String,
+    /// Full header value (e.g. `Bearer sk-...`).
+    pub value: Secret,
+}
+
+/// Prices per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    /// Input tokens.
+    pub input: MicroUsd,
+    /// Output tokens.
+    pub output: MicroUsd,
+    /// Cached input tokens.
+    pub cached_input: MicroUsd,
+}
+
+/// Access-log destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output (the default).
+    Stdout,
+    /// No access log.
+    Off,
+    /// Appended to a file.
+    File(PathBuf),
+}

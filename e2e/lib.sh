@@ -1,0 +1,120 @@
+# shellcheck shell=bash
+# Shared helpers for Sluice's test and benchmark scripts (e2e/test-all.sh,
+# e2e/bench/run.sh). Source it; it defines functions and sets no shell options.
+#
+# Everything the scripts build or install lives under $SLUICE_CACHE
+# (default ~/.cache/sluice), keyed by the version of what built it, so a fresh
+# clone reuses it and a toolchain or requirements change gets a fresh copy.
+
+SLUICE_CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
+
+# The repository root (the parent of e2e/).
+repo_root() (
+    cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd
+)
+
+# A step header, so CI logs read as a list of steps.
+step() {
+    printf '\n\033[1m==> %s\033[0m\n' "$*"
+}
+
+note() {
+    printf '    %s\n' "$*"
+}
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Cargo's target dir lives outside the clone, keyed by the toolchain version,
+# so every clone on the machine shares one build cache.
+export_cargo_target_dir() {
+    local rustc_version
+    rustc_version="$(rustc -V | awk '{print $2}')" || die "rustc not found"
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLUICE_CACHE/target-$rustc_version}"
+}
+
+# Prints the path of a virtualenv with e2e/python/requirements.txt installed,
+# creating it on first use. The venv is keyed by the Python version and a hash
+# of the requirements file; a marker file says the install finished, so an
+# interrupted install is redone rather than reused.
+ensure_venv() {
+    local root requirements py_version req_hash venv
+    root="$(repo_root)" || return 1
+    requirements="$root/e2e/python/requirements.txt"
+    py_version="$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')" || return 1
+    req_hash="$(sha256sum "$requirements" | cut -c1-12)" || return 1
+    venv="$SLUICE_CACHE/venv-py$py_version-$req_hash"
+    if [[ ! -f "$venv/.installed" ]]; then
+        rm -rf "$venv"
+        mkdir -p "$SLUICE_CACHE"
+        echo "creating $venv" >&2
+        python3 -m venv "$venv" >&2 || return 1
+        "$venv/bin/pip" install --quiet --no-input --disable-pip-version-check \
+            -r "$requirements" >&2 || return 1
+        touch "$venv/.installed"
+    fi
+    echo "$venv"
+}
+
+# Installs a Debian package when the command it provides is missing.
+ensure_apt_command() {
+    local command=$1 package=${2:-$1}
+    command -v "$command" >/dev/null 2>&1 && return 0
+    echo "installing $package (apt)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "$package" >&2 \
+        || { apt-get update -q >&2 && apt-get install -y -q "$package" >&2; } \
+        || return 1
+    command -v "$command" >/dev/null 2>&1
+}
+
+# Waits until FILE has a line "listening on HOST:PORT" and prints PORT.
+# Fails when PID exits first or after TIMEOUT seconds.
+wait_listening_port() {
+    local file=$1 pid=$2 timeout=${3:-30} deadline line
+    deadline=$((SECONDS + timeout))
+    while ((SECONDS < deadline)); do
+        line="$(grep -m1 -Eo 'listening on [^ ]+:[0-9]+' "$file" 2>/dev/null || true)"
+        if [[ -n "$line" ]]; then
+            echo "${line##*:}"
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || { echo "process $pid exited before it listened" >&2; return 1; }
+        sleep 0.05
+    done
+    echo "no 'listening on' line in $file after ${timeout}s" >&2
+    return 1
+}
+
+# Waits until URL answers 200. Fails when PID exits first or after TIMEOUT s.
+wait_http_ok() {
+    local url=$1 pid=$2 timeout=${3:-30} deadline
+    deadline=$((SECONDS + timeout))
+    while ((SECONDS < deadline)); do
+        curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || { echo "process $pid exited before $url was ready" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "$url not ready after ${timeout}s" >&2
+    return 1
+}
+
+# A free TCP port on 127.0.0.1 (bound then released: a small race, fine here).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Stops a process we started: SIGTERM, then SIGKILL after 5 s.
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Runs every check Sluice has, from a fresh clone, with nothing started by hand:
+#
+#   1. cargo fmt --all -- --check
+#   2. cargo clippy --workspace --all-targets -- -D warnings
+#   3. cargo test --workspace
+#   4. cargo build --workspace --bins       (debug binaries for the e2e tests)
+#   5. the Python virtualenv for e2e/python (pinned openai SDK + pytest)
+#   6. pytest e2e/python                    (real sluice + sluice-test-upstream
+#                                            processes, the official OpenAI SDK)
+#
+# Usage: e2e/test-all.sh [--quick] [--e2e] [--no-e2e] [-k EXPR] [-- PYTEST_ARGS...]
+#   --quick     skip clippy (the slowest check that is not a test)
+#   --e2e       only build and run the e2e tests (skip fmt, clippy, cargo test)
+#   --no-e2e    skip the e2e tests (steps 5 and 6)
+#   -k EXPR     run only the e2e tests matching EXPR (pytest -k)
+#   -- ARGS     pass ARGS on to pytest (e.g. -- -x -vv e2e/python/test_errors.py)
+#
+# A failing step does not stop the later ones, except that the e2e tests need
+# the binaries and the virtualenv. The script ends with a table of the steps
+# and a count of the tests run, and exits non-zero if any step failed.
+#
+# Where things live (all outside the clone, reused between runs):
+#   CARGO_TARGET_DIR  ~/.cache/sluice/target-<rustc version> unless already set
+#   virtualenv        ~/.cache/sluice/venv-py<version>-<hash of requirements.txt>
+#   logs              ~/.cache/sluice/test-logs/ (cargo test output, pytest's
+#                     junit XML, and each e2e test's process logs and configs)
+# Environment: SLUICE_E2E_TIMEOUT (seconds, default 1200) bounds the whole
+# pytest run; each test also has its own timeout (e2e/python/pytest.ini).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=e2e/lib.sh
+source e2e/lib.sh
+
+quick=0 e2e_only=0 no_e2e=0
+pytest_args=()
+while (($#)); do
+    case "$1" in
+        --quick) quick=1 ;;
+        --e2e) e2e_only=1 ;;
+        --no-e2e) no_e2e=1 ;;
+        -k) [[ $# -ge 2 ]] || die "-k needs an expression"; pytest_args+=(-k "$2"); shift ;;
+        --) shift; pytest_args+=("$@"); break ;;
+        -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+done
+
+export_cargo_target_dir
+logs="$SLUICE_CACHE/test-logs"
+rm -rf "$logs"
+mkdir -p "$logs"
+
+step "environment"
+note "repo:             $(pwd)"
+note "rustc:            $(rustc -V)"
+note "python:           $(python3 -V 2>&1)"
+note "CARGO_TARGET_DIR: $CARGO_TARGET_DIR"
+note "logs:             $logs"
+
+# Step bookkeeping: names, results and durations for the closing table.
+step_names=() step_results=() step_seconds=()
+failed=0
+
+record() { # NAME RESULT SECONDS
+    step_names+=("$1")
+    step_results+=("$2")
+    step_seconds+=("$3")
+    [[ "$2" == ok || "$2" == skipped* ]] || failed=1
+}
+
+# Runs one step: a header, the command, and a line in the closing table.
+# The command runs in the || context, where `set -e` does not apply, so step
+# functions below chain their commands with && or `|| return`.
+run_step() { # NAME COMMAND...
+    local name=$1 start=$SECONDS rc=0
+    shift
+    step "$name"
+    "$@" || rc=$?
+    if ((rc == 0)); then
+        record "$name" ok $((SECONDS - start))
+    else
+        echo "    step '$name' failed (exit $rc)"
+        record "$name" "FAILED (exit $rc)" $((SECONDS - start))
+    fi
+    return "$rc"
+}
+
+skip_step() { # NAME REASON
+    step "$1"
+    note "skipped: $2"
+    record "$1" "skipped: $2" 0
+}
+
+cargo_test() {
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$logs/cargo-test.log"
+}
+
+make_venv() {
+    venv="$(ensure_venv)" && note "venv: $venv" && "$venv/bin/python" -c \
+        'import openai, pytest; print("    openai", openai.__version__, "/ pytest", pytest.__version__)'
+}
+
+run_pytest() {
+    export SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice"
+    export SLUICE_UPSTREAM_BIN="$CARGO_TARGET_DIR/debug/sluice-test-upstream"
+    note "SLUICE_BIN=$SLUICE_BIN"
+    note "SLUICE_UPSTREAM_BIN=$SLUICE_UPSTREAM_BIN"
+    PYTHONDONTWRITEBYTECODE=1 timeout --kill-after=30 "${SLUICE_E2E_TIMEOUT:-1200}" \
+        "$venv/bin/python" -m pytest e2e/python \
+        -p no:cacheprovider -ra \
+        --basetemp="$logs/pytest" --junitxml="$logs/pytest.xml" \
+        ${pytest_args[@]+"${pytest_args[@]}"}
+}
+
+if ((e2e_only)); then
+    skip_step "cargo fmt --check" "--e2e"
+    skip_step "cargo clippy" "--e2e"
+    skip_step "cargo test" "--e2e"
+else
+    run_step "cargo fmt --check" cargo fmt --all -- --check || true
+    if ((quick)); then
+        skip_step "cargo clippy" "--quick"
+    else
+        run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings || true
+    fi
+    run_step "cargo test" cargo_test || true
+fi
+
+built=0
+run_step "cargo build (bins)" cargo build --workspace --bins && built=1
+
+venv=""
+if ((no_e2e)); then
+    skip_step "python venv" "--no-e2e"
+    skip_step "e2e tests (pytest)" "--no-e2e"
+else
+    have_venv=0
+    run_step "python venv" make_venv && have_venv=1
+    if ((!built)); then
+        skip_step "e2e tests (pytest)" "the build failed"
+        failed=1
+    elif ((!have_venv)); then
+        skip_step "e2e tests (pytest)" "no virtualenv"
+        failed=1
+    else
+        run_step "e2e tests (pytest)" run_pytest || true
+    fi
+fi
+
+# Test counts: cargo's "test result:" lines plus pytest's junit XML.
+count_tests() {
+    local cargo_counts pytest_counts
+    cargo_counts="$(awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i) ~ /^passed/) p += $(i - 1)
+                if ($(i) ~ /^failed/) f += $(i - 1)
+                if ($(i) ~ /^ignored/) s += $(i - 1)
+            }
+        } END { printf "%d %d %d", p, f, s }' "$logs/cargo-test.log" 2>/dev/null || echo "0 0 0")"
+    pytest_counts="$(python3 - "$logs/pytest.xml" <<'EOF' 2>/dev/null || echo "0 0 0"
+import sys, xml.etree.ElementTree as ET
+p = f = s = 0
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    root = None
+for suite in ([] if root is None else root.iter("testsuite")):
+    n = int(suite.get("tests", 0))
+    bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    skipped = int(suite.get("skipped", 0))
+    p += n - bad - skipped
+    f += bad
+    s += skipped
+print(p, f, s)
+EOF
+    )"
+    echo "$cargo_counts $pytest_counts"
+}
+
+read -r cargo_p cargo_f cargo_s py_p py_f py_s <<<"$(count_tests)"
+
+step "summary"
+for i in "${!step_names[@]}"; do
+    printf '    %-22s %-28s %5ss\n' "${step_names[$i]}" "${step_results[$i]}" "${step_seconds[$i]}"
+done
+echo
+note "cargo test: $cargo_p passed, $cargo_f failed, $cargo_s ignored"
+note "e2e:        $py_p passed, $py_f failed, $py_s skipped"
+note "logs:       $logs"
+if ((failed)); then
+    echo "RESULT: FAILED"
+else
+    echo "RESULT: OK"
+fi
+echo "tests: $((cargo_p + py_p)) passed, $((cargo_f + py_f)) failed, $((cargo_s + py_s)) skipped"
+exit "$failed"
