@@ -15,7 +15,11 @@ repo_root() (
 
 # A step header, so CI logs read as a list of steps.
 step() {
-    printf '\n\033[1m==> %s\033[0m\n' "$*"
+    if [[ -t 1 ]]; then
+        printf '\n\033[1m==> %s\033[0m\n' "$*"
+    else
+        printf '\n==> %s\n' "$*"
+    fi
 }
 
 note() {
@@ -108,10 +112,10 @@ free_port() {
 
 # Stops a process we started: SIGTERM, then SIGKILL after 5 s.
 stop_pid() {
-    local pid=$1 i
+    local pid=$1
     kill -0 "$pid" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
         sleep 0.1
     done

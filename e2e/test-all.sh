@@ -14,7 +14,8 @@
 #   --e2e       only build and run the e2e tests (skip fmt, clippy, cargo test)
 #   --no-e2e    skip the e2e tests (steps 5 and 6)
 #   -k EXPR     run only the e2e tests matching EXPR (pytest -k)
-#   -- ARGS     pass ARGS on to pytest (e.g. -- -x -vv e2e/python/test_errors.py)
+#   -- ARGS     pass ARGS on to pytest, e.g. `-- -x -vv` or
+#               `-- e2e/python/test_errors.py` (test paths replace e2e/python)
 #
 # A failing step does not stop the later ones, except that the e2e tests need
 # the binaries and the virtualenv. The script ends with a table of the steps
@@ -94,23 +95,30 @@ skip_step() { # NAME REASON
     record "$1" "skipped: $2" 0
 }
 
+# shellcheck disable=SC2317 # called through run_step
 cargo_test() {
     cargo test --workspace --no-fail-fast 2>&1 | tee "$logs/cargo-test.log"
 }
 
+# shellcheck disable=SC2317 # called through run_step
 make_venv() {
     venv="$(ensure_venv)" && note "venv: $venv" && "$venv/bin/python" -c \
         'import openai, pytest; print("    openai", openai.__version__, "/ pytest", pytest.__version__)'
 }
 
+# shellcheck disable=SC2317 # called through run_step
 run_pytest() {
     export SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice"
     export SLUICE_UPSTREAM_BIN="$CARGO_TARGET_DIR/debug/sluice-test-upstream"
     note "SLUICE_BIN=$SLUICE_BIN"
     note "SLUICE_UPSTREAM_BIN=$SLUICE_UPSTREAM_BIN"
+    # Run e2e/python unless the arguments name test files or folders themselves.
+    local targets=(e2e/python) arg
+    for arg in ${pytest_args[@]+"${pytest_args[@]}"}; do
+        [[ "$arg" != -* && -e "${arg%%::*}" ]] && targets=()
+    done
     PYTHONDONTWRITEBYTECODE=1 timeout --kill-after=30 "${SLUICE_E2E_TIMEOUT:-1200}" \
-        "$venv/bin/python" -m pytest e2e/python \
-        -p no:cacheprovider -ra \
+        "$venv/bin/python" -m pytest ${targets[@]+"${targets[@]}"} \
         --basetemp="$logs/pytest" --junitxml="$logs/pytest.xml" \
         ${pytest_args[@]+"${pytest_args[@]}"}
 }

@@ -70,7 +70,10 @@ impl Errors {
 }
 
 /// Compiles loaded documents into a snapshot.
-pub fn compile(loaded: &LoadedConfig, secrets: &dyn SecretSource) -> Result<Snapshot, ConfigErrors> {
+pub fn compile(
+    loaded: &LoadedConfig,
+    secrets: &dyn SecretSource,
+) -> Result<Snapshot, ConfigErrors> {
     let mut errors = Errors(loaded.errors.clone());
     let mut gateways = Vec::new();
     let mut backend_specs: Vec<(String, &BackendSpec)> = Vec::new();
@@ -137,7 +140,11 @@ pub fn compile(loaded: &LoadedConfig, secrets: &dyn SecretSource) -> Result<Snap
         return Err(ConfigErrors(errors.0));
     }
     let Some(mut snapshot) = snapshot else {
-        return Err(ConfigErrors(vec![ConfigError::new(&gateway_id, "", "invalid")]));
+        return Err(ConfigErrors(vec![ConfigError::new(
+            &gateway_id,
+            "",
+            "invalid",
+        )]));
     };
     snapshot.hash = loaded.hash.clone();
     snapshot.backends = backends;
@@ -155,7 +162,13 @@ fn compile_gateway(
     let mut parse_addr = |field: &str, value: Option<&String>, default: &str| {
         let text = value.map_or(default, String::as_str);
         text.parse::<SocketAddr>()
-            .map_err(|_| errors.push(id, field, format!("`{text}` is not an address like 127.0.0.1:1975")))
+            .map_err(|_| {
+                errors.push(
+                    id,
+                    field,
+                    format!("`{text}` is not an address like 127.0.0.1:1975"),
+                )
+            })
             .ok()
     };
     let listen = parse_addr("spec.listen", spec.listen.as_ref(), DEFAULT_LISTEN);
@@ -173,7 +186,11 @@ fn compile_gateway(
                 errors.push(id, format!("{field}.tenant"), "must not be empty");
             }
             if auth_spec.api_keys[..i].iter().any(|k| k.name == key.name) {
-                errors.push(id, format!("{field}.name"), format!("key name `{}` is used twice", key.name));
+                errors.push(
+                    id,
+                    format!("{field}.name"),
+                    format!("key name `{}` is used twice", key.name),
+                );
             }
             match secrets.get(&key.value_from) {
                 Ok(value) => {
@@ -195,7 +212,11 @@ fn compile_gateway(
             }
         }
         if auth_spec.jwt.is_some() {
-            errors.push(id, "spec.auth.jwt", "JWT authentication is not supported yet; use apiKeys");
+            errors.push(
+                id,
+                "spec.auth.jwt",
+                "JWT authentication is not supported yet; use apiKeys",
+            );
         }
         if let Some(tenant) = &auth_spec.anonymous_tenant {
             if tenant.is_empty() {
@@ -210,7 +231,11 @@ fn compile_gateway(
         Some(list) => {
             for (i, name) in list.iter().enumerate() {
                 if http_token(name).is_err() {
-                    errors.push(id, format!("spec.sessionHeaders[{i}]"), format!("`{name}` is not a header name"));
+                    errors.push(
+                        id,
+                        format!("spec.sessionHeaders[{i}]"),
+                        format!("`{name}` is not a header name"),
+                    );
                 }
             }
             list.iter().map(|h| h.to_ascii_lowercase()).collect()
@@ -235,7 +260,9 @@ fn compile_gateway(
     if let Some(llm) = &spec.llm {
         for (i, route) in llm.routes.iter().enumerate() {
             let field = format!("spec.llm.routes[{i}]");
-            if let Some(route) = compile_route(id, &field, route, backend_index, known_backend, errors) {
+            if let Some(route) =
+                compile_route(id, &field, route, backend_index, known_backend, errors)
+            {
                 routes.push(route);
             }
         }
@@ -247,9 +274,16 @@ fn compile_gateway(
             "raft" | "redis" => errors.push(
                 id,
                 "spec.state.type",
-                format!("`{}` is not supported yet; use `memory`", state.kind.as_deref().unwrap_or_default()),
+                format!(
+                    "`{}` is not supported yet; use `memory`",
+                    state.kind.as_deref().unwrap_or_default()
+                ),
             ),
-            other => errors.push(id, "spec.state.type", format!("`{other}` is not one of memory, raft, redis")),
+            other => errors.push(
+                id,
+                "spec.state.type",
+                format!("`{other}` is not one of memory, raft, redis"),
+            ),
         }
     }
 
@@ -260,14 +294,22 @@ fn compile_gateway(
                 "stdout" => AccessLogTarget::Stdout,
                 "off" => AccessLogTarget::Off,
                 "" => {
-                    errors.push(id, "spec.telemetry.accessLog.to", "must be `stdout`, `off` or a file path");
+                    errors.push(
+                        id,
+                        "spec.telemetry.accessLog.to",
+                        "must be `stdout`, `off` or a file path",
+                    );
                     AccessLogTarget::Off
                 }
                 path => AccessLogTarget::File(PathBuf::from(path)),
             };
         }
         if telemetry.otlp.is_some() {
-            errors.push(id, "spec.telemetry.otlp", "OTLP traces are not supported yet");
+            errors.push(
+                id,
+                "spec.telemetry.otlp",
+                "OTLP traces are not supported yet",
+            );
         }
     }
 
@@ -296,7 +338,11 @@ fn compile_route(
 ) -> Option<Route> {
     let before = errors.0.len();
     if spec.models.is_empty() {
-        errors.push(id, format!("{field}.models"), "list at least one model name or glob");
+        errors.push(
+            id,
+            format!("{field}.models"),
+            "list at least one model name or glob",
+        );
     }
     let models: Vec<ModelPattern> = spec
         .models
@@ -329,7 +375,11 @@ fn compile_route(
             ),
         }
         if rb.model.as_deref() == Some("") {
-            errors.push(id, format!("{field}.backends[{j}].model"), "must not be empty");
+            errors.push(
+                id,
+                format!("{field}.backends[{j}].model"),
+                "must not be empty",
+            );
         }
     }
     let retry = compile_retry(id, field, spec.retry.as_ref(), spec.backends.len(), errors);
@@ -347,8 +397,16 @@ fn compile_route(
     })
 }
 
-fn compile_retry(id: &str, field: &str, spec: Option<&RetrySpec>, backends: usize, errors: &mut Errors) -> Retry {
-    let default_attempts = u32::try_from(backends).unwrap_or(MAX_ATTEMPTS).clamp(1, MAX_ATTEMPTS);
+fn compile_retry(
+    id: &str,
+    field: &str,
+    spec: Option<&RetrySpec>,
+    backends: usize,
+    errors: &mut Errors,
+) -> Retry {
+    let default_attempts = u32::try_from(backends)
+        .unwrap_or(MAX_ATTEMPTS)
+        .clamp(1, MAX_ATTEMPTS);
     let mut retry = Retry {
         attempts: default_attempts,
         on_connect: true,
@@ -359,7 +417,11 @@ fn compile_retry(id: &str, field: &str, spec: Option<&RetrySpec>, backends: usiz
     let Some(spec) = spec else { return retry };
     if let Some(attempts) = spec.attempts {
         if !(1..=MAX_ATTEMPTS).contains(&attempts) {
-            errors.push(id, format!("{field}.retry.attempts"), format!("must be between 1 and {MAX_ATTEMPTS}"));
+            errors.push(
+                id,
+                format!("{field}.retry.attempts"),
+                format!("must be between 1 and {MAX_ATTEMPTS}"),
+            );
         }
         retry.attempts = attempts.clamp(1, MAX_ATTEMPTS);
     }
@@ -398,7 +460,11 @@ fn compile_backend(
             format!("provider `{}` is not supported yet", spec.provider)
         } else {
             let known: Vec<&str> = Provider::ALL.iter().map(|(n, _)| *n).collect();
-            format!("unknown provider `{}`; supported: {}", spec.provider, known.join(", "))
+            format!(
+                "unknown provider `{}`; supported: {}",
+                spec.provider,
+                known.join(", ")
+            )
         };
         errors.push(&id, "spec.provider", message);
         return None;
@@ -406,13 +472,21 @@ fn compile_backend(
     let target = match provider {
         Provider::Demo => {
             if spec.endpoint.is_some() {
-                errors.push(&id, "spec.endpoint", "the Demo provider runs in process and takes no endpoint");
+                errors.push(
+                    &id,
+                    "spec.endpoint",
+                    "the Demo provider runs in process and takes no endpoint",
+                );
             }
             Target::Demo
         }
         _ => match spec.endpoint.as_deref().or(provider.default_endpoint()) {
             None => {
-                errors.push(&id, "spec.endpoint", format!("required for provider {}", provider.name()));
+                errors.push(
+                    &id,
+                    "spec.endpoint",
+                    format!("required for provider {}", provider.name()),
+                );
                 Target::Demo
             }
             Some(endpoint) => match base_url(endpoint) {
@@ -429,7 +503,11 @@ fn compile_backend(
         .as_ref()
         .and_then(|auth| compile_credential(&id, auth, secrets, errors));
     if spec.command.is_some() {
-        errors.push(&id, "spec.command", "stdio MCP servers are not supported yet");
+        errors.push(
+            &id,
+            "spec.command",
+            "stdio MCP servers are not supported yet",
+        );
     }
     let mut pricing = BTreeMap::new();
     for (model, price) in spec.pricing.iter().flatten() {
@@ -460,13 +538,25 @@ fn compile_credential(
     secrets: &dyn SecretSource,
     errors: &mut Errors,
 ) -> Option<Credential> {
-    for (field, set) in [("aws", auth.aws.is_some()), ("gcp", auth.gcp.is_some()), ("azure", auth.azure.is_some())] {
+    for (field, set) in [
+        ("aws", auth.aws.is_some()),
+        ("gcp", auth.gcp.is_some()),
+        ("azure", auth.azure.is_some()),
+    ] {
         if set {
-            errors.push(id, format!("spec.auth.{field}"), "not supported yet for this version's providers");
+            errors.push(
+                id,
+                format!("spec.auth.{field}"),
+                "not supported yet for this version's providers",
+            );
         }
     }
     let key = auth.api_key.as_ref()?;
-    let header = key.header.as_deref().unwrap_or("authorization").to_ascii_lowercase();
+    let header = key
+        .header
+        .as_deref()
+        .unwrap_or("authorization")
+        .to_ascii_lowercase();
     if let Err(e) = http_token(&header) {
         errors.push(id, "spec.auth.apiKey.header", e);
         return None;
@@ -479,7 +569,11 @@ fn compile_credential(
         }
     };
     if value.expose().bytes().any(|b| b < 0x20 || b == 0x7f) {
-        errors.push(id, "spec.auth.apiKey.valueFrom", "the key contains control characters");
+        errors.push(
+            id,
+            "spec.auth.apiKey.valueFrom",
+            "the key contains control characters",
+        );
         return None;
     }
     let value = if header == "authorization" {
@@ -516,14 +610,18 @@ fn base_url(endpoint: &str) -> Result<String, String> {
         .split_once("://")
         .ok_or_else(|| format!("`{endpoint}` is not a URL like https://api.openai.com/v1"))?;
     if scheme != "http" && scheme != "https" {
-        return Err(format!("`{endpoint}`: only http and https endpoints are supported"));
+        return Err(format!(
+            "`{endpoint}`: only http and https endpoints are supported"
+        ));
     }
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
         return Err(format!("`{endpoint}` has no valid host"));
     }
     if path.contains(['?', '#', ' ']) {
-        return Err(format!("`{endpoint}`: the endpoint must not carry a query or fragment"));
+        return Err(format!(
+            "`{endpoint}`: the endpoint must not carry a query or fragment"
+        ));
     }
     let path = path.trim_end_matches('/');
     let path = if path.is_empty() { "/v1" } else { path };

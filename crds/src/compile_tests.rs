@@ -13,7 +13,8 @@ fn env(name: &str) -> Option<String> {
 
 fn compile_text(text: &str) -> Result<Snapshot, Vec<String>> {
     let loaded = load_documents(&[("test.yaml".into(), text.into())]);
-    compile(&loaded, &StandaloneSecrets { env }).map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    compile(&loaded, &StandaloneSecrets { env })
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect())
 }
 
 const GOOD: &str = r#"
@@ -73,14 +74,28 @@ fn compiles_a_full_config() {
     assert_eq!(route.timeout, Duration::from_secs(30));
     assert_eq!(
         route.retry,
-        Retry { attempts: 3, on_connect: true, on_timeout: false, on_429: false, on_5xx: true }
+        Retry {
+            attempts: 3,
+            on_connect: true,
+            on_timeout: false,
+            on_429: false,
+            on_5xx: true
+        }
     );
     assert_eq!(route.backends[0].weight, 3);
-    assert_eq!(route.backends[0].model.as_deref(), Some("gpt-4o-2024-08-06"));
+    assert_eq!(
+        route.backends[0].model.as_deref(),
+        Some("gpt-4o-2024-08-06")
+    );
     assert_eq!(route.backends[1].priority, 1);
 
     let openai = &snapshot.backends[route.backends[0].backend];
-    assert_eq!(openai.target, Target::OpenAICompatible { base_url: "https://api.openai.com/v1".into() });
+    assert_eq!(
+        openai.target,
+        Target::OpenAICompatible {
+            base_url: "https://api.openai.com/v1".into()
+        }
+    );
     let credential = openai.credential.as_ref().unwrap();
     assert_eq!(credential.header, "authorization");
     assert_eq!(credential.value.expose(), "Bearer sk-upstream");
@@ -89,8 +104,16 @@ fn compiles_a_full_config() {
     assert_eq!(openai.timeout, Duration::from_secs(10));
 
     let local = &snapshot.backends[route.backends[1].backend];
-    assert_eq!(local.target, Target::OpenAICompatible { base_url: "http://127.0.0.1:8080/v1".into() });
-    assert_eq!(local.credential.as_ref().unwrap().value.expose(), "sk-upstream");
+    assert_eq!(
+        local.target,
+        Target::OpenAICompatible {
+            base_url: "http://127.0.0.1:8080/v1".into()
+        }
+    );
+    assert_eq!(
+        local.credential.as_ref().unwrap().value.expose(),
+        "sk-upstream"
+    );
 }
 
 #[test]
@@ -98,7 +121,10 @@ fn an_empty_config_gets_defaults() {
     let snapshot = compile_text("").unwrap();
     assert_eq!(snapshot.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(snapshot.max_request_body, 32 << 20);
-    assert_eq!(snapshot.session_headers, vec!["x-session-id", "agent-session-id"]);
+    assert_eq!(
+        snapshot.session_headers,
+        vec!["x-session-id", "agent-session-id"]
+    );
     assert!(snapshot.routes.is_empty());
 }
 
@@ -160,7 +186,10 @@ spec: {path: /mcp}
         "AIGateway/gw: spec.state.type: `redis` is not supported yet",
     ];
     for want in expect {
-        assert!(errors.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errors:#?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errors:#?}"
+        );
     }
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
     // Secrets never appear in errors.
@@ -189,15 +218,26 @@ fn duplicate_backends_and_gateways_are_errors() {
     let text = "kind: Backend\nmetadata: {name: a}\nspec: {provider: Demo}\n---\nkind: Backend\nmetadata: {name: a}\nspec: {provider: Demo}\n---\nkind: AIGateway\nmetadata: {name: one}\n---\nkind: AIGateway\nmetadata: {name: two}\n";
     let errors = compile_text(text).unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:#?}");
-    assert!(errors[0].starts_with("Backend/a: metadata.name: a Backend of this name is defined twice"));
+    assert!(
+        errors[0].starts_with("Backend/a: metadata.name: a Backend of this name is defined twice")
+    );
     assert!(errors[1].starts_with("AIGateway/two: only one AIGateway"));
 }
 
 #[test]
 fn endpoints_are_normalised() {
-    assert_eq!(base_url("https://api.openai.com").unwrap(), "https://api.openai.com/v1");
-    assert_eq!(base_url("https://api.openai.com/v1/").unwrap(), "https://api.openai.com/v1");
-    assert_eq!(base_url("http://h:1/openai/v1").unwrap(), "http://h:1/openai/v1");
+    assert_eq!(
+        base_url("https://api.openai.com").unwrap(),
+        "https://api.openai.com/v1"
+    );
+    assert_eq!(
+        base_url("https://api.openai.com/v1/").unwrap(),
+        "https://api.openai.com/v1"
+    );
+    assert_eq!(
+        base_url("http://h:1/openai/v1").unwrap(),
+        "http://h:1/openai/v1"
+    );
     assert!(base_url("ftp://h").is_err());
     assert!(base_url("api.openai.com").is_err());
     assert!(base_url("http://").is_err());

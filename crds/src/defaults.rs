@@ -13,18 +13,20 @@ pub struct DefaultConfig {
 /// Builds the default config from the environment (`OPENAI_API_KEY`,
 /// `OPENAI_BASE_URL`).
 pub fn default_config(env: &dyn Fn(&str) -> Option<String>) -> DefaultConfig {
-    let mut routes = String::from(
-        "      - models: [sluice-demo]\n        backends: [{backend: demo}]\n",
-    );
+    let mut routes =
+        String::from("      - models: [sluice-demo]\n        backends: [{backend: demo}]\n");
     let mut backends = String::from(
         "---\nkind: Backend\nmetadata: {name: demo}\nspec: {provider: Demo, models: [sluice-demo]}\n",
     );
-    let mut summary = vec!["sluice-demo -> built-in demo model (in process, deterministic, no network)".to_owned()];
+    let mut summary = vec![
+        "sluice-demo -> built-in demo model (in process, deterministic, no network)".to_owned(),
+    ];
 
     if env("OPENAI_API_KEY").is_some_and(|k| !k.is_empty()) {
         let endpoint = env("OPENAI_BASE_URL").filter(|u| !u.is_empty());
         routes.push_str("      - models: [\"*\"]\n        backends: [{backend: openai}]\n");
-        backends.push_str("---\nkind: Backend\nmetadata: {name: openai}\nspec:\n  provider: OpenAI\n");
+        backends
+            .push_str("---\nkind: Backend\nmetadata: {name: openai}\nspec:\n  provider: OpenAI\n");
         if let Some(url) = &endpoint {
             // A JSON string is a valid YAML scalar, whatever the URL holds.
             let quoted = serde_json::Value::String(url.clone()).to_string();
@@ -59,7 +61,10 @@ mod tests {
         let snapshot = compile_default(&|_| None);
         assert_eq!(snapshot.routes.len(), 1);
         assert_eq!(snapshot.backends.len(), 1);
-        assert_eq!(snapshot.auth.anonymous_tenant.as_ref().map(|t| &*t.0), Some("local"));
+        assert_eq!(
+            snapshot.auth.anonymous_tenant.as_ref().map(|t| &*t.0),
+            Some("local")
+        );
     }
 
     #[test]
@@ -74,7 +79,9 @@ mod tests {
         let openai = &snapshot.backends[1];
         assert_eq!(
             openai.target,
-            crate::snapshot::Target::OpenAICompatible { base_url: "http://127.0.0.1:9/v1".into() }
+            crate::snapshot::Target::OpenAICompatible {
+                base_url: "http://127.0.0.1:9/v1".into()
+            }
         );
     }
 }

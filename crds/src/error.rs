@@ -18,7 +18,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// Builds an error.
-    pub fn new(object: impl Into<String>, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        object: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             object: object.into(),
             field: field.into(),
@@ -44,7 +48,11 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
-        writeln!(f, "{count} config error{}:", if count == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{count} config error{}:",
+            if count == 1 { "" } else { "s" }
+        )?;
         for error in &self.0 {
             writeln!(f, "  {error}")?;
         }

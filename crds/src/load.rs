@@ -79,10 +79,8 @@ pub fn substitute_env(
             break;
         };
         let name = &after[..end];
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid {
             errors.push(ConfigError::new(
                 format!("{source}:{line}"),
@@ -242,10 +240,16 @@ mod tests {
             substitute_env("f", "listen: 127.0.0.1:${PORT}${EMPTY}", &env),
             Ok("listen: 127.0.0.1:8080".to_owned())
         );
-        assert_eq!(substitute_env("f", "a: $${PORT}", &env), Ok("a: ${PORT}".to_owned()));
+        assert_eq!(
+            substitute_env("f", "a: $${PORT}", &env),
+            Ok("a: ${PORT}".to_owned())
+        );
         let errors = substitute_env("f", "a: 1\nb: ${NOPE}\nc: ${ALSO_NOPE}", &env).unwrap_err();
         assert_eq!(errors.len(), 2);
-        assert_eq!(errors[0].to_string(), "f:2: environment variable NOPE is not set");
+        assert_eq!(
+            errors[0].to_string(),
+            "f:2: environment variable NOPE is not set"
+        );
         assert_eq!(errors[1].object, "f:3");
         assert!(substitute_env("f", "a: ${BROKEN", &env).is_err());
         assert!(substitute_env("f", "a: ${no-dash}", &env).is_err());
@@ -279,10 +283,20 @@ spec:
         assert_eq!(loaded.documents[0].id(), "Backend/openai");
         let errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(errors[0].starts_with("Backend/typo: spec.endpointt: unknown field `endpointt`"), "{}", errors[0]);
-        assert!(errors[1].starts_with("Gadget/g: kind: unknown kind `Gadget`"), "{}", errors[1]);
         assert!(
-            errors[2].starts_with("AIGateway/default: spec.llm.routes[0].backends[0].weight: invalid type"),
+            errors[0].starts_with("Backend/typo: spec.endpointt: unknown field `endpointt`"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with("Gadget/g: kind: unknown kind `Gadget`"),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[2].starts_with(
+                "AIGateway/default: spec.llm.routes[0].backends[0].weight: invalid type"
+            ),
             "{}",
             errors[2]
         );

@@ -73,7 +73,9 @@ mod tests {
     use super::*;
 
     fn m(pattern: &str, name: &str) -> bool {
-        ModelPattern::parse(pattern).map(|p| p.matches(name)).unwrap_or(false)
+        ModelPattern::parse(pattern)
+            .map(|p| p.matches(name))
+            .unwrap_or(false)
     }
 
     #[test]

@@ -13,6 +13,7 @@ them), else from the debug build in the default cargo target dir.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -122,7 +123,8 @@ class Process:
                 stderr=err,
                 cwd=workdir,
                 env=env,
-                start_new_session=True,  # a Ctrl-C of pytest is handled by our teardown
+                # Same process group as pytest: when e2e/test-all.sh's
+                # `timeout` ends a hung run, it ends these processes too.
             )
         proc = cls(name, argv, popen, stdout, stderr)
         _LIVE.append(proc)
@@ -174,12 +176,17 @@ class Process:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
     """On failure, show the tail of every running process's logs."""
     report = yield
-    if report.failed and _LIVE:
-        report.sections.append(("sluice processes", "\n\n".join(p.logs() for p in _LIVE)))
+    if report.failed:
+        # Process.fail() already put its own process's logs in the message.
+        shown = str(report.longrepr)
+        logs = [p.logs() for p in _LIVE if str(p.stderr) not in shown]
+        if logs:
+            report.sections.append(("sluice processes", "\n\n".join(logs)))
     return report
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@atexit.register
+def _stop_all() -> None:
     """Belt and braces: no process outlives the test run."""
     for proc in list(_LIVE):
         proc.stop()

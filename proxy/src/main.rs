@@ -1,1 +1,118 @@
-fn main(){}
+//! The `sluice` command line: `run` the gateway, `validate` a config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sluice::config_source::ConfigSource;
+
+/// Sluice: one gateway for an AI agent's LLM traffic, with routing,
+/// fallback, API keys, usage accounting, access logs and metrics.
+#[derive(Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (LLM API on 127.0.0.1:1975, admin on 127.0.0.1:1976).
+    ///
+    /// Without -f, a built-in config serves the demo model `sluice-demo` and,
+    /// when OPENAI_API_KEY is set, every other model through OpenAI
+    /// (OPENAI_BASE_URL overrides its endpoint). Config files are reloaded
+    /// when they change or on SIGHUP; SIGTERM drains in-flight requests.
+    Run {
+        /// Config file (multi-document YAML of AIGateway and Backend objects;
+        /// `${VAR}` is replaced from the environment). Repeatable.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Data-plane address; overrides the config's spec.listen.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Admin address; overrides the config's spec.admin.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// Longest wait for in-flight requests at shutdown, e.g. `30s`.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Check config files and print every error with its object and field.
+    /// Exits 1 when there are errors.
+    Validate {
+        /// Config file. Repeatable.
+        #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    sluice_crds::values::parse_duration(text)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Run {
+            files,
+            listen,
+            admin,
+            drain_timeout,
+        } => {
+            let source = ConfigSource {
+                files,
+                listen,
+                admin,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("error: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(sluice::run::run(source, drain_timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Validate { files } => {
+            let source = ConfigSource {
+                files: files.clone(),
+                listen: None,
+                admin: None,
+            };
+            match source.load() {
+                Ok(snapshot) => {
+                    eprintln!(
+                        "ok: {} route(s), {} backend(s), {} API key(s)",
+                        snapshot.routes.len(),
+                        snapshot.backends.len(),
+                        snapshot.auth.api_keys.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprint!("{errors}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

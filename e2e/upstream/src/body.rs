@@ -3,6 +3,7 @@
 //! events say.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -127,6 +128,8 @@ pub(crate) struct EventStream {
     flushed: bool,
     /// Whether `next` has waited out its chunk delay.
     delayed: bool,
+    /// Whether hyper has written out everything before an abort.
+    abort_flushed: bool,
     sleep: Option<Pin<Box<Sleep>>>,
     sleeping: bool,
 }
@@ -140,6 +143,7 @@ impl EventStream {
             content_sent: 0,
             flushed: true,
             delayed: false,
+            abort_flushed: false,
             sleep: None,
             sleeping: false,
         }
@@ -158,9 +162,10 @@ impl EventStream {
             return Poll::Ready(None);
         };
         if self.aborts_before(kind) {
-            // Let the frames sent so far reach the client before breaking.
-            if !self.flushed {
-                self.flushed = true;
+            // Let the headers and frames sent so far reach the client
+            // before breaking.
+            if !self.abort_flushed {
+                self.abort_flushed = true;
                 return yield_now(cx);
             }
             self.next = None;
@@ -252,7 +257,9 @@ mod tests {
         let mut out = Vec::new();
         while let Some(frame) = body.frame().await {
             match frame {
-                Ok(frame) => out.push(String::from_utf8_lossy(&frame.into_data().unwrap()).into_owned()),
+                Ok(frame) => {
+                    out.push(String::from_utf8_lossy(&frame.into_data().unwrap()).into_owned())
+                }
                 Err(Aborted) => return (out, true),
             }
         }
@@ -264,7 +271,13 @@ mod tests {
     async fn sends_every_event_as_a_frame() {
         assert_eq!(
             frames(stream(None)).await,
-            (vec!["1", "2", "3", "4", "5", "6"].into_iter().map(String::from).collect(), false)
+            (
+                vec!["1", "2", "3", "4", "5", "6"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                false
+            )
         );
     }
 

@@ -135,7 +135,11 @@ impl Control {
 
 /// Parses a status code for an error response (400..=599).
 pub(crate) fn parse_error_status(value: &str) -> Option<StatusCode> {
-    let code: u16 = value.trim().parse().ok()?;
+    error_status(value.trim().parse().ok()?)
+}
+
+/// `code` as a status, if it is an error status (400..=599).
+pub(crate) fn error_status(code: u16) -> Option<StatusCode> {
     if (400..=599).contains(&code) {
         StatusCode::from_u16(code).ok()
     } else {
@@ -143,13 +147,19 @@ pub(crate) fn parse_error_status(value: &str) -> Option<StatusCode> {
     }
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, InvalidControl> {
+fn header<'h>(
+    headers: &'h HeaderMap,
+    name: &'static str,
+) -> Result<Option<&'h str>, InvalidControl> {
     match headers.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.trim()))
-            .map_err(|_| invalid(name, &String::from_utf8_lossy(v.as_bytes()), "visible ASCII")),
+        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
+            invalid(
+                name,
+                &String::from_utf8_lossy(v.as_bytes()),
+                "visible ASCII",
+            )
+        }),
     }
 }
 

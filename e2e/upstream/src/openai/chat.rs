@@ -7,8 +7,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    content, json_str, to_json, BadRequest, ChunkFrame, ChunkText, Ids, Reply, StreamOptions, Usage,
-    CREATED, SYSTEM_FINGERPRINT,
+    content, json_str, to_json, BadRequest, ChunkFrame, ChunkText, Ids, Reply, StreamOptions,
+    Usage, CREATED, SYSTEM_FINGERPRINT,
 };
 use crate::body::{Event, EventKind, EventSource};
 use crate::control::Control;
@@ -77,7 +77,8 @@ impl ChatRequest<'_> {
 
 /// Answers one chat completion request.
 pub(crate) fn reply(body: &[u8], control: &Control, ids: &Ids) -> Result<Reply, BadRequest> {
-    let request: ChatRequest<'_> = serde_json::from_slice(body).map_err(|e| BadRequest::json(&e))?;
+    let request: ChatRequest<'_> =
+        serde_json::from_slice(body).map_err(|e| BadRequest::json(&e))?;
     let id = format!("chatcmpl-mock-{}", ids.next());
     let tool = request.forced_tool(control);
     let usage = Usage::new(control.prompt_tokens, u64::from(control.chunks));
@@ -249,7 +250,9 @@ impl ChatStream {
         };
         self.frame.choice(
             EventKind::Tail,
-            format_args!("\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"{reason}\""),
+            format_args!(
+                "\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"{reason}\""
+            ),
         )
     }
 }
@@ -316,11 +319,17 @@ mod tests {
 
     #[test]
     fn auto_and_unknown_tool_choices_answer_text() {
-        for choice in [json!("auto"), json!({"type":"allowed_tools","allowed_tools":{}})] {
+        for choice in [
+            json!("auto"),
+            json!({"type":"allowed_tools","allowed_tools":{}}),
+        ] {
             let body = json!({"model":"m","messages":[],"tool_choice":choice,
                 "tools":[{"type":"function","function":{"name":"search"}}]});
             let answer = json_reply(body, &Control::default());
-            assert_eq!(answer["choices"][0]["message"]["content"], "tok0 tok1 tok2 tok3 tok4 ");
+            assert_eq!(
+                answer["choices"][0]["message"]["content"],
+                "tok0 tok1 tok2 tok3 tok4 "
+            );
         }
     }
 
@@ -329,13 +338,19 @@ mod tests {
         let body = json!({"model":"m","messages":[],
             "tool_choice":{"type":"function","function":{"name":"picked"}}});
         let answer = json_reply(body.clone(), &Control::default());
-        assert_eq!(answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "picked");
+        assert_eq!(
+            answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "picked"
+        );
         let control = Control {
             tool_call: Some("header\"tool".to_owned()),
             ..Control::default()
         };
         let answer = json_reply(body, &control);
-        assert_eq!(answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "header\"tool");
+        assert_eq!(
+            answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "header\"tool"
+        );
     }
 
     #[test]
@@ -350,7 +365,9 @@ mod tests {
         let mut arguments = String::new();
         for e in &events[..4] {
             let chunk: Value = serde_json::from_str(e.trim_start_matches("data: ")).unwrap();
-            if let Some(args) = chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str() {
+            if let Some(args) =
+                chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            {
                 arguments.push_str(args);
             }
         }

@@ -115,7 +115,9 @@ pub(crate) fn json_str(s: &str) -> String {
 pub(crate) fn to_json(value: &impl Serialize) -> Bytes {
     // The bodies are plain structs with string keys, which cannot fail to
     // serialize; an empty body would show up in any test.
-    serde_json::to_vec(value).map(Bytes::from).unwrap_or_default()
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .unwrap_or_default()
 }
 
 /// The terminating event of every OpenAI stream.
@@ -139,7 +141,10 @@ impl ChunkFrame {
             json_str(model),
             json_str(SYSTEM_FINGERPRINT),
         );
-        ChunkFrame { head, usage_null: include_usage }
+        ChunkFrame {
+            head,
+            usage_null: include_usage,
+        }
     }
 
     /// A chunk with one choice whose members are `choice` (without braces).
@@ -194,7 +199,10 @@ mod tests {
         let frame = ChunkFrame::new("id-1", "chat.completion.chunk", "we\"ird", true);
         let event = frame.choice(EventKind::Content, format_args!("\"index\":0"));
         let text = std::str::from_utf8(&event.bytes).unwrap();
-        assert!(text.starts_with("data: {") && text.ends_with("}\n\n"), "{text}");
+        assert!(
+            text.starts_with("data: {") && text.ends_with("}\n\n"),
+            "{text}"
+        );
         let json: serde_json::Value =
             serde_json::from_str(text.trim_start_matches("data: ").trim_end()).unwrap();
         assert_eq!(json["model"], "we\"ird");

@@ -1,0 +1,327 @@
+//! One request in, one response out: records the request, applies the
+//! control headers, routes by path to an endpoint and frames its reply.
+//! Owns the HTTP side (status, headers); the bodies come from `openai`.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{MockBody, Pacing};
+use crate::control::Control;
+use crate::openai::{self, chat, completions, embeddings, error, BadRequest, Ids, Reply};
+use crate::record::{RecordedRequest, Recorder};
+
+/// The path of the recorded-requests endpoint.
+pub const REQUESTS_PATH: &str = "/_mock/requests";
+/// The header every response carries, naming this upstream.
+pub const NAME_HEADER: &str = "x-upstream-name";
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+
+/// What every request of one server shares.
+pub(crate) struct State {
+    name: HeaderValue,
+    always_status: Option<StatusCode>,
+    /// `None` when recording is off.
+    recorder: Option<std::sync::Arc<Recorder>>,
+    ids: Ids,
+    models: Bytes,
+}
+
+impl State {
+    pub fn new(
+        name: &str,
+        always_status: Option<StatusCode>,
+        recorder: Option<std::sync::Arc<Recorder>>,
+    ) -> std::io::Result<State> {
+        let header = HeaderValue::from_str(name).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("upstream name {name:?} is not a valid header value"),
+            )
+        })?;
+        Ok(State {
+            name: header,
+            always_status,
+            recorder,
+            ids: Ids::default(),
+            models: openai::models::list(name),
+        })
+    }
+}
+
+/// Makes hyper drop the connection without answering (`x-mock-close`, or a
+/// request body that could not be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DropConnection(&'static str);
+
+impl fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// The endpoints, recognised by path suffix so that base paths like
+/// `/openai/v1/chat/completions` work too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+    Models,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Option<Endpoint> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if path.ends_with("/chat/completions") {
+            Some(Endpoint::Chat)
+        } else if path.ends_with("/completions") {
+            Some(Endpoint::Completions)
+        } else if path.ends_with("/embeddings") {
+            Some(Endpoint::Embeddings)
+        } else if path.ends_with("/models") {
+            Some(Endpoint::Models)
+        } else {
+            None
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Endpoint::Models => Method::GET,
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => Method::POST,
+        }
+    }
+
+    fn allow(self) -> HeaderValue {
+        match self {
+            Endpoint::Models => HeaderValue::from_static("GET"),
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => {
+                HeaderValue::from_static("POST")
+            }
+        }
+    }
+}
+
+/// Answers one request.
+pub(crate) async fn handle(
+    state: &State,
+    request: Request<Incoming>,
+) -> Result<Response<MockBody>, DropConnection> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|_| DropConnection("could not read the request body"))?
+        .to_bytes();
+    let mut response = if parts.uri.path() == REQUESTS_PATH {
+        recorded_requests(state, &parts.method)
+    } else {
+        if let Some(recorder) = &state.recorder {
+            recorder.push(record(&parts, &body));
+        }
+        answer(state, &parts, &body).await?
+    };
+    response
+        .headers_mut()
+        .insert(NAME_HEADER, state.name.clone());
+    Ok(response)
+}
+
+async fn answer(
+    state: &State,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Response<MockBody>, DropConnection> {
+    let control = match Control::from_headers(&parts.headers) {
+        Ok(control) => control,
+        Err(err) => {
+            return Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                &err.to_string(),
+                Some(err.header),
+            ))
+        }
+    };
+    if control.close {
+        return Err(DropConnection("closed by x-mock-close"));
+    }
+    if let Some(delay) = control.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let forced_status = control.status.or(if parts.method == Method::POST {
+        state.always_status
+    } else {
+        None
+    });
+    if let Some(status) = forced_status {
+        return Ok(forced_error(status, control.retry_after));
+    }
+
+    let path = parts.uri.path();
+    let Some(endpoint) = Endpoint::of(path) else {
+        let message = format!("Unknown request URL: {} {path}.", parts.method);
+        let (kind, _) = error::kind_for(StatusCode::NOT_FOUND);
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            error::body(&message, kind, None, Some("unknown_url")),
+        ));
+    };
+    if parts.method != endpoint.method() {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("Method {} is not allowed for {path}.", parts.method),
+            None,
+        );
+        response.headers_mut().insert(ALLOW, endpoint.allow());
+        return Ok(response);
+    }
+    let reply = match endpoint {
+        Endpoint::Chat => chat::reply(body, &control, &state.ids),
+        Endpoint::Completions => completions::reply(body, &control, &state.ids),
+        Endpoint::Embeddings => embeddings::reply(body, &control),
+        Endpoint::Models => Ok(Reply::Json(state.models.clone())),
+    };
+    Ok(match reply {
+        Ok(reply) => success(reply, &control),
+        Err(BadRequest { message, param }) => {
+            error_response(StatusCode::BAD_REQUEST, &message, param)
+        }
+    })
+}
+
+/// Frames an endpoint's reply, breaking it if `x-mock-error-after` asks.
+fn success(reply: Reply, control: &Control) -> Response<MockBody> {
+    let pacing = Pacing {
+        chunk_delay: control.chunk_delay,
+        error_after: control.error_after,
+    };
+    match reply {
+        Reply::Json(bytes) if control.error_after.is_some() => {
+            // Promise the whole body, then break it.
+            let mut response = Response::new(MockBody::AbortAfterHeaders { flushed: false });
+            response.headers_mut().insert(CONTENT_TYPE, JSON);
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            response
+        }
+        Reply::Json(bytes) => json_response(StatusCode::OK, bytes),
+        Reply::Stream(source) => {
+            let mut response = Response::new(MockBody::events(source, pacing));
+            response.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
+            response
+        }
+    }
+}
+
+/// The answer `x-mock-status` / `--always-status` ask for.
+fn forced_error(status: StatusCode, retry_after: Option<u64>) -> Response<MockBody> {
+    let message = format!(
+        "Mock upstream error: status {} was requested.",
+        status.as_u16()
+    );
+    let (kind, code) = error::kind_for(status);
+    let mut response = json_response(status, error::body(&message, kind, None, code));
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn error_response(status: StatusCode, message: &str, param: Option<&str>) -> Response<MockBody> {
+    let (kind, code) = error::kind_for(status);
+    json_response(status, error::body(message, kind, param, code))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
+/// `GET /_mock/requests` lists, `DELETE` clears.
+fn recorded_requests(state: &State, method: &Method) -> Response<MockBody> {
+    match *method {
+        Method::GET => {
+            let requests = state
+                .recorder
+                .as_ref()
+                .map(|r| r.snapshot())
+                .unwrap_or_default();
+            json_response(StatusCode::OK, openai::to_json(&requests))
+        }
+        Method::DELETE => {
+            if let Some(recorder) = &state.recorder {
+                recorder.clear();
+            }
+            let mut response = Response::new(MockBody::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+        _ => {
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("Method {method} is not allowed for {REQUESTS_PATH}."),
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
+            response
+        }
+    }
+}
+
+fn record(parts: &Parts, body: &[u8]) -> RecordedRequest {
+    RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_match_by_suffix() {
+        assert_eq!(Endpoint::of("/v1/chat/completions"), Some(Endpoint::Chat));
+        assert_eq!(
+            Endpoint::of("/openai/v1/chat/completions"),
+            Some(Endpoint::Chat)
+        );
+        assert_eq!(Endpoint::of("/v1/chat/completions/"), Some(Endpoint::Chat));
+        assert_eq!(Endpoint::of("/v1/completions"), Some(Endpoint::Completions));
+        assert_eq!(Endpoint::of("/v1/embeddings"), Some(Endpoint::Embeddings));
+        assert_eq!(Endpoint::of("/v1/models"), Some(Endpoint::Models));
+        assert_eq!(Endpoint::of("/v1/nope"), None);
+        assert_eq!(Endpoint::of("/"), None);
+    }
+}

@@ -1,0 +1,35 @@
+# Developer shortcuts. Each recipe is a thin call of a script or of cargo, so
+# nothing here is needed: the README's commands work without `just`.
+
+# Cargo's target dir lives outside the clone, keyed by the toolchain version
+# (the same rule as e2e/lib.sh).
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/sluice/target-" + `rustc -V | awk '{print $2}'`)
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the gateway (release build); e.g. `just run -f sluice.yaml`.
+run *ARGS:
+    cargo run --release --bin sluice -- run {{ARGS}}
+
+# Every check: fmt, clippy, cargo test, e2e tests; e.g. `just test --quick`.
+test *ARGS:
+    e2e/test-all.sh {{ARGS}}
+
+# The overhead benchmark (direct vs. through Sluice).
+bench *ARGS:
+    e2e/bench/run.sh {{ARGS}}
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Check formatting and clippy, as CI does.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Run the fake provider; e.g. `just upstream --listen 127.0.0.1:8000`.
+upstream *ARGS:
+    cargo run --release --bin sluice-test-upstream -- {{ARGS}}

@@ -1,0 +1,150 @@
+//! The one place that maps gateway errors to HTTP: status code, an
+//! OpenAI-shaped JSON body, and a low-cardinality label for logs and metrics.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::ResponseBody;
+
+/// Why the gateway answered instead of an upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// The request body is not what the endpoint takes.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No credential, or one the gateway does not know.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// No route serves the requested model.
+    #[error(
+        "model `{0}` is not served by this gateway; GET /v1/models lists the models it serves"
+    )]
+    UnknownModel(String),
+    /// No such endpoint.
+    #[error("no endpoint {0}")]
+    UnknownPath(String),
+    /// Wrong method for an endpoint.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// The body exceeds the configured limit.
+    #[error("request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(u64),
+    /// Every attempt failed to connect or lost the connection before a response.
+    #[error("upstream {backend} failed: {detail}")]
+    UpstreamFailed {
+        /// The last backend tried.
+        backend: String,
+        /// What went wrong (no secrets).
+        detail: String,
+    },
+    /// Every attempt timed out before response headers.
+    #[error("upstream {0} did not answer in time")]
+    UpstreamTimeout(String),
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::UnknownModel(_) | Self::UnknownPath(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    fn error_type(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_)
+            | Self::UnknownModel(_)
+            | Self::UnknownPath(_)
+            | Self::MethodNotAllowed(_) => "invalid_request_error",
+            Self::PayloadTooLarge(_) => "invalid_request_error",
+            Self::Unauthorized(_) => "authentication_error",
+            Self::UpstreamFailed { .. } | Self::UpstreamTimeout(_) | Self::ShuttingDown => {
+                "upstream_error"
+            }
+        }
+    }
+
+    /// Low-cardinality label: the access log's `error` and metric labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "invalid_api_key",
+            Self::UnknownModel(_) => "model_not_found",
+            Self::UnknownPath(_) => "unknown_path",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::PayloadTooLarge(_) => "request_too_large",
+            Self::UpstreamFailed { .. } => "upstream_failed",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The OpenAI-shaped error body.
+    pub fn body(&self) -> Bytes {
+        error_body(&self.to_string(), self.error_type(), self.code())
+    }
+
+    /// The full response.
+    pub fn response(&self) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::full(self.body()));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, Self::Unauthorized(_)) {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// `{"error":{"message","type","param":null,"code"}}`.
+pub fn error_body(message: &str, error_type: &str, code: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": error_type, "param": null, "code": code}
+    });
+    Bytes::from(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_openai_shaped() {
+        let error = GatewayError::UnknownModel("gpt-9".into());
+        assert_eq!(error.status(), StatusCode::NOT_FOUND);
+        let body: serde_json::Value = serde_json::from_slice(&error.body()).unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert!(body["error"]["message"].as_str().unwrap().contains("gpt-9"));
+        assert_eq!(
+            GatewayError::PayloadTooLarge(10).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            GatewayError::UpstreamTimeout("a".into()).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        let unauthorized = GatewayError::Unauthorized("no key").response();
+        assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert!(unauthorized
+            .headers()
+            .contains_key(http::header::WWW_AUTHENTICATE));
+    }
+}

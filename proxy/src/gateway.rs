@@ -1,0 +1,165 @@
+//! The gateway's shared state (the running config behind `arc-swap`, the
+//! upstream HTTP client, telemetry) and the data-plane dispatch from a
+//! request to its handler. One `Arc<Gateway>` per process.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::ResponseBody;
+use crate::error::GatewayError;
+use crate::llm::{self, Endpoint};
+use crate::runtime::Runtime;
+use crate::telemetry::{Exchange, Telemetry};
+
+/// The upstream HTTP client (HTTP/1.1, and HTTP/2 over TLS by ALPN).
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Longest session id or request id taken from a client header.
+const MAX_ID_LEN: usize = 256;
+
+/// Process-wide state.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    /// Calls upstreams.
+    pub client: UpstreamClient,
+    /// Access log and metrics.
+    pub telemetry: Telemetry,
+    draining: AtomicBool,
+    request_prefix: u64,
+    request_seq: AtomicU64,
+}
+
+impl Gateway {
+    /// Builds the gateway around its first config.
+    pub fn new(runtime: Runtime, telemetry: Telemetry) -> Self {
+        Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            client: upstream_client(),
+            telemetry,
+            draining: AtomicBool::new(false),
+            request_prefix: fastrand::u64(..) & 0xffff_ffff,
+            request_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The running config.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Swaps in a new config; requests in flight keep the one they started with.
+    pub fn swap(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// Marks the gateway as draining (`/readyz` turns 503).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    fn request_id(&self, request: &Request<Incoming>) -> Box<str> {
+        if let Some(id) = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            if !id.is_empty() && id.len() <= MAX_ID_LEN {
+                return id.into();
+            }
+        }
+        let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{seq:012x}", self.request_prefix).into_boxed_str()
+    }
+
+    /// Serves one data-plane request.
+    pub async fn serve(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let request_id = self.request_id(&request);
+        let endpoint = Endpoint::from_path(request.uri().path());
+        let path: Cow<'static, str> = match endpoint {
+            Some(endpoint) => Cow::Borrowed(endpoint.path()),
+            None => Cow::Owned(request.uri().path().chars().take(MAX_ID_LEN).collect()),
+        };
+        let mut exchange = Exchange::new(
+            self.telemetry.sink(),
+            method_name(request.method()),
+            path,
+            request_id.clone(),
+        );
+        exchange.record.session_id = self.session_id(&request);
+
+        let mut response = match endpoint {
+            Some(endpoint) => llm::handle(self, request, endpoint, exchange).await,
+            None => {
+                let error = GatewayError::UnknownPath(
+                    request.uri().path().chars().take(MAX_ID_LEN).collect(),
+                );
+                exchange.record.status = error.status().as_u16();
+                exchange.record.error = Some(error.code().into());
+                exchange.finish();
+                error.response()
+            }
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        response
+    }
+
+    fn session_id(&self, request: &Request<Incoming>) -> Option<String> {
+        let runtime = self.runtime.load();
+        runtime.snapshot.session_headers.iter().find_map(|name| {
+            request
+                .headers()
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(|v| v.chars().take(MAX_ID_LEN).collect())
+        })
+    }
+}
+
+fn method_name(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+fn upstream_client() -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(crate::llm::CONNECT_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https)
+}

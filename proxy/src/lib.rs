@@ -1,0 +1,16 @@
+//! Sluice's data plane: the `sluice` binary's gateway. Request flow:
+//! server -> gateway dispatch -> auth -> route -> forward (with fallback)
+//! -> observed response body -> telemetry.
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod config_source;
+pub mod error;
+pub mod gateway;
+pub mod llm;
+pub mod routing;
+pub mod run;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;

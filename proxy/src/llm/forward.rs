@@ -1,0 +1,217 @@
+//! Sending a request upstream with fallback: backends in the route's
+//! attempt order, each attempt bounded by the backend's timeout and the
+//! route's deadline, moving on after connect errors, timeouts, 429 and 5xx
+//! (as the route's retry policy allows) before any response byte.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use sluice_crds::snapshot::Route;
+use std::time::Instant;
+
+use super::request::{rewrite, RequestFields};
+use super::Endpoint;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::routing::attempt_order;
+use crate::runtime::{BackendKind, Runtime};
+use crate::telemetry::Exchange;
+
+/// What goes upstream.
+pub struct Outgoing<'a> {
+    pub endpoint: Endpoint,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+    pub fields: &'a RequestFields,
+    /// Ask the upstream for stream usage the client did not ask for.
+    pub ask_usage: bool,
+}
+
+/// How forwarding ended.
+pub enum Outcome {
+    /// An upstream answered (any status), from this backend index.
+    Upstream(Response<Incoming>, usize),
+    /// The demo backend at this index is next: answer in process.
+    Demo(usize),
+    /// Every allowed attempt failed without a response.
+    Failed(GatewayError),
+}
+
+/// Request headers that must not be forwarded: hop-by-hop ones, the
+/// client's credentials (never passed upstream), and ones the gateway sets.
+fn forwardable(name: &http::HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "host"
+            | "authorization"
+            | "x-api-key"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "accept-encoding"
+    )
+}
+
+/// Tries the route's backends in order.
+pub async fn forward(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &Route,
+    outgoing: &Outgoing<'_>,
+    exchange: &mut Exchange,
+) -> Outcome {
+    let order = attempt_order(&route.backends);
+    let deadline = exchange.started() + route.timeout;
+    let retry = route.retry;
+    let mut last_failure = GatewayError::UpstreamTimeout(String::new());
+    // The rewritten body is reused across attempts with the same model override.
+    let mut prepared: Option<(Option<&str>, Bytes)> = None;
+
+    for attempt in 0..retry.attempts as usize {
+        let route_backend = &route.backends[order[attempt % order.len()]];
+        let index = route_backend.backend;
+        let backend = &runtime.backends[index];
+        let more = attempt + 1 < retry.attempts as usize;
+        let BackendKind::Http {
+            base_url,
+            credential,
+        } = &backend.kind
+        else {
+            return Outcome::Demo(index);
+        };
+
+        let override_model = route_backend.model.as_deref();
+        let body = match &prepared {
+            Some((model, body)) if *model == override_model => body.clone(),
+            _ => {
+                let body = rewrite(
+                    outgoing.body,
+                    outgoing.fields,
+                    override_model,
+                    outgoing.ask_usage,
+                );
+                prepared = Some((override_model, body.clone()));
+                body
+            }
+        };
+
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let wait = backend.timeout.min(deadline - now);
+        let request = match build_request(base_url.as_str(), outgoing, credential.as_ref(), body) {
+            Ok(request) => request,
+            Err(detail) => {
+                last_failure = GatewayError::UpstreamFailed {
+                    backend: backend.name.to_string(),
+                    detail,
+                };
+                exchange
+                    .record
+                    .failed_attempts
+                    .push((backend.name.clone(), "connect"));
+                continue;
+            }
+        };
+        match tokio::time::timeout(wait, gateway.client.request(request)).await {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                let retryable = (status.as_u16() == 429 && retry.on_429)
+                    || (status.is_server_error() && retry.on_5xx);
+                if retryable && more {
+                    let kind = if status.as_u16() == 429 {
+                        "status_429"
+                    } else {
+                        "status_5xx"
+                    };
+                    exchange
+                        .record
+                        .failed_attempts
+                        .push((backend.name.clone(), kind));
+                    continue;
+                }
+                return Outcome::Upstream(response, index);
+            }
+            Ok(Err(error)) => {
+                exchange
+                    .record
+                    .failed_attempts
+                    .push((backend.name.clone(), "connect"));
+                last_failure = GatewayError::UpstreamFailed {
+                    backend: backend.name.to_string(),
+                    detail: describe(&error),
+                };
+                if !(retry.on_connect && more) {
+                    break;
+                }
+            }
+            Err(_elapsed) => {
+                exchange
+                    .record
+                    .failed_attempts
+                    .push((backend.name.clone(), "timeout"));
+                last_failure = GatewayError::UpstreamTimeout(backend.name.to_string());
+                if !(retry.on_timeout && more) {
+                    break;
+                }
+            }
+        }
+    }
+    if let GatewayError::UpstreamTimeout(name) = &mut last_failure {
+        if name.is_empty() {
+            *name = "any backend".into();
+        }
+    }
+    Outcome::Failed(last_failure)
+}
+
+fn build_request(
+    base_url: &str,
+    outgoing: &Outgoing<'_>,
+    credential: Option<&(http::HeaderName, http::HeaderValue)>,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let uri: Uri = [base_url, outgoing.endpoint.upstream_suffix()]
+        .concat()
+        .parse()
+        .map_err(|e| format!("invalid upstream URL: {e}"))?;
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.reserve(outgoing.headers.len() + 2);
+    for (name, value) in outgoing.headers {
+        if forwardable(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some((name, value)) = credential {
+        headers.insert(name.clone(), value.clone());
+    }
+    Ok(request)
+}
+
+/// The error and its causes, one line (no secrets: URLs carry none).
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Connect timeout of the upstream client.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,282 @@
+//! The OpenAI-compatible LLM endpoints (`/v1/chat/completions`,
+//! `/v1/completions`, `/v1/embeddings`, `/v1/models`): authenticate, read
+//! the body once, pick the route, forward with fallback, and hand the
+//! response back through the usage observer. Knows nothing of listeners or
+//! config loading.
+
+pub mod demo;
+mod forward;
+pub use forward::CONNECT_TIMEOUT;
+pub mod observe;
+pub mod request;
+pub mod sse;
+pub mod usage;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::authenticate;
+use crate::body::ResponseBody;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::runtime::Runtime;
+use crate::telemetry::Exchange;
+use forward::Outcome;
+use observe::{BodyKind, ObservedBody};
+
+/// The LLM endpoints served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/completions`.
+    Completions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `GET /v1/models`.
+    Models,
+}
+
+impl Endpoint {
+    /// The endpoint for a request path.
+    pub fn from_path(path: &str) -> Option<Self> {
+        Some(match path.trim_end_matches('/') {
+            "/v1/chat/completions" | "/chat/completions" => Self::ChatCompletions,
+            "/v1/completions" | "/completions" => Self::Completions,
+            "/v1/embeddings" | "/embeddings" => Self::Embeddings,
+            "/v1/models" | "/models" => Self::Models,
+            _ => return None,
+        })
+    }
+
+    /// The canonical path, as logged.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+            Self::Models => "/v1/models",
+        }
+    }
+
+    /// Appended to a backend's base URL.
+    fn upstream_suffix(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+            Self::Models => "/models",
+        }
+    }
+
+    /// Whether responses can stream (and so may need usage asked for).
+    fn streams(self) -> bool {
+        matches!(self, Self::ChatCompletions | Self::Completions)
+    }
+}
+
+/// Serves one LLM request. The exchange carries the request's telemetry.
+pub async fn handle(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+    mut exchange: Exchange,
+) -> Response<ResponseBody> {
+    let runtime = gateway.runtime();
+    match serve(gateway, &runtime, request, endpoint, &mut exchange).await {
+        Ok(Served::Upstream(response)) => response,
+        Ok(Served::Local(response)) => {
+            exchange.record.status = response.status().as_u16();
+            exchange.finish();
+            response
+        }
+        Err(error) => {
+            exchange.record.status = error.status().as_u16();
+            exchange.record.error = Some(error.code().into());
+            exchange.finish();
+            error.response()
+        }
+    }
+}
+
+enum Served {
+    /// The exchange travels inside the body and finishes with it.
+    Upstream(Response<ResponseBody>),
+    /// Answered by the gateway; the caller finishes the exchange.
+    Local(Response<ResponseBody>),
+}
+
+async fn serve(
+    gateway: &Gateway,
+    runtime: &Arc<Runtime>,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+    exchange: &mut Exchange,
+) -> Result<Served, GatewayError> {
+    let expected = if endpoint == Endpoint::Models {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    if request.method() != expected {
+        return Err(GatewayError::MethodNotAllowed(request.method().to_string()));
+    }
+    let principal = authenticate(runtime, request.headers())?;
+    exchange.record.tenant = Some(principal.tenant);
+    if endpoint == Endpoint::Models {
+        return Ok(Served::Local(json_response(
+            StatusCode::OK,
+            runtime.models_body.clone(),
+        )));
+    }
+
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, &parts.headers, runtime.snapshot.max_request_body).await?;
+    let fields = request::scan(&body).map_err(|e| GatewayError::BadRequest(e.0))?;
+    let Some(model) = fields.model.clone() else {
+        return Err(GatewayError::BadRequest("`model` is required".into()));
+    };
+    exchange.record.stream = fields.stream;
+    let route_index = runtime
+        .route_for(&model)
+        .ok_or_else(|| GatewayError::UnknownModel(model.clone()))?;
+    exchange.record.model = Some(model);
+    let route = &runtime.snapshot.routes[route_index];
+
+    let ask_usage = endpoint.streams() && fields.stream && !fields.include_usage;
+    let outgoing = forward::Outgoing {
+        endpoint,
+        headers: &parts.headers,
+        body: &body,
+        fields: &fields,
+        ask_usage,
+    };
+    match forward::forward(gateway, runtime, route, &outgoing, exchange).await {
+        Outcome::Demo(backend) => {
+            let backend = &runtime.backends[backend];
+            exchange.record.upstream = Some(backend.name.clone());
+            exchange.record.provider = backend.provider;
+            let json: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+            let model = exchange.record.model.as_deref().unwrap_or_default();
+            let reply = demo::reply(endpoint, &json, model, fields.stream, fields.include_usage);
+            exchange.first_byte();
+            exchange.record.usage = Some(reply.usage);
+            let mut response = Response::new(ResponseBody::full(reply.body));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(reply.content_type),
+            );
+            Ok(Served::Local(response))
+        }
+        Outcome::Upstream(upstream, backend) => {
+            let backend = &runtime.backends[backend];
+            Ok(Served::Upstream(respond(
+                upstream,
+                backend,
+                exchange,
+                &fields,
+                ask_usage,
+                body.len(),
+            )))
+        }
+        Outcome::Failed(error) => Err(error),
+    }
+}
+
+/// Builds the client's response around the upstream's.
+fn respond(
+    upstream: Response<Incoming>,
+    backend: &crate::runtime::BackendRuntime,
+    exchange: &mut Exchange,
+    fields: &request::RequestFields,
+    ask_usage: bool,
+    body_len: usize,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = upstream.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let status = parts.status;
+    let is_event_stream = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let kind = if !status.is_success() {
+        BodyKind::Opaque
+    } else if is_event_stream {
+        BodyKind::Sse {
+            strip_usage: ask_usage,
+        }
+    } else if fields.stream {
+        BodyKind::Opaque
+    } else {
+        BodyKind::Json
+    };
+    let mut exchange_out = exchange.hand_off();
+    exchange_out.record.status = status.as_u16();
+    exchange_out.record.upstream = Some(backend.name.clone());
+    exchange_out.record.provider = backend.provider;
+    if status.as_u16() == 429 {
+        exchange_out.record.error = Some("upstream_429".into());
+    } else if status.is_server_error() {
+        exchange_out.record.error = Some("upstream_5xx".into());
+    } else if status.is_client_error() {
+        exchange_out.record.error = Some("upstream_4xx".into());
+    }
+    let estimated_input = demo::approx_tokens_len(body_len);
+    let observed = ObservedBody::new(body, kind, exchange_out, estimated_input, backend.timeout);
+    Response::from_parts(parts, ResponseBody::Upstream(Box::new(observed)))
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::PayloadTooLarge(limit));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::PayloadTooLarge(limit as u64))
+        }
+        Err(e) => Err(GatewayError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in [
+        http::header::CONNECTION,
+        http::header::TRANSFER_ENCODING,
+        http::header::TE,
+        http::header::TRAILER,
+        http::header::UPGRADE,
+        http::header::PROXY_AUTHENTICATE,
+        http::header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,253 @@
+//! The observer an upstream response body flows through on its way to the
+//! client: it notes the first byte, reads usage (SSE events or the JSON
+//! body's `usage`), turns an upstream failure mid-stream into a final error
+//! event, cuts a stream that stalls longer than the backend timeout, and
+//! sends the access record when the body ends or the client goes away.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::sse::SseState;
+use super::usage::find_usage;
+use crate::body::BoxError;
+use crate::error::error_body;
+use crate::telemetry::{Exchange, Usage};
+
+/// JSON bodies larger than this are forwarded without reading their usage.
+const MAX_COLLECT: usize = 8 << 20;
+
+enum Mode {
+    /// A JSON body: keep the chunks (refcounted, not copied) to read usage at the end.
+    Json { chunks: Vec<Bytes>, size: usize },
+    /// An event stream.
+    Sse(SseState),
+    /// Anything else (error bodies, unknown types): forwarded untouched.
+    Opaque,
+}
+
+/// An upstream body being forwarded.
+pub struct ObservedBody {
+    inner: Incoming,
+    mode: Mode,
+    exchange: Option<Exchange>,
+    /// Estimated input tokens, for when the provider never reports usage.
+    estimated_input: u64,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    last_frame: Instant,
+    ended: bool,
+}
+
+/// What kind of body to expect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json` with a `usage` object.
+    Json,
+    /// `text/event-stream`; `strip_usage` when the gateway asked for usage itself.
+    Sse {
+        /// Remove the usage the client did not ask for.
+        strip_usage: bool,
+    },
+    /// Forward only.
+    Opaque,
+}
+
+impl ObservedBody {
+    /// Wraps an upstream body.
+    pub fn new(
+        inner: Incoming,
+        kind: BodyKind,
+        exchange: Exchange,
+        estimated_input: u64,
+        idle_timeout: Duration,
+    ) -> Self {
+        let mode = match kind {
+            BodyKind::Json => Mode::Json {
+                chunks: Vec::new(),
+                size: 0,
+            },
+            BodyKind::Sse { strip_usage } => Mode::Sse(SseState::new(strip_usage)),
+            BodyKind::Opaque => Mode::Opaque,
+        };
+        let now = Instant::now();
+        Self {
+            inner,
+            mode,
+            exchange: Some(exchange),
+            estimated_input,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+            last_frame: now,
+            ended: false,
+        }
+    }
+
+    fn on_data(&mut self, data: Bytes) -> Bytes {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.first_byte();
+        }
+        match &mut self.mode {
+            Mode::Json { chunks, size } => {
+                if *size + data.len() <= MAX_COLLECT {
+                    *size += data.len();
+                    chunks.push(data.clone());
+                } else {
+                    chunks.clear();
+                    *size = usize::MAX / 2;
+                }
+                data
+            }
+            Mode::Sse(state) => state.on_data(data),
+            Mode::Opaque => data,
+        }
+    }
+
+    /// Usage as best known now, and whether it is an estimate.
+    fn usage(&self) -> (Option<Usage>, bool) {
+        match &self.mode {
+            Mode::Json { chunks, .. } => {
+                let usage = match chunks.as_slice() {
+                    [] => None,
+                    [one] => find_usage(one),
+                    many => find_usage(&many.concat()),
+                };
+                (usage, false)
+            }
+            Mode::Sse(state) => match state.usage {
+                Some(usage) => (Some(usage), false),
+                None => (
+                    Some(Usage {
+                        input: self.estimated_input,
+                        output: state.content_events,
+                    }),
+                    true,
+                ),
+            },
+            Mode::Opaque => (None, false),
+        }
+    }
+
+    /// Sends the record; `error` when the body did not complete.
+    fn finish(&mut self, error: Option<&'static str>) {
+        let (usage, estimated) = self.usage();
+        if let Some(mut exchange) = self.exchange.take() {
+            exchange.record.usage = usage;
+            exchange.record.usage_estimated = estimated;
+            if let Some(error) = error {
+                exchange.record.error = Some(error.into());
+            }
+            exchange.finish();
+        }
+    }
+
+    /// The upstream failed or stalled mid-body: streams get a final error
+    /// event in OpenAI's shape; other bodies are cut (the client sees the
+    /// connection close).
+    fn fail(
+        &mut self,
+        code: &'static str,
+        message: &str,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.ended = true;
+        self.finish(Some(code));
+        if matches!(self.mode, Mode::Sse(_)) {
+            let event = [
+                b"data: ".as_slice(),
+                &error_body(message, "upstream_error", code),
+                b"\n\n",
+            ]
+            .concat();
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
+        } else {
+            Poll::Ready(Some(Err(message.to_owned().into())))
+        }
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.last_frame = Instant::now();
+                    match frame.into_data() {
+                        Ok(data) => {
+                            let out = this.on_data(data);
+                            if out.is_empty() {
+                                continue;
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                        Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    return this.fail(
+                        "upstream_stream_error",
+                        "the upstream connection failed mid-response",
+                    );
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    let rest = match &mut this.mode {
+                        Mode::Sse(state) => state.finish(),
+                        _ => Bytes::new(),
+                    };
+                    this.finish(None);
+                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
+                }
+                Poll::Pending => {
+                    // The timer is re-armed lazily: only when it fires early.
+                    while this.idle.as_mut().poll(cx).is_ready() {
+                        let deadline = this.last_frame + this.idle_timeout;
+                        if Instant::now() >= deadline {
+                            return this.fail(
+                                "upstream_stream_timeout",
+                                "the upstream stopped sending mid-response",
+                            );
+                        }
+                        this.idle.as_mut().reset(deadline);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.mode {
+            Mode::Sse(_) => SizeHint::default(),
+            _ => self.inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        if self.exchange.is_some() {
+            // The client went away before the end: account what was sent.
+            self.finish(Some("client_disconnected"));
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Reading what routing and accounting need from an OpenAI-style request
+//! body (model, stream, stream_options) without building a JSON tree, and
+//! rewriting only those spans when the gateway must (a model override, or
+//! asking the upstream for usage on a stream).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The fields of a request body the gateway looks at.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RequestFields {
+    /// `model`.
+    pub model: Option<String>,
+    /// Byte range of the `model` value (with its quotes).
+    pub model_span: Option<Range<usize>>,
+    /// `stream: true`.
+    pub stream: bool,
+    /// Byte range of the `stream_options` value.
+    pub stream_options_span: Option<Range<usize>>,
+    /// `stream_options.include_usage: true`.
+    pub include_usage: bool,
+    /// `max_tokens` or `max_completion_tokens`.
+    pub max_tokens: Option<u64>,
+}
+
+/// Why a body was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct BodyError(pub String);
+
+/// Scans a request body.
+pub fn scan(body: &[u8]) -> Result<RequestFields, BodyError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let fields = de
+        .deserialize_map(FieldsVisitor {
+            base: body.as_ptr() as usize,
+        })
+        .and_then(|f| de.end().map(|()| f))
+        .map_err(|e| BodyError(describe(&e)))?;
+    Ok(fields)
+}
+
+fn describe(error: &serde_json::Error) -> String {
+    if error.is_syntax() || error.is_eof() {
+        format!("the request body is not valid JSON: {error}")
+    } else {
+        format!("invalid request body: {error}")
+    }
+}
+
+struct FieldsVisitor {
+    base: usize,
+}
+
+impl FieldsVisitor {
+    fn span(&self, raw: &RawValue) -> Range<usize> {
+        let start = raw.get().as_ptr() as usize - self.base;
+        start..start + raw.get().len()
+    }
+}
+
+/// A key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = RequestFields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestFields, A::Error> {
+        let mut fields = RequestFields::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "model" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    let model: Option<String> = serde_json::from_str(raw.get())
+                        .map_err(|_| de::Error::custom("`model` must be a string"))?;
+                    fields.model = model;
+                    fields.model_span = Some(self.span(raw));
+                }
+                "stream" => {
+                    let stream: Option<bool> = map.next_value()?;
+                    fields.stream = stream.unwrap_or(false);
+                }
+                "stream_options" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    let options: Option<StreamOptions> = serde_json::from_str(raw.get())
+                        .map_err(|e| de::Error::custom(format!("`stream_options`: {e}")))?;
+                    fields.include_usage = options.and_then(|o| o.include_usage).unwrap_or(false);
+                    fields.stream_options_span = Some(self.span(raw));
+                }
+                "max_tokens" | "max_completion_tokens" => {
+                    let max: Option<u64> = map.next_value()?;
+                    fields.max_tokens = fields.max_tokens.or(max);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// The body to send upstream: unchanged (no copy) unless the model must be
+/// replaced or usage must be requested on a stream.
+pub fn rewrite(
+    body: &Bytes,
+    fields: &RequestFields,
+    model: Option<&str>,
+    ask_usage: bool,
+) -> Bytes {
+    let mut edits: Vec<(Range<usize>, Cow<'_, [u8]>)> = Vec::new();
+    if let (Some(model), Some(span)) = (model, &fields.model_span) {
+        let quoted = serde_json::Value::String(model.to_owned()).to_string();
+        edits.push((span.clone(), Cow::Owned(quoted.into_bytes())));
+    }
+    if ask_usage {
+        match &fields.stream_options_span {
+            Some(span) => {
+                let mut options: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&body[span.clone()]).unwrap_or_default();
+                options.insert("include_usage".into(), serde_json::Value::Bool(true));
+                let text = serde_json::Value::Object(options).to_string();
+                edits.push((span.clone(), Cow::Owned(text.into_bytes())));
+            }
+            None => {
+                // Right after the opening brace; the object has keys (`stream` at least).
+                let at = body.iter().position(|&b| b == b'{').map_or(0, |p| p + 1);
+                edits.push((
+                    at..at,
+                    Cow::Borrowed(b"\"stream_options\":{\"include_usage\":true},"),
+                ));
+            }
+        }
+    }
+    if edits.is_empty() {
+        return body.clone();
+    }
+    edits.sort_by_key(|(range, _)| range.start);
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut at = 0;
+    for (range, replacement) in &edits {
+        out.extend_from_slice(&body[at..range.start]);
+        out.extend_from_slice(replacement);
+        at = range.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn scans_the_fields_it_needs() {
+        let body = br#"{"messages":[{"role":"user","content":"{\"model\":\"fake\"}"}],"model":"gpt-4o","stream":true,"max_tokens":64}"#;
+        let fields = scan(body).unwrap();
+        assert_eq!(fields.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(&body[fields.model_span.clone().unwrap()], b"\"gpt-4o\"");
+        assert!(fields.stream);
+        assert!(!fields.include_usage);
+        assert_eq!(fields.max_tokens, Some(64));
+    }
+
+    #[test]
+    fn refuses_bad_bodies_clearly() {
+        assert!(scan(b"{\"model\":")
+            .unwrap_err()
+            .0
+            .contains("not valid JSON"));
+        assert!(scan(b"[1,2]").unwrap_err().0.contains("JSON object"));
+        assert!(scan(b"{\"model\":42}")
+            .unwrap_err()
+            .0
+            .contains("`model` must be a string"));
+        assert!(scan(b"{\"stream\":\"yes\"}").is_err());
+        assert!(scan(b"{} trailing").is_err());
+        assert!(scan(b"").is_err());
+        assert_eq!(scan(b"{}").unwrap(), RequestFields::default());
+    }
+
+    #[test]
+    fn escaped_keys_are_understood() {
+        let fields = scan(br#"{"mod\u0065l":"x"}"#).unwrap();
+        assert_eq!(fields.model.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn rewrites_only_what_it_must() {
+        let body = Bytes::from_static(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#);
+        let fields = scan(&body).unwrap();
+        let same = rewrite(&body, &fields, None, false);
+        assert_eq!(same.as_ptr(), body.as_ptr(), "no copy when nothing changes");
+
+        let out = rewrite(&body, &fields, Some("gpt-4o-2024-08-06"), true);
+        let out = json(&out);
+        assert_eq!(out["model"], "gpt-4o-2024-08-06");
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert_eq!(out["messages"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn turns_on_usage_in_existing_stream_options() {
+        let body = Bytes::from_static(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1}}"#,
+        );
+        let fields = scan(&body).unwrap();
+        assert!(!fields.include_usage);
+        let out = json(&rewrite(&body, &fields, None, true));
+        assert_eq!(
+            out["stream_options"],
+            serde_json::json!({"include_usage": true, "x": 1})
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! `sluice run`: load the config, bind the listeners, print the banner,
+//! serve until SIGTERM/SIGINT, then drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sluice_crds::defaults::default_config;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config_source::{self, ConfigSource};
+use crate::gateway::Gateway;
+use crate::runtime::Runtime;
+use crate::telemetry::Telemetry;
+use crate::{admin, server};
+
+/// Runs the gateway until a termination signal, then drains for at most
+/// `drain_timeout`.
+pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Result<()> {
+    let snapshot = source
+        .load()
+        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let telemetry = Telemetry::start(&snapshot.access_log).context("cannot open the access log")?;
+    let listen = snapshot.listen;
+    let admin_addr = snapshot.admin;
+    let runtime = Runtime::new(snapshot, 1)?;
+    let data = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} (use --listen to pick another address)")
+    })?;
+    let admin_listener = TcpListener::bind(admin_addr).await.with_context(|| {
+        format!("cannot listen on {admin_addr} (use --admin to pick another address)")
+    })?;
+    let listen = data.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    print_banner(&source, &runtime, listen, admin_addr);
+
+    let gateway = Arc::new(Gateway::new(runtime, telemetry));
+    let shutdown = CancellationToken::new();
+
+    let data_gateway = gateway.clone();
+    let data_server = tokio::spawn(server::serve(
+        data,
+        move |request| {
+            let gateway = data_gateway.clone();
+            async move { gateway.serve(request).await }
+        },
+        shutdown.clone(),
+        drain_timeout,
+    ));
+    let admin_gateway = gateway.clone();
+    let admin_server = tokio::spawn(server::serve(
+        admin_listener,
+        move |request| admin::serve(admin_gateway.clone(), request),
+        shutdown.clone(),
+        Duration::from_secs(1),
+    ));
+    let watcher = tokio::spawn(config_source::watch(
+        gateway.clone(),
+        source,
+        shutdown.clone(),
+    ));
+
+    wait_for_termination().await;
+    tracing::info!("shutting down: draining in-flight requests (at most {drain_timeout:?})");
+    gateway.start_draining();
+    shutdown.cancel();
+    let drained = data_server.await.unwrap_or(false);
+    let _ = admin_server.await;
+    let _ = watcher.await;
+    if !drained {
+        tracing::warn!("drain timed out; remaining connections were closed");
+    }
+    gateway.telemetry.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, ctrl-c is all we can wait for.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn print_banner(
+    source: &ConfigSource,
+    runtime: &Runtime,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) {
+    let mut lines = vec![
+        format!("Sluice {} - gateway for AI agent traffic", env!("CARGO_PKG_VERSION")),
+        format!("  LLM API  http://{listen}/v1   (OpenAI-compatible: chat/completions, completions, embeddings, models)"),
+        format!("  admin    http://{admin}   (/metrics /healthz /readyz /config)"),
+    ];
+    if source.is_default() {
+        lines.push("  config   built-in default (no -f): anonymous access on loopback".into());
+        lines.push("  models".into());
+        for line in default_config(&|n| std::env::var(n).ok()).summary {
+            lines.push(format!("    {line}"));
+        }
+    } else {
+        let files: Vec<String> = source
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        lines.push(format!(
+            "  config   {} (reloaded on change or SIGHUP)",
+            files.join(", ")
+        ));
+        lines.push("  routes".into());
+        for route in &runtime.snapshot.routes {
+            let models: Vec<&str> = route.models.iter().map(|m| m.as_str()).collect();
+            let backends: Vec<&str> = route
+                .backends
+                .iter()
+                .map(|b| &*runtime.backends[b.backend].name)
+                .collect();
+            lines.push(format!(
+                "    {} -> {}",
+                models.join(", "),
+                backends.join(" | ")
+            ));
+        }
+        if runtime.snapshot.routes.is_empty() {
+            lines.push("    (none: add spec.llm.routes to the AIGateway)".into());
+        }
+    }
+    lines.push(format!(
+        "  try      curl -s http://{listen}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"sluice-demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+    ));
+    if source.is_default() {
+        lines.push("  more     export OPENAI_API_KEY=... and restart, or write a config: docs/configuration.md".into());
+    }
+    eprintln!("{}", lines.join("\n"));
+}

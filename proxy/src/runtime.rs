@@ -1,0 +1,227 @@
+//! The serving form of a config: a compiled [`Snapshot`] plus the lookup
+//! tables and ready-made header values the hot path uses. Built once per
+//! config load and shared as an `Arc`; requests never lock or clone it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use sluice_crds::pattern::ModelPattern;
+use sluice_crds::snapshot::{ApiKeyHash, Target, TenantId};
+use sluice_crds::Snapshot;
+
+/// One backend, ready to call.
+pub struct BackendRuntime {
+    /// Its name (for logs and metrics).
+    pub name: Arc<str>,
+    /// Provider name, lower case, as the `gen_ai_provider_name` label.
+    pub provider: &'static str,
+    /// How to reach it.
+    pub kind: BackendKind,
+    /// Per-attempt header wait and stream idle limit.
+    pub timeout: std::time::Duration,
+}
+
+/// How a backend is reached.
+pub enum BackendKind {
+    /// The in-process demo model.
+    Demo,
+    /// An OpenAI-compatible HTTP API.
+    Http {
+        /// Base URL, e.g. `https://api.openai.com/v1`.
+        base_url: String,
+        /// The injected credential.
+        credential: Option<(HeaderName, HeaderValue)>,
+    },
+}
+
+/// A client key's identity.
+pub struct KeyEntry {
+    /// The tenant.
+    pub tenant: Arc<str>,
+}
+
+/// The running config.
+pub struct Runtime {
+    /// The compiled config.
+    pub snapshot: Snapshot,
+    /// Increments with every successful load.
+    pub version: u64,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Client keys by hash.
+    pub keys: HashMap<ApiKeyHash, KeyEntry>,
+    /// The anonymous tenant, if allowed.
+    pub anonymous_tenant: Option<Arc<str>>,
+    exact_models: HashMap<String, usize>,
+    glob_models: Vec<(ModelPattern, usize)>,
+    /// Backends, indexed as in the snapshot.
+    pub backends: Vec<BackendRuntime>,
+    /// The `/v1/models` response body.
+    pub models_body: Bytes,
+}
+
+/// Why a snapshot could not be turned into a runtime.
+#[derive(Debug, thiserror::Error)]
+#[error("backend {backend}: {message}")]
+pub struct RuntimeError {
+    backend: String,
+    message: String,
+}
+
+impl Runtime {
+    /// Builds the tables.
+    pub fn new(snapshot: Snapshot, version: u64) -> Result<Self, RuntimeError> {
+        let keys = snapshot
+            .auth
+            .api_keys
+            .iter()
+            .map(|key| {
+                (
+                    key.hash,
+                    KeyEntry {
+                        tenant: key.tenant.0.clone(),
+                    },
+                )
+            })
+            .collect();
+        let anonymous_tenant = snapshot
+            .auth
+            .anonymous_tenant
+            .as_ref()
+            .map(|TenantId(t)| t.clone());
+
+        // Exact names first (the first route naming a model wins), then globs in order.
+        let mut exact_models = HashMap::new();
+        let mut glob_models = Vec::new();
+        for (index, route) in snapshot.routes.iter().enumerate() {
+            for pattern in &route.models {
+                match pattern {
+                    ModelPattern::Exact(name) => {
+                        exact_models.entry(name.clone()).or_insert(index);
+                    }
+                    ModelPattern::Glob(_) => glob_models.push((pattern.clone(), index)),
+                }
+            }
+        }
+
+        let backends = snapshot
+            .backends
+            .iter()
+            .map(|backend| {
+                let kind = match &backend.target {
+                    Target::Demo => BackendKind::Demo,
+                    Target::OpenAICompatible { base_url } => {
+                        let credential = match &backend.credential {
+                            None => None,
+                            Some(c) => {
+                                let error = |message: &str| RuntimeError {
+                                    backend: backend.name.to_string(),
+                                    message: message.to_owned(),
+                                };
+                                let name = HeaderName::from_bytes(c.header.as_bytes())
+                                    .map_err(|_| error("invalid credential header name"))?;
+                                let mut value =
+                                    HeaderValue::from_str(c.value.expose()).map_err(|_| {
+                                        error("the credential is not a valid header value")
+                                    })?;
+                                value.set_sensitive(true);
+                                Some((name, value))
+                            }
+                        };
+                        BackendKind::Http {
+                            base_url: base_url.clone(),
+                            credential,
+                        }
+                    }
+                };
+                Ok(BackendRuntime {
+                    name: backend.name.0.clone(),
+                    provider: provider_label(backend.provider.name()),
+                    kind,
+                    timeout: backend.timeout,
+                })
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+
+        let models_body = models_body(&snapshot);
+        Ok(Self {
+            snapshot,
+            version,
+            loaded_at: SystemTime::now(),
+            keys,
+            anonymous_tenant,
+            exact_models,
+            glob_models,
+            backends,
+            models_body,
+        })
+    }
+
+    /// The route serving `model`, if any.
+    pub fn route_for(&self, model: &str) -> Option<usize> {
+        self.exact_models.get(model).copied().or_else(|| {
+            self.glob_models
+                .iter()
+                .find(|(pattern, _)| pattern.matches(model))
+                .map(|(_, index)| *index)
+        })
+    }
+}
+
+fn provider_label(name: &'static str) -> &'static str {
+    // OTel's gen_ai.provider.name values are lower case.
+    match name {
+        "OpenAI" => "openai",
+        "OpenAICompatible" => "openai_compatible",
+        "Demo" => "sluice_demo",
+        "Ollama" => "ollama",
+        "VLLM" => "vllm",
+        "LMStudio" => "lmstudio",
+        "Mistral" => "mistral_ai",
+        "Groq" => "groq",
+        "DeepSeek" => "deepseek",
+        "Together" => "together",
+        "Fireworks" => "fireworks",
+        "OpenRouter" => "openrouter",
+        "XAI" => "x_ai",
+        "Cerebras" => "cerebras",
+        "SambaNova" => "sambanova",
+        "DeepInfra" => "deepinfra",
+        other => other,
+    }
+}
+
+/// `GET /v1/models`: every exact route model and every model a backend
+/// advertises, once each, in config order.
+fn models_body(snapshot: &Snapshot) -> Bytes {
+    let mut seen = std::collections::HashSet::new();
+    let mut data = Vec::new();
+    let mut add = |id: &str, owner: &str| {
+        if seen.insert(id.to_owned()) {
+            data.push(
+                serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
+            );
+        }
+    };
+    for route in &snapshot.routes {
+        let owner = route
+            .backends
+            .first()
+            .and_then(|b| snapshot.backends.get(b.backend))
+            .map_or("sluice", |b| &*b.name.0);
+        for pattern in &route.models {
+            if let ModelPattern::Exact(name) = pattern {
+                add(name, owner);
+            }
+        }
+    }
+    for backend in &snapshot.backends {
+        for model in &backend.models {
+            add(model, &backend.name.0);
+        }
+    }
+    Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
+}

@@ -1,0 +1,283 @@
+//! Prometheus metrics, with OpenTelemetry GenAI names where one exists
+//! (`gen_ai_client_token_usage`, `gen_ai_server_request_duration`,
+//! `gen_ai_server_time_to_first_token`, `gen_ai_server_time_per_output_token`)
+//! and `sluice_*` gateway counters. Updated only from the telemetry thread,
+//! read by the admin `/metrics` endpoint.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::AccessRecord;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    path: String,
+    status: u16,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    backend: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    gen_ai_token_type: &'static str,
+    gen_ai_request_model: String,
+    gen_ai_provider_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    gen_ai_request_model: String,
+    gen_ai_provider_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+// Bucket boundaries advised by the OpenTelemetry GenAI semantic conventions.
+fn token_buckets() -> Histogram {
+    Histogram::new(
+        [
+            1.,
+            4.,
+            16.,
+            64.,
+            256.,
+            1024.,
+            4096.,
+            16384.,
+            65536.,
+            262_144.,
+            1_048_576.,
+            4_194_304.,
+            16_777_216.,
+            67_108_864.,
+        ]
+        .into_iter(),
+    )
+}
+fn duration_buckets() -> Histogram {
+    Histogram::new(
+        [
+            0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+        ]
+        .into_iter(),
+    )
+}
+fn ttft_buckets() -> Histogram {
+    Histogram::new(
+        [
+            0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+            10.0,
+        ]
+        .into_iter(),
+    )
+}
+fn tpot_buckets() -> Histogram {
+    Histogram::new(
+        [
+            0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+        ]
+        .into_iter(),
+    )
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    fallbacks: Family<BackendLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    token_usage: HistogramFamily<TokenLabels>,
+    request_duration: HistogramFamily<ModelLabels>,
+    time_to_first_token: HistogramFamily<ModelLabels>,
+    time_per_output_token: HistogramFamily<ModelLabels>,
+    /// Access-log records dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
+    config_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "sluice_requests",
+            "Requests served, by path, status and backend",
+            requests.clone(),
+        );
+        let fallbacks = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "sluice_fallbacks",
+            "Requests answered by a backend other than the first one tried",
+            fallbacks.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "sluice_upstream_errors",
+            "Failed upstream attempts, by backend and kind (connect, timeout, status_429, status_5xx, stream)",
+            upstream_errors.clone(),
+        );
+        let token_usage: HistogramFamily<TokenLabels> = Family::new_with_constructor(token_buckets);
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Tokens used per request, by token type (input, output)",
+            token_usage.clone(),
+        );
+        let request_duration: HistogramFamily<ModelLabels> =
+            Family::new_with_constructor(duration_buckets);
+        registry.register(
+            "gen_ai_server_request_duration",
+            "Seconds from request to the last response byte",
+            request_duration.clone(),
+        );
+        let time_to_first_token: HistogramFamily<ModelLabels> =
+            Family::new_with_constructor(ttft_buckets);
+        registry.register(
+            "gen_ai_server_time_to_first_token",
+            "Seconds from request to the first response byte of a streamed response",
+            time_to_first_token.clone(),
+        );
+        let time_per_output_token: HistogramFamily<ModelLabels> =
+            Family::new_with_constructor(tpot_buckets);
+        registry.register(
+            "gen_ai_server_time_per_output_token",
+            "Seconds per output token after the first, of streamed responses",
+            time_per_output_token.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "sluice_access_log_dropped",
+            "Access-log records dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "sluice_config_reloads",
+            "Config reloads, by result",
+            config_reloads.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            fallbacks,
+            upstream_errors,
+            token_usage,
+            request_duration,
+            time_to_first_token,
+            time_per_output_token,
+            access_log_dropped,
+            config_reloads,
+        }
+    }
+
+    /// Counts a config reload.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.config_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Updates the metrics from a finished request.
+    pub fn observe(&self, record: &AccessRecord) {
+        let backend = record.upstream.as_deref().unwrap_or("");
+        self.requests
+            .get_or_create(&RequestLabels {
+                path: record.path.to_string(),
+                status: record.status,
+                backend: backend.to_owned(),
+            })
+            .inc();
+        for (failed, kind) in &record.failed_attempts {
+            self.upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    backend: failed.to_string(),
+                    kind: (*kind).to_owned(),
+                })
+                .inc();
+        }
+        if record.error.as_deref() == Some("upstream_stream_error") {
+            self.upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    backend: backend.to_owned(),
+                    kind: "stream".into(),
+                })
+                .inc();
+        }
+        if !record.failed_attempts.is_empty() && record.upstream.is_some() && record.status < 400 {
+            self.fallbacks
+                .get_or_create(&BackendLabels {
+                    backend: backend.to_owned(),
+                })
+                .inc();
+        }
+        let (Some(model), Some(_)) = (&record.model, &record.upstream) else {
+            return;
+        };
+        let labels = ModelLabels {
+            gen_ai_request_model: model.clone(),
+            gen_ai_provider_name: record.provider.to_owned(),
+        };
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(record.latency.as_secs_f64());
+        if let Some(usage) = record.usage {
+            for (token_type, count) in [("input", usage.input), ("output", usage.output)] {
+                self.token_usage
+                    .get_or_create(&TokenLabels {
+                        gen_ai_token_type: token_type,
+                        gen_ai_request_model: model.clone(),
+                        gen_ai_provider_name: record.provider.to_owned(),
+                    })
+                    .observe(count as f64);
+            }
+            if record.stream {
+                if let Some(ttft) = record.ttft {
+                    self.time_to_first_token
+                        .get_or_create(&labels)
+                        .observe(ttft.as_secs_f64());
+                    if usage.output > 1 {
+                        let per_token = record.latency.saturating_sub(ttft).as_secs_f64()
+                            / (usage.output - 1) as f64;
+                        self.time_per_output_token
+                            .get_or_create(&labels)
+                            .observe(per_token);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,157 @@
+//! What one request leaves behind: the [`Exchange`] that travels with it and
+//! the [`AccessRecord`] it becomes when the response is done (or dropped).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::TelemetrySink;
+
+/// Token usage of one response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input (prompt) tokens.
+    pub input: u64,
+    /// Output (completion) tokens.
+    pub output: u64,
+}
+
+/// The finished record of one request.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    /// When the request arrived.
+    pub ts: SystemTime,
+    /// The agent's session id, from the configured headers.
+    pub session_id: Option<String>,
+    /// The request id (ours or the client's `x-request-id`).
+    pub request_id: Box<str>,
+    /// The tenant, once authenticated.
+    pub tenant: Option<Arc<str>>,
+    /// HTTP method.
+    pub method: &'static str,
+    /// Request path.
+    pub path: Cow<'static, str>,
+    /// Status sent to the client.
+    pub status: u16,
+    /// The backend that served it.
+    pub upstream: Option<Arc<str>>,
+    /// Its provider, for metrics.
+    pub provider: &'static str,
+    /// The model the client asked for.
+    pub model: Option<String>,
+    /// Token usage (from the provider, or estimated when it never came).
+    pub usage: Option<Usage>,
+    /// Whether `usage` is an estimate.
+    pub usage_estimated: bool,
+    /// Whole request, until the last body byte.
+    pub latency: Duration,
+    /// Until the first response body byte.
+    pub ttft: Option<Duration>,
+    /// Low-cardinality error label, when it failed.
+    pub error: Option<Cow<'static, str>>,
+    /// Backends that failed before the one that answered, with why.
+    pub failed_attempts: Vec<(Arc<str>, &'static str)>,
+    /// Whether a streamed response was asked for.
+    pub stream: bool,
+}
+
+impl Default for AccessRecord {
+    fn default() -> Self {
+        Self {
+            ts: SystemTime::UNIX_EPOCH,
+            session_id: None,
+            request_id: Box::default(),
+            tenant: None,
+            method: "",
+            path: Cow::Borrowed(""),
+            status: 0,
+            upstream: None,
+            provider: "",
+            model: None,
+            usage: None,
+            usage_estimated: false,
+            latency: Duration::ZERO,
+            ttft: None,
+            error: None,
+            failed_attempts: Vec::new(),
+            stream: false,
+        }
+    }
+}
+
+/// The telemetry context of a request in flight. Finishing it (explicitly, or
+/// by dropping the response body that holds it) sends the record.
+pub struct Exchange {
+    sink: TelemetrySink,
+    started: Instant,
+    /// The record being filled in.
+    pub record: AccessRecord,
+    sent: bool,
+}
+
+impl Exchange {
+    /// Starts the record of a request.
+    pub fn new(
+        sink: TelemetrySink,
+        method: &'static str,
+        path: Cow<'static, str>,
+        request_id: Box<str>,
+    ) -> Self {
+        Self {
+            sink,
+            started: Instant::now(),
+            record: AccessRecord {
+                ts: SystemTime::now(),
+                request_id,
+                method,
+                path,
+                ..AccessRecord::default()
+            },
+            sent: false,
+        }
+    }
+
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Marks the first body byte.
+    pub fn first_byte(&mut self) {
+        if self.record.ttft.is_none() {
+            self.record.ttft = Some(self.started.elapsed());
+        }
+    }
+
+    /// Moves the record into a new exchange (which will send it) and
+    /// silences this one: for handing the record to a response body.
+    pub fn hand_off(&mut self) -> Exchange {
+        self.sent = true;
+        Exchange {
+            sink: self.sink.clone(),
+            started: self.started,
+            record: std::mem::take(&mut self.record),
+            sent: false,
+        }
+    }
+
+    /// Sends the record (once).
+    pub fn finish(mut self) {
+        self.send();
+    }
+
+    fn send(&mut self) {
+        if self.sent {
+            return;
+        }
+        self.sent = true;
+        self.record.latency = self.started.elapsed();
+        self.sink.send(std::mem::take(&mut self.record));
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
