@@ -147,6 +147,23 @@ impl ObservedBody {
         }
     }
 
+    /// The upstream body is complete: flush what is held back, account.
+    fn end(&mut self, out: Bytes) -> Bytes {
+        self.ended = true;
+        let rest = match &mut self.mode {
+            Mode::Sse(state) => state.finish(),
+            _ => Bytes::new(),
+        };
+        self.finish(None);
+        if rest.is_empty() {
+            out
+        } else if out.is_empty() {
+            rest
+        } else {
+            Bytes::from([out.as_ref(), rest.as_ref()].concat())
+        }
+    }
+
     /// The upstream failed or stalled mid-body: streams get a final error
     /// event in OpenAI's shape; other bodies are cut (the client sees the
     /// connection close).
@@ -189,7 +206,12 @@ impl Body for ObservedBody {
                     this.last_frame = Instant::now();
                     match frame.into_data() {
                         Ok(data) => {
-                            let out = this.on_data(data);
+                            let mut out = this.on_data(data);
+                            if this.inner.is_end_stream() {
+                                // A body of known length is complete: hyper may
+                                // not poll again, so account for it now.
+                                out = this.end(out);
+                            }
                             if out.is_empty() {
                                 continue;
                             }
@@ -205,12 +227,7 @@ impl Body for ObservedBody {
                     );
                 }
                 Poll::Ready(None) => {
-                    this.ended = true;
-                    let rest = match &mut this.mode {
-                        Mode::Sse(state) => state.finish(),
-                        _ => Bytes::new(),
-                    };
-                    this.finish(None);
+                    let rest = this.end(Bytes::new());
                     return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
                 }
                 Poll::Pending => {
