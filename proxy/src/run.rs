@@ -48,11 +48,13 @@ pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Resul
         shutdown.clone(),
         drain_timeout,
     ));
+    // The admin listener outlives the drain, so `/readyz` can say 503 meanwhile.
+    let admin_shutdown = CancellationToken::new();
     let admin_gateway = gateway.clone();
     let admin_server = tokio::spawn(server::serve(
         admin_listener,
         move |request| admin::serve(admin_gateway.clone(), request),
-        shutdown.clone(),
+        admin_shutdown.clone(),
         Duration::from_secs(1),
     ));
     let watcher = tokio::spawn(config_source::watch(
@@ -66,6 +68,7 @@ pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Resul
     gateway.start_draining();
     shutdown.cancel();
     let drained = data_server.await.unwrap_or(false);
+    admin_shutdown.cancel();
     let _ = admin_server.await;
     let _ = watcher.await;
     if !drained {

@@ -52,50 +52,37 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 // Bucket boundaries advised by the OpenTelemetry GenAI semantic conventions.
 fn token_buckets() -> Histogram {
-    Histogram::new(
-        [
-            1.,
-            4.,
-            16.,
-            64.,
-            256.,
-            1024.,
-            4096.,
-            16384.,
-            65536.,
-            262_144.,
-            1_048_576.,
-            4_194_304.,
-            16_777_216.,
-            67_108_864.,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        1.,
+        4.,
+        16.,
+        64.,
+        256.,
+        1024.,
+        4096.,
+        16384.,
+        65536.,
+        262_144.,
+        1_048_576.,
+        4_194_304.,
+        16_777_216.,
+        67_108_864.,
+    ])
 }
 fn duration_buckets() -> Histogram {
-    Histogram::new(
-        [
-            0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+    ])
 }
 fn ttft_buckets() -> Histogram {
-    Histogram::new(
-        [
-            0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-            10.0,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    ])
 }
 fn tpot_buckets() -> Histogram {
-    Histogram::new(
-        [
-            0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+    ])
 }
 
 /// Every metric the gateway exports.

@@ -73,7 +73,7 @@ impl Sluice {
                     lines.iter().find_map(|l| {
                         l.trim_start()
                             .strip_prefix(prefix)
-                            .and_then(|rest| rest.trim_start().split_whitespace().next())
+                            .and_then(|rest| rest.split_whitespace().next())
                             .map(|u| u.trim_end_matches("/v1").to_owned())
                     })
                 };
