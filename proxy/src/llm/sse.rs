@@ -154,7 +154,7 @@ fn ends_with_boundary(data: &[u8]) -> bool {
 /// Length of the first complete event (including its blank line).
 fn next_event_len(data: &[u8]) -> Option<usize> {
     let mut i = 0;
-    while let Some(pos) = data[i..].iter().position(|&b| b == b'\n') {
+    while let Some(pos) = memchr::memchr(b'\n', &data[i..]) {
         let nl = i + pos;
         match data.get(nl + 1) {
             Some(b'\n') => return Some(nl + 2),

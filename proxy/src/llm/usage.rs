@@ -46,22 +46,14 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
     &bytes[skip..]
 }
 
-/// Last occurrence of `needle` in `hay`.
+/// Last occurrence of `needle` in `hay` (SIMD-accelerated).
 pub fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() > hay.len() {
-        return None;
-    }
-    (0..=hay.len() - needle.len())
-        .rev()
-        .find(|&i| hay[i..].starts_with(needle))
+    memchr::memmem::rfind(hay, needle)
 }
 
-/// First occurrence of `needle` in `hay`.
+/// First occurrence of `needle` in `hay` (SIMD-accelerated).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() > hay.len() {
-        return None;
-    }
-    (0..=hay.len() - needle.len()).find(|&i| hay[i..].starts_with(needle))
+    memchr::memmem::find(hay, needle)
 }
 
 #[cfg(test)]
