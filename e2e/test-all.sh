@@ -49,6 +49,8 @@ while (($#)); do
     shift
 done
 
+((e2e_only && no_e2e)) && die "--e2e and --no-e2e together leave nothing to run"
+
 export_cargo_target_dir
 logs="$SLUICE_CACHE/test-logs"
 rm -rf "$logs"

@@ -31,8 +31,6 @@ import httpx
 import openai
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 # How long a process may take to start listening / become ready. Generous:
 # debug builds on a loaded 2-core CI machine.
 STARTUP_TIMEOUT_S = 30.0
@@ -221,7 +219,9 @@ class Upstream:
 
     def requests_with(self, marker: str) -> list[dict]:
         """Received requests whose body contains `marker`."""
-        return [r for r in self.requests() if marker in (r["body"] if isinstance(r["body"], str) else json.dumps(r["body"]))]
+        return [
+            r for r in self.requests() if marker in (r["body"] if isinstance(r["body"], str) else json.dumps(r["body"]))
+        ]
 
     def client(self) -> openai.OpenAI:
         """An SDK client talking to this upstream directly (the reference)."""
@@ -294,7 +294,7 @@ class Gateway:
                 pytest.fail(f"access log line {n} of {path} is not JSON: {line!r}", pytrace=False)
         return lines
 
-    def wait_for_log(self, predicate: Callable[[dict], bool], timeout: float = 5.0) -> dict:
+    def wait_for_log(self, predicate: Callable[[dict], bool], timeout: float = 10.0) -> dict:
         """The first access-log line matching `predicate`, waiting for it to be written."""
         deadline = time.monotonic() + timeout
         while True:
@@ -305,8 +305,21 @@ class Gateway:
                 self.process.fail(f"no matching access-log line within {timeout:.0f}s")
             time.sleep(0.05)
 
-    def log_for_session(self, session_id: str, timeout: float = 5.0) -> dict:
+    def log_for_session(self, session_id: str, timeout: float = 10.0) -> dict:
         return self.wait_for_log(lambda line: line.get("session_id") == session_id, timeout)
+
+    def logs_for_session(self, session_id: str, count: int, timeout: float = 10.0) -> list[dict]:
+        """The access-log lines of a session, once there are at least `count` of them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.access_log() if line.get("session_id") == session_id]
+            if len(lines) >= count:
+                return lines
+            if time.monotonic() > deadline:
+                self.process.fail(
+                    f"{len(lines)} access-log lines for session {session_id} after {timeout:.0f}s, want {count}"
+                )
+            time.sleep(0.05)
 
 
 def start_gateway(
@@ -512,7 +525,9 @@ def _standard_stack(
         }
         gateway = start_gateway(sluice_bin, workdir, STANDARD_CONFIG, env)
         started.append(gateway.process)
-        yield Stack(gateway, upstreams["primary"], upstreams["backup"], upstreams["broken"], upstreams["throttled"], keys)
+        yield Stack(
+            gateway, upstreams["primary"], upstreams["backup"], upstreams["broken"], upstreams["throttled"], keys
+        )
     finally:
         for proc in reversed(started):
             proc.stop()

@@ -4,6 +4,7 @@ secret."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import openai
@@ -43,15 +44,14 @@ def test_chat_is_logged_with_session_tenant_and_usage(stack: Stack, client: open
 def test_each_request_is_one_line(stack: Stack, client: openai.OpenAI, session_id: str) -> None:
     for _ in range(3):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers={"x-session-id": session_id})
-    stack.gateway.wait_for_log(lambda l: l.get("session_id") == session_id)
-    lines = [l for l in stack.gateway.access_log() if l.get("session_id") == session_id]
+    stack.gateway.logs_for_session(session_id, 3)
+    time.sleep(0.2)  # room for a wrong fourth line to show up
+    lines = [entry for entry in stack.gateway.access_log() if entry.get("session_id") == session_id]
     assert len(lines) == 3
-    assert len({l["request_id"] for l in lines}) == 3
+    assert len({entry["request_id"] for entry in lines}) == 3
 
 
-def test_stream_tokens_are_counted_without_client_usage(
-    stack: Stack, client: openai.OpenAI, session_id: str
-) -> None:
+def test_stream_tokens_are_counted_without_client_usage(stack: Stack, client: openai.OpenAI, session_id: str) -> None:
     # The client does not ask for usage; the gateway still logs real counts.
     stream = client.chat.completions.create(
         model="gpt-4o",
@@ -97,11 +97,11 @@ def test_tenant_follows_the_key(stack: Stack, session_id: str) -> None:
     assert stack.gateway.log_for_session(session_id)["tenant"] == "team-b"
 
 
-def test_fallback_is_logged_with_the_answering_upstream(
-    stack: Stack, client: openai.OpenAI, session_id: str
-) -> None:
+def test_fallback_is_logged_with_the_answering_upstream(stack: Stack, client: openai.OpenAI, session_id: str) -> None:
     client.chat.completions.create(model="failover-503", messages=MESSAGES, extra_headers={"x-session-id": session_id})
-    line = stack.gateway.wait_for_log(lambda l: l.get("session_id") == session_id and l.get("status") == 200)
+    line = stack.gateway.wait_for_log(
+        lambda entry: entry.get("session_id") == session_id and entry.get("status") == 200
+    )
     assert line["upstream"] == "backup"
 
 
@@ -123,11 +123,16 @@ def test_no_secret_in_any_log(stack: Stack, client: openai.OpenAI, session_id: s
         model="gpt-4o", messages=MESSAGES, extra_headers=headers
     )
     with pytest.raises(openai.AuthenticationError):
-        stack.gateway.client(wrong_key).chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers=headers)
+        stack.gateway.client(wrong_key).chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, extra_headers=headers
+        )
     stack.gateway.post(
-        "/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES}, headers={"x-api-key": wrong_key}
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": MESSAGES},
+        headers={"x-api-key": wrong_key, **headers},
     )
-    stack.gateway.wait_for_log(lambda l: l.get("session_id") == session_id and l.get("status") == 401)
+    lines = stack.gateway.logs_for_session(session_id, 4)
+    assert sorted(line["status"] for line in lines) == [200, 200, 401, 401]
 
     text = stack.gateway.log_text()
     for secret in (stack.keys.team_a, stack.keys.team_b, stack.keys.upstream, wrong_key):

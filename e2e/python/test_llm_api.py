@@ -201,14 +201,16 @@ def test_embeddings_base64_default(stack: Stack, client: openai.OpenAI) -> None:
     direct = stack.primary.client().embeddings.create(model="text-embedding-3-small", input=inputs)
 
     assert [e.index for e in response.data] == [0, 1]
-    for got, want in zip(response.data, direct.data):
+    for got, want in zip(response.data, direct.data, strict=True):
         assert len(got.embedding) > 0
         assert all(isinstance(x, float) for x in got.embedding)
         assert got.embedding == want.embedding
     assert response.usage.prompt_tokens == 7
 
     # The direct call above carried the same marker; the gateway's carries the backend key.
-    [received] = [r for r in stack.primary.requests_with(marker) if r["header_map"].get("authorization") != "Bearer direct"]
+    [received] = [
+        r for r in stack.primary.requests_with(marker) if r["header_map"].get("authorization") != "Bearer direct"
+    ]
     assert received["path"] == "/v1/embeddings"
     assert received["json"]["encoding_format"] == "base64"
 

@@ -140,9 +140,25 @@ fn print_banner(
             lines.push("    (none: add spec.llm.routes to the AIGateway)".into());
         }
     }
-    lines.push(format!(
-        "  try      curl -s http://{listen}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"sluice-demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
-    ));
+    let example_model = runtime
+        .snapshot
+        .routes
+        .iter()
+        .flat_map(|r| &r.models)
+        .find_map(|m| match m {
+            sluice_crds::pattern::ModelPattern::Exact(name) => Some(name.as_str()),
+            sluice_crds::pattern::ModelPattern::Glob(_) => None,
+        });
+    if let Some(model) = example_model {
+        let auth = if runtime.snapshot.auth.anonymous_tenant.is_some() {
+            ""
+        } else {
+            "-H 'authorization: Bearer $KEY' "
+        };
+        lines.push(format!(
+            "  try      curl -s http://{listen}/v1/chat/completions {auth}-H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+        ));
+    }
     if source.is_default() {
         lines.push("  more     export OPENAI_API_KEY=... and restart, or write a config: docs/configuration.md".into());
     }
