@@ -285,6 +285,22 @@ fn compile_gateway(
                 format!("`{other}` is not one of memory, raft, redis"),
             ),
         }
+        if state.kind.as_deref().unwrap_or("memory") == "memory" {
+            for (field, set) in [
+                ("redis", state.redis.is_some()),
+                ("raft", state.raft.is_some()),
+            ] {
+                if set {
+                    errors.push(
+                        id,
+                        format!("spec.state.{field}"),
+                        format!(
+                            "set, but spec.state.type is memory; set `type: {field}` or remove it"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     let mut access_log = AccessLogTarget::Stdout;

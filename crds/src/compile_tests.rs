@@ -205,12 +205,17 @@ spec:
   auth: {jwt: {issuer: x, jwksUri: y}}
   sessionKey: {valueFrom: {env: TEAM_A_KEY}}
   telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}
+  state: {redis: {url: "redis://127.0.0.1:6379"}}
 "#;
     let errors = compile_text(text).unwrap_err();
-    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(
+        errors[3].contains("spec.state.redis: set, but spec.state.type is memory"),
+        "{errors:#?}"
+    );
     assert!(errors[0].contains("spec.auth.jwt: JWT authentication is not supported yet"));
     assert!(errors[1].contains("spec.sessionKey: not supported yet"));
-    assert!(errors[2].contains("spec.telemetry.otlp: OTLP traces are not supported yet"));
+    assert!(errors[3].contains("spec.telemetry.otlp: OTLP traces are not supported yet"));
 }
 
 #[test]

@@ -294,7 +294,8 @@ pub struct BackendSpec {
     /// Models advertised in `GET /v1/models`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
-    /// USD per million tokens, by model; overrides the built-in table.
+    /// USD per million tokens, by model. Validated now; used for `cost_usd`
+    /// and budgets once those are built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<BTreeMap<String, PriceSpec>>,
     /// Per-attempt wait for response headers, and the longest gap between

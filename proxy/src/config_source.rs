@@ -149,6 +149,10 @@ pub fn reload(gateway: &Gateway, source: &ConfigSource) {
     {
         Ok(Ok(runtime)) => {
             if runtime.snapshot.hash == current.snapshot.hash {
+                tracing::info!(
+                    version = current.version,
+                    "config unchanged; still serving it"
+                );
                 return;
             }
             if runtime.snapshot.listen != current.snapshot.listen

@@ -40,9 +40,6 @@ pub enum GatewayError {
     /// Every attempt timed out before response headers.
     #[error("upstream {0} did not answer in time")]
     UpstreamTimeout(String),
-    /// The gateway is shutting down.
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
 }
 
 impl GatewayError {
@@ -56,7 +53,6 @@ impl GatewayError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -69,9 +65,7 @@ impl GatewayError {
             | Self::MethodNotAllowed(_) => "invalid_request_error",
             Self::PayloadTooLarge(_) => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
-            Self::UpstreamFailed { .. } | Self::UpstreamTimeout(_) | Self::ShuttingDown => {
-                "upstream_error"
-            }
+            Self::UpstreamFailed { .. } | Self::UpstreamTimeout(_) => "upstream_error",
         }
     }
 
@@ -86,7 +80,6 @@ impl GatewayError {
             Self::PayloadTooLarge(_) => "request_too_large",
             Self::UpstreamFailed { .. } => "upstream_failed",
             Self::UpstreamTimeout(_) => "upstream_timeout",
-            Self::ShuttingDown => "shutting_down",
         }
     }
 

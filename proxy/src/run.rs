@@ -104,7 +104,7 @@ fn print_banner(
     let mut lines = vec![
         format!("Sluice {} - gateway for AI agent traffic", env!("CARGO_PKG_VERSION")),
         format!("  LLM API  http://{listen}/v1   (OpenAI-compatible: chat/completions, completions, embeddings, models)"),
-        format!("  admin    http://{admin}   (/metrics /healthz /readyz /config)"),
+        format!("  admin    http://{admin}   (/metrics /healthz /readyz /config /cluster)"),
     ];
     if source.is_default() {
         lines.push("  config   built-in default (no -f): anonymous access on loopback".into());

@@ -411,6 +411,9 @@ async fn bad_requests_get_clear_openai_errors() {
             .is_some_and(|m| !m.is_empty()));
         assert!(body["error"]["type"].is_string());
     }
+    let lines = sluice.access_log(9);
+    assert_eq!(lines[5]["error"], "model_not_found");
+    assert_eq!(lines[5]["model"], "gpt-9", "the unknown model is logged");
     // A chunked body over the limit (no content-length) is refused too.
     let stream = futures_body("x".repeat(8192));
     let response = c

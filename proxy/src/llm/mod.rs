@@ -141,10 +141,9 @@ async fn serve(
         return Err(GatewayError::BadRequest("`model` is required".into()));
     };
     exchange.record.stream = fields.stream;
-    let route_index = runtime
-        .route_for(&model)
-        .ok_or_else(|| GatewayError::UnknownModel(model.clone()))?;
-    exchange.record.model = Some(model);
+    let route_index = runtime.route_for(&model);
+    exchange.record.model = Some(model.clone());
+    let route_index = route_index.ok_or(GatewayError::UnknownModel(model))?;
     let route = &runtime.snapshot.routes[route_index];
 
     let ask_usage = endpoint.streams() && fields.stream && !fields.include_usage;

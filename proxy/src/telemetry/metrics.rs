@@ -113,7 +113,7 @@ impl Metrics {
         let fallbacks = Family::<BackendLabels, Counter>::default();
         registry.register(
             "sluice_fallbacks",
-            "Requests answered by a backend other than the first one tried",
+            "Requests answered after at least one failed upstream attempt, by the backend that answered",
             fallbacks.clone(),
         );
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
