@@ -210,7 +210,7 @@ spec:
     let errors = compile_text(text).unwrap_err();
     assert_eq!(errors.len(), 4, "{errors:#?}");
     assert!(
-        errors[3].contains("spec.state.redis: set, but spec.state.type is memory"),
+        errors[2].contains("spec.state.redis: set, but spec.state.type is memory"),
         "{errors:#?}"
     );
     assert!(errors[0].contains("spec.auth.jwt: JWT authentication is not supported yet"));
