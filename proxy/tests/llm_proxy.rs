@@ -38,14 +38,9 @@ fn chat(model: &str) -> Value {
 async fn proxies_chat_and_logs_usage_with_session() {
     let up = upstream("primary").await;
     let sluice = Sluice::start(&one_route(&up), ENV);
-    let response = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .header("x-session-id", "goose-abc123")
-        .json(&chat("gpt-4o-mini"))
-        .send()
-        .await
-        .unwrap();
+    let response = sluice
+        .chat(&chat("gpt-4o-mini"), &[("x-session-id", "goose-abc123")])
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-upstream-name"], "primary");
     assert!(response.headers().contains_key("x-request-id"));
@@ -149,16 +144,7 @@ async fn keeps_usage_when_the_client_asks_for_it() {
     let mut request = chat("gpt-4o");
     request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
-    let text = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .json(&request)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = sluice.chat(&request, &[]).await.text().await.unwrap();
     assert!(
         text.contains("\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":5"),
         "{text}"
@@ -176,13 +162,7 @@ async fn overrides_the_upstream_model() {
         &backend("primary", &up.url()),
     );
     let sluice = Sluice::start(&cfg, ENV);
-    let response = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .json(&chat("fast"))
-        .send()
-        .await
-        .unwrap();
+    let response = sluice.chat(&chat("fast"), &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(up.requests()[0].json()["model"], "gpt-4o-mini-2024-07-18");
     assert_eq!(sluice.last_log(1)["model"], "fast");
@@ -205,13 +185,7 @@ async fn falls_back_on_5xx_and_on_a_dead_backend() {
     );
     let sluice = Sluice::start(&cfg, ENV);
     for (i, model) in ["gpt-4o", "dead-first"].iter().enumerate() {
-        let response = client()
-            .post(sluice.v1("/chat/completions"))
-            .bearer_auth("sk-team-a")
-            .json(&chat(model))
-            .send()
-            .await
-            .unwrap();
+        let response = sluice.chat(&chat(model), &[]).await;
         assert_eq!(response.status(), 200, "{model}");
         assert_eq!(response.headers()["x-upstream-name"], "backup");
         let line = sluice.last_log(i + 1);
@@ -241,15 +215,12 @@ async fn falls_back_on_5xx_and_on_a_dead_backend() {
 async fn passes_upstream_errors_through_when_no_fallback_is_left() {
     let up = upstream("primary").await;
     let sluice = Sluice::start(&one_route(&up), ENV);
-    let response = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .header("x-mock-status", "429")
-        .header("x-mock-retry-after", "7")
-        .json(&chat("gpt-4o"))
-        .send()
-        .await
-        .unwrap();
+    let response = sluice
+        .chat(
+            &chat("gpt-4o"),
+            &[("x-mock-status", "429"), ("x-mock-retry-after", "7")],
+        )
+        .await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "7");
     let body: Value = response.json().await.unwrap();
@@ -265,14 +236,9 @@ async fn retries_the_same_backend_when_attempts_allow() {
         &backend("primary", &up.url()),
     );
     let sluice = Sluice::start(&cfg, ENV);
-    let response = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .header("x-mock-status", "500")
-        .json(&chat("gpt-4o"))
-        .send()
-        .await
-        .unwrap();
+    let response = sluice
+        .chat(&chat("gpt-4o"), &[("x-mock-status", "500")])
+        .await;
     // Every attempt failed: the last upstream answer is what the client sees.
     assert_eq!(response.status(), 500);
     assert_eq!(up.requests().len(), 3);
@@ -287,26 +253,15 @@ async fn upstream_failures_map_to_502_and_504() {
         &[backend("dead", &dead), backend("slow", &up.url())].concat(),
     );
     let sluice = Sluice::start(&cfg, ENV);
-    let response = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .json(&chat("dead"))
-        .send()
-        .await
-        .unwrap();
+    let response = sluice.chat(&chat("dead"), &[]).await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_failed");
 
     // The backend timeout is 2s.
-    let response = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .header("x-mock-delay-ms", "4000")
-        .json(&chat("slow"))
-        .send()
-        .await
-        .unwrap();
+    let response = sluice
+        .chat(&chat("slow"), &[("x-mock-delay-ms", "4000")])
+        .await;
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_timeout");
@@ -463,15 +418,12 @@ async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
     let sluice = Sluice::start(&one_route(&up), ENV);
     let mut request = chat("gpt-4o");
     request["stream"] = json!(true);
-    let text = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .header("x-mock-chunks", "10")
-        .header("x-mock-error-after", "2")
-        .json(&request)
-        .send()
+    let text = sluice
+        .chat(
+            &request,
+            &[("x-mock-chunks", "10"), ("x-mock-error-after", "2")],
+        )
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -495,15 +447,12 @@ async fn a_client_that_leaves_midstream_is_still_accounted() {
     let sluice = Sluice::start(&one_route(&up), ENV);
     let mut request = chat("gpt-4o");
     request["stream"] = json!(true);
-    let mut response = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .header("x-mock-chunks", "50")
-        .header("x-mock-chunk-delay-ms", "100")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let mut response = sluice
+        .chat(
+            &request,
+            &[("x-mock-chunks", "50"), ("x-mock-chunk-delay-ms", "100")],
+        )
+        .await;
     let mut received = 0;
     while received < 3 {
         let chunk = response.chunk().await.unwrap().unwrap();
@@ -596,15 +545,12 @@ async fn a_stream_that_stalls_past_the_backend_timeout_is_ended() {
     let mut request = chat("gpt-4o");
     request["stream"] = json!(true);
     // The backend timeout is 2s; the upstream pauses 3s before the second chunk.
-    let text = client()
-        .post(sluice.v1("/chat/completions"))
-        .bearer_auth("sk-team-a")
-        .header("x-mock-chunks", "2")
-        .header("x-mock-chunk-delay-ms", "3000")
-        .json(&request)
-        .send()
+    let text = sluice
+        .chat(
+            &request,
+            &[("x-mock-chunks", "2"), ("x-mock-chunk-delay-ms", "3000")],
+        )
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -109,6 +109,22 @@ impl Sluice {
         format!("{}/v1{path}", self.url)
     }
 
+    /// `POST /v1/chat/completions` as tenant team-a, with extra headers.
+    pub async fn chat(
+        &self,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = client()
+            .post(self.v1("/chat/completions"))
+            .bearer_auth("sk-team-a")
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
     /// Everything the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
