@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
@@ -43,6 +43,61 @@ pub struct ObservedBody {
     idle: Pin<Box<Sleep>>,
     last_frame: Instant,
     ended: bool,
+    /// Held back while a batch of data went out first.
+    deferred: Option<Deferred>,
+}
+
+enum Deferred {
+    /// Trailers that followed data.
+    Frame(Frame<Bytes>),
+    /// The upstream failed right after data.
+    Fail,
+}
+
+/// Largest batch of ready frames sent as one.
+const MAX_BATCH: usize = 64 << 10;
+
+/// Data frames that were ready together. The first is kept as is (no copy);
+/// only a second one makes a buffer.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+}
+
+impl Batch {
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match (&self.first, &mut self.more) {
+            (None, _) => self.first = Some(data),
+            (Some(first), None) => {
+                let mut joined = BytesMut::with_capacity((first.len() + data.len()) * 2);
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&data);
+                self.more = Some(joined);
+            }
+            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.more
+            .as_ref()
+            .map_or_else(|| self.first.as_ref().map_or(0, Bytes::len), BytesMut::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        match (self.first.take(), self.more.take()) {
+            (_, Some(joined)) => Some(joined.freeze()),
+            (first, None) => first,
+        }
+    }
 }
 
 /// What kind of body to expect.
@@ -86,6 +141,7 @@ impl ObservedBody {
             idle: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
             last_frame: now,
             ended: false,
+            deferred: None,
         }
     }
 
@@ -164,6 +220,13 @@ impl ObservedBody {
         }
     }
 
+    fn fail_midway(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.fail(
+            "upstream_stream_error",
+            "the upstream connection failed mid-response",
+        )
+    }
+
     /// The upstream failed or stalled mid-body: streams get a final error
     /// event in OpenAI's shape; other bodies are cut (the client sees the
     /// connection close).
@@ -197,10 +260,18 @@ impl Body for ObservedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        match this.deferred.take() {
+            Some(Deferred::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+            Some(Deferred::Fail) => return this.fail_midway(),
+            None => {}
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        // Everything the upstream has already delivered goes out as one
+        // frame: one write to the client instead of one per SSE event.
+        let mut batch = Batch::default();
         loop {
-            if this.ended {
-                return Poll::Ready(None);
-            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     this.last_frame = Instant::now();
@@ -212,24 +283,31 @@ impl Body for ObservedBody {
                                 // not poll again, so account for it now.
                                 out = this.end(out);
                             }
-                            if out.is_empty() {
-                                continue;
+                            batch.push(out);
+                            if this.ended || batch.len() >= MAX_BATCH {
+                                break;
                             }
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
-                        Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                        Err(trailers) if batch.is_empty() => {
+                            return Poll::Ready(Some(Ok(trailers)))
+                        }
+                        Err(trailers) => {
+                            this.deferred = Some(Deferred::Frame(trailers));
+                            break;
+                        }
                     }
                 }
+                Poll::Ready(Some(Err(_))) if batch.is_empty() => return this.fail_midway(),
                 Poll::Ready(Some(Err(_))) => {
-                    return this.fail(
-                        "upstream_stream_error",
-                        "the upstream connection failed mid-response",
-                    );
+                    this.deferred = Some(Deferred::Fail);
+                    break;
                 }
                 Poll::Ready(None) => {
                     let rest = this.end(Bytes::new());
-                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
+                    batch.push(rest);
+                    break;
                 }
+                Poll::Pending if !batch.is_empty() => break,
                 Poll::Pending => {
                     // The timer is re-armed lazily: only when it fires early.
                     while this.idle.as_mut().poll(cx).is_ready() {
@@ -244,6 +322,15 @@ impl Body for ObservedBody {
                     }
                     return Poll::Pending;
                 }
+            }
+        }
+        match batch.take() {
+            Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            None if this.ended => Poll::Ready(None),
+            None => {
+                // Only a deferred frame or failure is left: come back for it.
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
         }
     }
