@@ -7,14 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::body::ResponseBody;
 use crate::error::GatewayError;
@@ -22,17 +16,14 @@ use crate::llm::{self, Endpoint};
 use crate::runtime::Runtime;
 use crate::telemetry::{Exchange, Telemetry};
 
-/// The upstream HTTP client (HTTP/1.1, and HTTP/2 over TLS by ALPN).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// Longest session id or request id taken from a client header.
 const MAX_ID_LEN: usize = 256;
 
 /// Process-wide state.
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
-    /// Calls upstreams.
-    pub client: UpstreamClient,
+    /// Connections to upstreams.
+    pub upstreams: Arc<crate::upstream::Pool>,
     /// Access log and metrics.
     pub telemetry: Telemetry,
     draining: AtomicBool,
@@ -45,7 +36,7 @@ impl Gateway {
     pub fn new(runtime: Runtime, telemetry: Telemetry) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
-            client: upstream_client(),
+            upstreams: crate::upstream::Pool::new(),
             telemetry,
             draining: AtomicBool::new(false),
             request_prefix: fastrand::u64(..) & 0xffff_ffff,
@@ -145,21 +136,4 @@ fn method_name(method: &http::Method) -> &'static str {
         http::Method::PATCH => "PATCH",
         _ => "OTHER",
     }
-}
-
-fn upstream_client() -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(crate::llm::CONNECT_TIMEOUT));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(https)
 }

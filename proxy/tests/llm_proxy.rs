@@ -559,3 +559,47 @@ async fn a_stream_that_stalls_past_the_backend_timeout_is_ended() {
     assert_eq!(event["error"]["code"], "upstream_stream_timeout", "{text}");
     assert_eq!(sluice.last_log(1)["error"], "upstream_stream_timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuses_upstream_connections_and_survives_an_upstream_restart() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = Upstream::start_on(
+        listener,
+        Options {
+            name: "first".into(),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sluice = Sluice::start(&one_route(&first), ENV);
+    for _ in 0..3 {
+        let response = sluice.chat(&chat("gpt-4o"), &[]).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-upstream-name"], "first");
+    }
+    // The upstream goes away with the gateway's pooled connection to it...
+    first.stop().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // ...and comes back on the same port: the next request must not fail on the stale connection.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let second = Upstream::start_on(
+        listener,
+        Options {
+            name: "second".into(),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let mut request = chat("gpt-4o");
+        request["stream"] = json!(true);
+        let response = sluice.chat(&request, &[]).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-upstream-name"], "second");
+        assert!(response.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    }
+    assert_eq!(second.requests().len(), 3);
+}

@@ -3,8 +3,6 @@
 //! route's deadline, moving on after connect errors, timeouts, 429 and 5xx
 //! (as the route's retry policy allows) before any response byte.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::Full;
@@ -19,6 +17,7 @@ use crate::gateway::Gateway;
 use crate::routing::attempt_order;
 use crate::runtime::{BackendKind, Runtime};
 use crate::telemetry::Exchange;
+use crate::upstream::{Conn, UpstreamError};
 
 /// What goes upstream.
 pub struct Outgoing<'a> {
@@ -32,8 +31,9 @@ pub struct Outgoing<'a> {
 
 /// How forwarding ended.
 pub enum Outcome {
-    /// An upstream answered (any status), from this backend index.
-    Upstream(Response<Incoming>, usize),
+    /// An upstream answered (any status), from this backend index, on this
+    /// connection (which the response body must keep polling).
+    Upstream(Response<Incoming>, Box<Conn>, usize),
     /// The demo backend at this index is next: answer in process.
     Demo(usize),
     /// Every allowed attempt failed without a response.
@@ -123,8 +123,8 @@ pub async fn forward(
                 continue;
             }
         };
-        match tokio::time::timeout(wait, gateway.client.request(request)).await {
-            Ok(Ok(response)) => {
+        match tokio::time::timeout(wait, gateway.upstreams.send(request)).await {
+            Ok(Ok((response, conn))) => {
                 let status = response.status();
                 let retryable = (status.as_u16() == 429 && retry.on_429)
                     || (status.is_server_error() && retry.on_5xx);
@@ -140,16 +140,19 @@ pub async fn forward(
                         .push((backend.name.clone(), kind));
                     continue;
                 }
-                return Outcome::Upstream(response, index);
+                return Outcome::Upstream(response, conn, index);
             }
             Ok(Err(error)) => {
                 exchange
                     .record
                     .failed_attempts
                     .push((backend.name.clone(), "connect"));
+                let detail = match error {
+                    UpstreamError::Connect(detail) | UpstreamError::Exchange(detail) => detail,
+                };
                 last_failure = GatewayError::UpstreamFailed {
                     backend: backend.name.to_string(),
-                    detail: describe(&error),
+                    detail,
                 };
                 if !(retry.on_connect && more) {
                     break;
@@ -200,18 +203,3 @@ fn build_request(
     }
     Ok(request)
 }
-
-/// The error and its causes, one line (no secrets: URLs carry none).
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Connect timeout of the upstream client.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,7 +6,6 @@
 
 pub mod demo;
 mod forward;
-pub use forward::CONNECT_TIMEOUT;
 pub mod observe;
 pub mod request;
 pub mod sse;
@@ -172,10 +171,11 @@ async fn serve(
             );
             Ok(Served::Local(response))
         }
-        Outcome::Upstream(upstream, backend) => {
+        Outcome::Upstream(upstream, conn, backend) => {
             let backend = &runtime.backends[backend];
             Ok(Served::Upstream(respond(
                 upstream,
+                conn,
                 backend,
                 exchange,
                 &fields,
@@ -190,6 +190,7 @@ async fn serve(
 /// Builds the client's response around the upstream's.
 fn respond(
     upstream: Response<Incoming>,
+    conn: Box<crate::upstream::Conn>,
     backend: &crate::runtime::BackendRuntime,
     exchange: &mut Exchange,
     fields: &request::RequestFields,
@@ -228,7 +229,14 @@ fn respond(
         exchange_out.record.error = Some("upstream_4xx".into());
     }
     let estimated_input = demo::approx_tokens_len(body_len);
-    let observed = ObservedBody::new(body, kind, exchange_out, estimated_input, backend.timeout);
+    let observed = ObservedBody::new(
+        body,
+        conn,
+        kind,
+        exchange_out,
+        estimated_input,
+        backend.timeout,
+    );
     Response::from_parts(parts, ResponseBody::Upstream(Box::new(observed)))
 }
 

@@ -19,6 +19,7 @@ use super::usage::find_usage;
 use crate::body::BoxError;
 use crate::error::error_body;
 use crate::telemetry::{Exchange, Usage};
+use crate::upstream::Conn;
 
 /// JSON bodies larger than this are forwarded without reading their usage.
 const MAX_COLLECT: usize = 8 << 20;
@@ -35,6 +36,8 @@ enum Mode {
 /// An upstream body being forwarded.
 pub struct ObservedBody {
     inner: Incoming,
+    /// The connection the body arrives on; polled with it, pooled after it.
+    conn: Option<Box<Conn>>,
     mode: Mode,
     exchange: Option<Exchange>,
     /// Estimated input tokens, for when the provider never reports usage.
@@ -118,6 +121,7 @@ impl ObservedBody {
     /// Wraps an upstream body.
     pub fn new(
         inner: Incoming,
+        conn: Box<Conn>,
         kind: BodyKind,
         exchange: Exchange,
         estimated_input: u64,
@@ -134,6 +138,7 @@ impl ObservedBody {
         let now = Instant::now();
         Self {
             inner,
+            conn: Some(conn),
             mode,
             exchange: Some(exchange),
             estimated_input,
@@ -220,6 +225,14 @@ impl ObservedBody {
         }
     }
 
+    /// The body is complete: the connection can serve another request.
+    fn release(&mut self, cx: &mut Context<'_>) {
+        // Failures dropped the connection already; what is left ended cleanly.
+        if let Some(conn) = self.conn.take() {
+            conn.release(cx);
+        }
+    }
+
     fn fail_midway(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.fail(
             "upstream_stream_error",
@@ -236,6 +249,7 @@ impl ObservedBody {
         message: &str,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.ended = true;
+        self.conn = None;
         self.finish(Some(code));
         if matches!(self.mode, Mode::Sse(_)) {
             let event = [
@@ -272,6 +286,9 @@ impl Body for ObservedBody {
         // frame: one write to the client instead of one per SSE event.
         let mut batch = Batch::default();
         loop {
+            if let Some(conn) = &mut this.conn {
+                conn.drive(cx);
+            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     this.last_frame = Instant::now();
@@ -323,6 +340,9 @@ impl Body for ObservedBody {
                     return Poll::Pending;
                 }
             }
+        }
+        if this.ended {
+            this.release(cx);
         }
         match batch.take() {
             Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
