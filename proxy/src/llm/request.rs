@@ -251,4 +251,34 @@ mod tests {
             serde_json::json!({"include_usage": true, "x": 1})
         );
     }
+
+    #[test]
+    fn never_panics_on_mangled_bodies() {
+        let valid = br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false},"max_tokens":5,"messages":[{"role":"user","content":"h\u00e9llo"}]}"#;
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let mut body = valid.to_vec();
+            for _ in 0..rng.usize(1..4) {
+                match rng.u8(0..3) {
+                    0 => {
+                        let at = rng.usize(..body.len());
+                        body[at] = rng.u8(..);
+                    }
+                    1 => body.truncate(rng.usize(..body.len())),
+                    _ => {
+                        let at = rng.usize(..=body.len());
+                        let junk: &[u8] = b"{}[]\",:0e-";
+                        body.insert(at, junk[rng.usize(..junk.len())]);
+                    }
+                }
+                if body.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(fields) = scan(&body) {
+                let bytes = Bytes::from(body);
+                let _ = rewrite(&bytes, &fields, Some("other"), true);
+            }
+        }
+    }
 }

@@ -255,4 +255,20 @@ mod tests {
             format!("{CHUNK}data: {{\"trunc")
         );
     }
+
+    #[test]
+    fn never_panics_on_arbitrary_streams() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let alphabet: &[u8] = b"data: {}[]\"usage\":null,choices\r\n[DONE]";
+        for _ in 0..5_000 {
+            let mut state = SseState::new(rng.bool());
+            for _ in 0..rng.usize(1..8) {
+                let chunk: Vec<u8> = (0..rng.usize(0..64))
+                    .map(|_| alphabet[rng.usize(..alphabet.len())])
+                    .collect();
+                let _ = state.on_data(Bytes::from(chunk));
+            }
+            let _ = state.finish();
+        }
+    }
 }
