@@ -77,6 +77,7 @@ pub fn compile(
     let mut errors = Errors(loaded.errors.clone());
     let mut gateways = Vec::new();
     let mut backend_specs: Vec<(String, &BackendSpec)> = Vec::new();
+    let mut mcp_route_specs = Vec::new();
     for document in &loaded.documents {
         match document {
             Document::AIGateway(meta, spec) => gateways.push((meta.name.clone(), spec)),
@@ -87,11 +88,7 @@ pub fn compile(
                     backend_specs.push((meta.name.clone(), spec));
                 }
             }
-            Document::MCPRoute(..) => errors.push(
-                &document.id(),
-                "",
-                "MCPRoute is not supported yet: the MCP gateway is not built in this version",
-            ),
+            Document::MCPRoute(meta, spec) => mcp_route_specs.push((meta.name.clone(), spec)),
             Document::Budget(..) => errors.push(
                 &document.id(),
                 "",
@@ -128,13 +125,22 @@ pub fn compile(
         .collect();
     let known_backend = |name: &str| backend_specs.iter().any(|(n, _)| n == name);
 
+    let backend_targets: Vec<Target> = backends.iter().map(|b| b.target.clone()).collect();
     let snapshot = compile_gateway(
         &gateway_id,
         gateway,
         secrets,
         &backend_index,
+        &backend_targets,
         &known_backend,
         &mut errors,
+    );
+    let mcp_routes = crate::compile_mcp::compile_mcp_routes(
+        &mcp_route_specs,
+        &backends,
+        &backend_index,
+        &known_backend,
+        &mut errors.0,
     );
     if !errors.0.is_empty() {
         return Err(ConfigErrors(errors.0));
@@ -148,6 +154,7 @@ pub fn compile(
     };
     snapshot.hash = loaded.hash.clone();
     snapshot.backends = backends;
+    snapshot.mcp_routes = mcp_routes;
     Ok(snapshot)
 }
 
@@ -156,6 +163,7 @@ fn compile_gateway(
     spec: &AIGatewaySpec,
     secrets: &dyn SecretSource,
     backend_index: &HashMap<&str, usize>,
+    backend_targets: &[Target],
     known_backend: &dyn Fn(&str) -> bool,
     errors: &mut Errors,
 ) -> Option<Snapshot> {
@@ -241,13 +249,12 @@ fn compile_gateway(
             list.iter().map(|h| h.to_ascii_lowercase()).collect()
         }
     };
-    if spec.session_key.is_some() {
-        errors.push(
-            id,
-            "spec.sessionKey",
-            "not supported yet: it encrypts MCP session ids and the MCP gateway is not built in this version",
-        );
-    }
+    let session_key = spec.session_key.as_ref().and_then(|key| {
+        secrets
+            .get(&key.value_from)
+            .map_err(|e| errors.push(id, "spec.sessionKey.valueFrom", e))
+            .ok()
+    });
 
     let max_request_body = match &spec.max_request_body {
         None => DEFAULT_MAX_BODY,
@@ -260,9 +267,15 @@ fn compile_gateway(
     if let Some(llm) = &spec.llm {
         for (i, route) in llm.routes.iter().enumerate() {
             let field = format!("spec.llm.routes[{i}]");
-            if let Some(route) =
-                compile_route(id, &field, route, backend_index, known_backend, errors)
-            {
+            if let Some(route) = compile_route(
+                id,
+                &field,
+                route,
+                backend_index,
+                backend_targets,
+                known_backend,
+                errors,
+            ) {
                 routes.push(route);
             }
         }
@@ -329,8 +342,6 @@ fn compile_gateway(
         }
     }
 
-    // Secrets were already consumed above; keep the parameter for symmetry with backends.
-    let _ = secrets;
     Some(Snapshot {
         hash: String::new(),
         listen: listen?,
@@ -341,6 +352,8 @@ fn compile_gateway(
         routes,
         backends: Vec::new(),
         access_log,
+        session_key,
+        mcp_routes: Vec::new(),
     })
 }
 
@@ -349,6 +362,7 @@ fn compile_route(
     field: &str,
     spec: &RouteSpec,
     backend_index: &HashMap<&str, usize>,
+    backend_targets: &[Target],
     known_backend: &dyn Fn(&str) -> bool,
     errors: &mut Errors,
 ) -> Option<Route> {
@@ -376,6 +390,14 @@ fn compile_route(
     let mut backends = Vec::new();
     for (j, rb) in spec.backends.iter().enumerate() {
         match backend_index.get(rb.backend.as_str()) {
+            Some(&index) if matches!(backend_targets[index], Target::Mcp { .. }) => errors.push(
+                id,
+                format!("{field}.backends[{j}].backend"),
+                format!(
+                    "Backend `{}` is an MCP server; LLM routes need an LLM provider",
+                    rb.backend
+                ),
+            ),
             Some(&index) => backends.push(RouteBackend {
                 backend: index,
                 model: rb.model.as_deref().map(Arc::from),
@@ -496,6 +518,24 @@ fn compile_backend(
             }
             Target::Demo
         }
+        Provider::Mcp => match spec.endpoint.as_deref() {
+            None => {
+                let message = if spec.command.is_some() {
+                    "stdio MCP servers are not supported yet; give the server's streamable HTTP URL"
+                } else {
+                    "required for provider MCP (the server's streamable HTTP URL)"
+                };
+                errors.push(&id, "spec.endpoint", message);
+                Target::Demo
+            }
+            Some(endpoint) => match mcp_url(endpoint) {
+                Ok(url) => Target::Mcp { url },
+                Err(e) => {
+                    errors.push(&id, "spec.endpoint", e);
+                    Target::Demo
+                }
+            },
+        },
         _ => match spec.endpoint.as_deref().or(provider.default_endpoint()) {
             None => {
                 errors.push(
@@ -518,7 +558,7 @@ fn compile_backend(
         .auth
         .as_ref()
         .and_then(|auth| compile_credential(&id, auth, secrets, errors));
-    if spec.command.is_some() {
+    if spec.command.is_some() && provider != Provider::Mcp {
         errors.push(
             &id,
             "spec.command",
@@ -642,6 +682,12 @@ fn base_url(endpoint: &str) -> Result<String, String> {
     let path = path.trim_end_matches('/');
     let path = if path.is_empty() { "/v1" } else { path };
     Ok(format!("{scheme}://{authority}{path}"))
+}
+
+/// Checks an MCP endpoint: an http(s) URL, kept as written (no `/v1`).
+fn mcp_url(endpoint: &str) -> Result<String, String> {
+    base_url(endpoint)?;
+    Ok(endpoint.trim_end_matches('/').to_owned())
 }
 
 /// Checks an HTTP header name (RFC 9110 token).

@@ -170,7 +170,7 @@ spec: {path: /mcp}
 "#;
     let errors = compile_text(text).unwrap_err();
     let expect = [
-        "MCPRoute/tools: MCPRoute is not supported yet",
+        "MCPRoute/tools: spec.backends: list at least one MCP backend",
         "Budget/team-a: Budget is not supported yet",
         "Backend/claude: spec.provider: provider `Anthropic` is not supported yet",
         "Backend/weird: spec.provider: unknown provider `Skynet`",
@@ -203,19 +203,17 @@ kind: AIGateway
 metadata: {name: gw}
 spec:
   auth: {jwt: {issuer: x, jwksUri: y}}
-  sessionKey: {valueFrom: {env: TEAM_A_KEY}}
   telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}
   state: {redis: {url: "redis://127.0.0.1:6379"}}
 "#;
     let errors = compile_text(text).unwrap_err();
-    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert_eq!(errors.len(), 3, "{errors:#?}");
     assert!(
-        errors[2].contains("spec.state.redis: set, but spec.state.type is memory"),
+        errors[1].contains("spec.state.redis: set, but spec.state.type is memory"),
         "{errors:#?}"
     );
     assert!(errors[0].contains("spec.auth.jwt: JWT authentication is not supported yet"));
-    assert!(errors[1].contains("spec.sessionKey: not supported yet"));
-    assert!(errors[3].contains("spec.telemetry.otlp: OTLP traces are not supported yet"));
+    assert!(errors[2].contains("spec.telemetry.otlp: OTLP traces are not supported yet"));
 }
 
 #[test]
@@ -247,4 +245,112 @@ fn endpoints_are_normalised() {
     assert!(base_url("api.openai.com").is_err());
     assert!(base_url("http://").is_err());
     assert!(base_url("http://h/v1?x=1").is_err());
+}
+
+#[test]
+fn compiles_mcp_routes() {
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  sessionKey: {valueFrom: {env: TEAM_A_KEY}}
+---
+kind: Backend
+metadata: {name: kiwi}
+spec: {provider: MCP, endpoint: "https://mcp.kiwi.com/mcp/", auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}, header: x-kiwi-key}}}
+---
+kind: Backend
+metadata: {name: calendar}
+spec: {provider: MCP, endpoint: "http://127.0.0.1:3001/mcp"}
+---
+kind: MCPRoute
+metadata: {name: tools}
+spec:
+  path: /mcp
+  backends:
+    - {backend: kiwi, tools: {include: ["search-*"], exclude: ["search-hotels"]}}
+    - {backend: calendar, prefix: cal}
+---
+kind: MCPRoute
+metadata: {name: solo}
+spec:
+  path: /solo
+  prefixMode: Conditional
+  backends: [{backend: calendar}]
+"#;
+    let snapshot = compile_text(text).unwrap();
+    assert_eq!(
+        snapshot.session_key.as_ref().map(|k| k.expose()),
+        Some("sk-team-a")
+    );
+    let route = &snapshot.mcp_routes[0];
+    assert_eq!((&*route.name, route.path.as_str()), ("tools", "/mcp"));
+    let kiwi = &route.backends[0];
+    assert_eq!(kiwi.prefix.as_deref(), Some("kiwi"));
+    assert!(
+        kiwi.exposes("search-flight") && !kiwi.exposes("search-hotels") && !kiwi.exposes("book")
+    );
+    assert_eq!(route.backends[1].prefix.as_deref(), Some("cal"));
+    assert!(route.backends[1].exposes("anything"));
+    let backend = &snapshot.backends[kiwi.backend];
+    assert_eq!(
+        backend.target,
+        Target::Mcp {
+            url: "https://mcp.kiwi.com/mcp".into()
+        }
+    );
+    assert_eq!(backend.credential.as_ref().unwrap().header, "x-kiwi-key");
+    assert_eq!(
+        snapshot.mcp_routes[1].backends[0].prefix, None,
+        "Conditional with one backend: no prefix"
+    );
+}
+
+#[test]
+fn rejects_bad_mcp_routes() {
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  llm:
+    routes: [{models: [x], backends: [{backend: kiwi}]}]
+---
+kind: Backend
+metadata: {name: kiwi}
+spec: {provider: MCP, endpoint: "http://127.0.0.1:1/mcp"}
+---
+kind: Backend
+metadata: {name: llm}
+spec: {provider: Demo}
+---
+kind: Backend
+metadata: {name: stdio}
+spec: {provider: MCP, command: [npx, server]}
+---
+kind: MCPRoute
+metadata: {name: a}
+spec:
+  path: /v1/mcp
+  prefixMode: Sometimes
+  backends: [{backend: llm}, {backend: kiwi, prefix: "a__b"}, {backend: nowhere}]
+  auth: {oauth: {issuer: x, jwksUri: y}}
+"#;
+    let errors = compile_text(text).unwrap_err();
+    let expect = [
+        "Backend/stdio: spec.endpoint: stdio MCP servers are not supported yet",
+        "AIGateway/gw: spec.llm.routes[0].backends[0].backend: Backend `kiwi` is an MCP server",
+        "MCPRoute/a: spec.path: paths under /v1 belong to the LLM API",
+        "MCPRoute/a: spec.auth.oauth: OAuth for MCP routes is not supported yet",
+        "MCPRoute/a: spec.prefixMode: `Sometimes` is not one of",
+        "MCPRoute/a: spec.backends[0].backend: Backend `llm` is not an MCP server",
+        "MCPRoute/a: spec.backends[1].prefix: `a__b` must be",
+        "MCPRoute/a: spec.backends[2].backend: no Backend named `nowhere`",
+    ];
+    for want in expect {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
 }

@@ -36,6 +36,43 @@ pub struct Snapshot {
     pub backends: Vec<Backend>,
     /// Where access-log lines go.
     pub access_log: AccessLogTarget,
+    /// The key MCP session ids are encrypted with (`None`: a random key per process).
+    pub session_key: Option<Secret>,
+    /// MCP routes.
+    pub mcp_routes: Vec<McpRoute>,
+}
+
+/// One MCP route: many MCP servers behind one path.
+#[derive(Debug, Clone)]
+pub struct McpRoute {
+    /// The MCPRoute's name.
+    pub name: Arc<str>,
+    /// The path it serves, e.g. `/mcp`.
+    pub path: String,
+    /// Its backends, in the order written.
+    pub backends: Vec<McpRouteBackend>,
+}
+
+/// One MCP server of a route.
+#[derive(Debug, Clone)]
+pub struct McpRouteBackend {
+    /// Index into [`Snapshot::backends`] (a `provider: MCP` backend).
+    pub backend: usize,
+    /// Prefix of its tool and prompt names (`{prefix}__{name}`); `None`
+    /// when the route's prefix mode leaves names as they are.
+    pub prefix: Option<String>,
+    /// Tools to expose (empty: all).
+    pub include: Vec<ModelPattern>,
+    /// Tools to hide.
+    pub exclude: Vec<ModelPattern>,
+}
+
+impl McpRouteBackend {
+    /// Whether the route exposes the upstream tool `name`.
+    pub fn exposes(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
+            && !self.exclude.iter().any(|p| p.matches(name))
+    }
 }
 
 /// A tenant name; cheap to clone.
@@ -175,11 +212,13 @@ pub enum Provider {
     SambaNova,
     /// DeepInfra.
     DeepInfra,
+    /// An MCP server (streamable HTTP).
+    Mcp,
 }
 
 impl Provider {
     /// Every supported provider with its name in config.
-    pub const ALL: [(&'static str, Provider); 16] = [
+    pub const ALL: [(&'static str, Provider); 17] = [
         ("Demo", Provider::Demo),
         ("OpenAI", Provider::OpenAI),
         ("OpenAICompatible", Provider::OpenAICompatible),
@@ -196,10 +235,11 @@ impl Provider {
         ("Cerebras", Provider::Cerebras),
         ("SambaNova", Provider::SambaNova),
         ("DeepInfra", Provider::DeepInfra),
+        ("MCP", Provider::Mcp),
     ];
 
     /// Providers of API.md whose translators are not built yet.
-    pub const NOT_YET: [&'static str; 8] = [
+    pub const NOT_YET: [&'static str; 7] = [
         "AzureOpenAI",
         "Anthropic",
         "Bedrock",
@@ -207,7 +247,6 @@ impl Provider {
         "VertexAI",
         "Cohere",
         "Perplexity",
-        "MCP",
     ];
 
     /// Parses a config name.
@@ -226,7 +265,7 @@ impl Provider {
     /// Default base URL (`None`: an endpoint is required, or none is used).
     pub fn default_endpoint(self) -> Option<&'static str> {
         Some(match self {
-            Self::Demo | Self::OpenAICompatible => return None,
+            Self::Demo | Self::OpenAICompatible | Self::Mcp => return None,
             Self::OpenAI => "https://api.openai.com/v1",
             Self::Ollama => "http://127.0.0.1:11434/v1",
             Self::VLLM => "http://127.0.0.1:8000/v1",
@@ -274,6 +313,11 @@ pub enum Target {
         /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`;
         /// `/chat/completions` etc. are appended.
         base_url: String,
+    },
+    /// An MCP server over streamable HTTP.
+    Mcp {
+        /// The server's MCP endpoint, e.g. `https://mcp.example.com/mcp`.
+        url: String,
     },
 }
 

@@ -81,7 +81,9 @@ impl Gateway {
     /// Serves one data-plane request.
     pub async fn serve(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let request_id = self.request_id(&request);
-        let endpoint = Endpoint::from_path(request.uri().path());
+        let runtime = self.runtime();
+        let mcp_route = runtime.mcp_paths.get(request.uri().path()).copied();
+        let endpoint = Endpoint::from_path(request.uri().path()).filter(|_| mcp_route.is_none());
         let path: Cow<'static, str> = match endpoint {
             Some(endpoint) => Cow::Borrowed(endpoint.path()),
             None => Cow::Owned(request.uri().path().chars().take(MAX_ID_LEN).collect()),
@@ -94,9 +96,10 @@ impl Gateway {
         );
         exchange.record.session_id = self.session_id(&request);
 
-        let mut response = match endpoint {
-            Some(endpoint) => llm::handle(self, request, endpoint, exchange).await,
-            None => {
+        let mut response = match (mcp_route, endpoint) {
+            (Some(route), _) => crate::mcp::handle(self, runtime, route, request, exchange).await,
+            (None, Some(endpoint)) => llm::handle(self, request, endpoint, exchange).await,
+            (None, None) => {
                 let error = GatewayError::UnknownPath(
                     request.uri().path().chars().take(MAX_ID_LEN).collect(),
                 );

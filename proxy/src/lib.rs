@@ -9,6 +9,7 @@ pub mod config_source;
 pub mod error;
 pub mod gateway;
 pub mod llm;
+pub mod mcp;
 pub mod routing;
 pub mod run;
 pub mod runtime;

@@ -136,7 +136,19 @@ fn print_banner(
                 backends.join(" | ")
             ));
         }
-        if runtime.snapshot.routes.is_empty() {
+        for route in &runtime.snapshot.mcp_routes {
+            let backends: Vec<&str> = route
+                .backends
+                .iter()
+                .map(|b| &*runtime.backends[b.backend].name)
+                .collect();
+            lines.push(format!(
+                "    MCP http://{listen}{} -> {}",
+                route.path,
+                backends.join(", ")
+            ));
+        }
+        if runtime.snapshot.routes.is_empty() && runtime.snapshot.mcp_routes.is_empty() {
             lines.push("    (none: add spec.llm.routes to the AIGateway)".into());
         }
     }

@@ -28,6 +28,13 @@ pub struct BackendRuntime {
 pub enum BackendKind {
     /// The in-process demo model.
     Demo,
+    /// An MCP server over streamable HTTP.
+    Mcp {
+        /// Its MCP endpoint.
+        url: String,
+        /// The injected credential.
+        credential: Option<(HeaderName, HeaderValue)>,
+    },
     /// An OpenAI-compatible HTTP API.
     Http {
         /// Base URL, e.g. `https://api.openai.com/v1`.
@@ -61,6 +68,10 @@ pub struct Runtime {
     pub backends: Vec<BackendRuntime>,
     /// The `/v1/models` response body.
     pub models_body: Bytes,
+    /// MCP routes by path.
+    pub mcp_paths: HashMap<String, usize>,
+    /// Seals and opens MCP session ids.
+    pub session_codec: crate::mcp::session::SessionCodec,
 }
 
 /// Why a snapshot could not be turned into a runtime.
@@ -111,31 +122,31 @@ impl Runtime {
             .backends
             .iter()
             .map(|backend| {
+                let credential = match &backend.credential {
+                    None => None,
+                    Some(c) => {
+                        let error = |message: &str| RuntimeError {
+                            backend: backend.name.to_string(),
+                            message: message.to_owned(),
+                        };
+                        let name = HeaderName::from_bytes(c.header.as_bytes())
+                            .map_err(|_| error("invalid credential header name"))?;
+                        let mut value = HeaderValue::from_str(c.value.expose())
+                            .map_err(|_| error("the credential is not a valid header value"))?;
+                        value.set_sensitive(true);
+                        Some((name, value))
+                    }
+                };
                 let kind = match &backend.target {
                     Target::Demo => BackendKind::Demo,
-                    Target::OpenAICompatible { base_url } => {
-                        let credential = match &backend.credential {
-                            None => None,
-                            Some(c) => {
-                                let error = |message: &str| RuntimeError {
-                                    backend: backend.name.to_string(),
-                                    message: message.to_owned(),
-                                };
-                                let name = HeaderName::from_bytes(c.header.as_bytes())
-                                    .map_err(|_| error("invalid credential header name"))?;
-                                let mut value =
-                                    HeaderValue::from_str(c.value.expose()).map_err(|_| {
-                                        error("the credential is not a valid header value")
-                                    })?;
-                                value.set_sensitive(true);
-                                Some((name, value))
-                            }
-                        };
-                        BackendKind::Http {
-                            base_url: base_url.clone(),
-                            credential,
-                        }
-                    }
+                    Target::OpenAICompatible { base_url } => BackendKind::Http {
+                        base_url: base_url.clone(),
+                        credential,
+                    },
+                    Target::Mcp { url } => BackendKind::Mcp {
+                        url: url.clone(),
+                        credential,
+                    },
                 };
                 Ok(BackendRuntime {
                     name: backend.name.0.clone(),
@@ -147,6 +158,16 @@ impl Runtime {
             .collect::<Result<Vec<_>, RuntimeError>>()?;
 
         let models_body = models_body(&snapshot);
+        let mcp_paths = snapshot
+            .mcp_routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.path.clone(), i))
+            .collect();
+        let session_codec = match &snapshot.session_key {
+            Some(key) => crate::mcp::session::SessionCodec::from_secret(key.expose().as_bytes()),
+            None => crate::mcp::session::SessionCodec::process_local(),
+        };
         Ok(Self {
             snapshot,
             version,
@@ -157,6 +178,8 @@ impl Runtime {
             glob_models,
             backends,
             models_body,
+            mcp_paths,
+            session_codec,
         })
     }
 
@@ -190,6 +213,7 @@ fn provider_label(name: &'static str) -> &'static str {
         "Cerebras" => "cerebras",
         "SambaNova" => "sambanova",
         "DeepInfra" => "deepinfra",
+        "MCP" => "mcp",
         other => other,
     }
 }

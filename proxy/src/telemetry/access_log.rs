@@ -74,6 +74,10 @@ struct Line<'a> {
     latency_ms: f64,
     ttft_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    mcp_method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     failed_attempts: Vec<FailedAttempt<'a>>,
@@ -107,6 +111,8 @@ impl<'a> From<&'a AccessRecord> for Line<'a> {
             tokens_estimated: r.usage_estimated,
             latency_ms: millis(r.latency),
             ttft_ms: r.ttft.map(millis),
+            mcp_method: r.mcp_method.as_deref(),
+            tool: r.tool.as_deref(),
             error: r.error.as_deref(),
             failed_attempts: r
                 .failed_attempts

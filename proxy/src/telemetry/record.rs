@@ -53,6 +53,10 @@ pub struct AccessRecord {
     pub failed_attempts: Vec<(Arc<str>, &'static str)>,
     /// Whether a streamed response was asked for.
     pub stream: bool,
+    /// The JSON-RPC method of an MCP request.
+    pub mcp_method: Option<String>,
+    /// The upstream tool of an MCP `tools/call`.
+    pub tool: Option<String>,
 }
 
 impl Default for AccessRecord {
@@ -75,6 +79,8 @@ impl Default for AccessRecord {
             error: None,
             failed_attempts: Vec::new(),
             stream: false,
+            mcp_method: None,
+            tool: None,
         }
     }
 }

@@ -1,0 +1,700 @@
+//! The MCP gateway: many MCP servers behind one streamable-HTTP endpoint per
+//! MCPRoute (session-based protocol revisions 2025-03-26 to 2025-11-25).
+//! One downstream session fans out to one upstream session per server;
+//! tools and prompts are listed from all of them under each server's
+//! prefix, and calls go to the server that owns the name. Knows nothing of
+//! the LLM endpoints.
+
+pub mod client;
+mod names;
+pub mod session;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use sluice_crds::snapshot::McpRoute;
+
+use crate::auth::authenticate;
+use crate::body::ResponseBody;
+use crate::gateway::Gateway;
+use crate::llm::observe::{BodyKind, ObservedBody};
+use crate::runtime::{BackendKind, Runtime};
+use crate::telemetry::Exchange;
+use client::{McpClientError, McpServer};
+use session::{SessionState, UpstreamSession};
+
+/// Protocol revisions served, newest first.
+const VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+/// Pages followed per upstream list.
+const MAX_PAGES: usize = 50;
+
+/// A failure answered as a JSON-RPC error.
+struct McpError {
+    status: StatusCode,
+    code: i64,
+    message: String,
+    label: &'static str,
+}
+
+impl McpError {
+    fn new(status: StatusCode, code: i64, label: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            label,
+        }
+    }
+
+    fn response(&self, id: Option<&RawValue>) -> Response<ResponseBody> {
+        let id: Value = id
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(Value::Null);
+        let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.code, "message": self.message}});
+        let mut response = json_response(self.status, Bytes::from(body.to_string()));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<McpClientError> for McpError {
+    fn from(error: McpClientError) -> Self {
+        let (status, label) = match &error {
+            McpClientError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            _ => (StatusCode::BAD_GATEWAY, "upstream_failed"),
+        };
+        Self::new(status, -32603, label, error.to_string())
+    }
+}
+
+/// A JSON-RPC message, read only as far as routing needs.
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<Value>,
+}
+
+enum Served {
+    /// The exchange travels inside the body.
+    Upstream(Response<ResponseBody>),
+    /// Answered by the gateway.
+    Local(Response<ResponseBody>),
+}
+
+/// Serves one request to an MCPRoute's path.
+pub async fn handle(
+    gateway: &Gateway,
+    runtime: Arc<Runtime>,
+    route: usize,
+    request: Request<Incoming>,
+    mut exchange: Exchange,
+) -> Response<ResponseBody> {
+    let route = &runtime.snapshot.mcp_routes[route];
+    match serve(gateway, &runtime, route, request, &mut exchange).await {
+        Ok(Served::Upstream(response)) => response,
+        Ok(Served::Local(response)) => {
+            exchange.record.status = response.status().as_u16();
+            exchange.finish();
+            response
+        }
+        Err((error, id)) => {
+            exchange.record.status = error.status.as_u16();
+            exchange.record.error = Some(error.label.into());
+            exchange.finish();
+            error.response(id.as_deref())
+        }
+    }
+}
+
+type Failure = (McpError, Option<Box<RawValue>>);
+
+fn fail(error: McpError) -> Failure {
+    (error, None)
+}
+
+async fn serve(
+    gateway: &Gateway,
+    runtime: &Arc<Runtime>,
+    route: &McpRoute,
+    request: Request<Incoming>,
+    exchange: &mut Exchange,
+) -> Result<Served, Failure> {
+    if !origin_allowed(request.headers()) {
+        return Err(fail(McpError::new(
+            StatusCode::FORBIDDEN,
+            -32000,
+            "origin_not_allowed",
+            "Origin not allowed: only loopback origins may call this MCP endpoint",
+        )));
+    }
+    let principal = authenticate(runtime, request.headers()).map_err(|e| {
+        fail(McpError::new(
+            StatusCode::UNAUTHORIZED,
+            -32001,
+            "invalid_api_key",
+            e.to_string(),
+        ))
+    })?;
+    exchange.record.tenant = Some(principal.tenant.clone());
+    let tenant = principal.tenant;
+
+    match *request.method() {
+        Method::POST => {}
+        Method::DELETE => {
+            return end_session(gateway, runtime, route, &request, &tenant)
+                .await
+                .map_err(fail)
+        }
+        _ => {
+            let mut response = json_response(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("POST, DELETE"),
+            );
+            return Ok(Served::Local(response));
+        }
+    }
+
+    let (parts, body) = request.into_parts();
+    let body = crate::llm::read_body(body, &parts.headers, runtime.snapshot.max_request_body)
+        .await
+        .map_err(|e| fail(McpError::new(e.status(), -32600, e.code(), e.to_string())))?;
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(fail(McpError::new(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "bad_request",
+            "JSON-RPC batches are not supported (removed in MCP 2025-06-18)",
+        )));
+    }
+    let message: Message<'_> = serde_json::from_slice(&body).map_err(|e| {
+        fail(McpError::new(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            "bad_request",
+            format!("Parse error: {e}"),
+        ))
+    })?;
+    let id = message.id.map(|raw| raw.to_owned());
+    exchange.record.mcp_method = message.method.clone();
+    let with_id = |error: McpError| (error, id.clone());
+
+    if message.method.as_deref() == Some("initialize") {
+        return initialize(
+            gateway,
+            runtime,
+            route,
+            &tenant,
+            message.params.unwrap_or(Value::Null),
+            message.id,
+        )
+        .await
+        .map(Served::Local)
+        .map_err(with_id);
+    }
+
+    let session = open_session(runtime, route, &parts.headers, &tenant).map_err(with_id)?;
+    let (Some(method), Some(id_raw)) = (message.method.as_deref(), message.id) else {
+        // Notifications and client responses: accepted; this version relays none upstream.
+        return Ok(Served::Local(json_response(
+            StatusCode::ACCEPTED,
+            Bytes::new(),
+        )));
+    };
+    let params = message.params.unwrap_or(Value::Null);
+    match method {
+        "ping" => Ok(Served::Local(result_response(id_raw, json!({})))),
+        "tools/list" => list(gateway, runtime, route, &session, Kind::Tools, id_raw)
+            .await
+            .map_err(with_id),
+        "prompts/list" => list(gateway, runtime, route, &session, Kind::Prompts, id_raw)
+            .await
+            .map_err(with_id),
+        "tools/call" | "prompts/get" => {
+            let kind = if method == "tools/call" {
+                Kind::Tools
+            } else {
+                Kind::Prompts
+            };
+            call(
+                gateway, runtime, route, &session, kind, method, params, id_raw, exchange,
+            )
+            .await
+            .map_err(with_id)
+        }
+        other => Err(with_id(McpError::new(
+            StatusCode::OK,
+            -32601,
+            "method_not_found",
+            format!("Method not found: `{other}` is not supported by this gateway yet"),
+        ))),
+    }
+}
+
+/// Loopback origins only (DNS-rebinding protection); no Origin is fine
+/// (non-browser clients send none).
+fn origin_allowed(headers: &http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let Some((_, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = if host.starts_with('[') {
+        host.split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or_default().to_owned()
+    };
+    matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+}
+
+fn open_session(
+    runtime: &Runtime,
+    route: &McpRoute,
+    headers: &http::HeaderMap,
+    tenant: &str,
+) -> Result<SessionState, McpError> {
+    let Some(id) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        return Err(McpError::new(
+            StatusCode::BAD_REQUEST,
+            -32000,
+            "bad_request",
+            "Bad Request: the Mcp-Session-Id header is required after initialize",
+        ));
+    };
+    runtime
+        .session_codec
+        .open(id)
+        .filter(|s| s.route == *route.name && s.tenant == tenant)
+        .ok_or_else(|| {
+            McpError::new(
+                StatusCode::NOT_FOUND,
+                -32001,
+                "session_not_found",
+                "Session not found: initialize again",
+            )
+        })
+}
+
+/// The upstream servers of a route, as the client sees them.
+fn server<'a>(runtime: &'a Runtime, route: &McpRoute, position: usize) -> Option<McpServer<'a>> {
+    let backend = &runtime.backends[route.backends.get(position)?.backend];
+    let BackendKind::Mcp { url, credential } = &backend.kind else {
+        return None;
+    };
+    Some(McpServer {
+        name: &backend.name,
+        url,
+        credential: credential.as_ref(),
+        timeout: backend.timeout,
+    })
+}
+
+async fn initialize(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    tenant: &str,
+    params: Value,
+    id: Option<&RawValue>,
+) -> Result<Response<ResponseBody>, McpError> {
+    let requested = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(VERSIONS[0]);
+    let version = VERSIONS
+        .iter()
+        .find(|v| **v == requested)
+        .copied()
+        .unwrap_or(VERSIONS[0]);
+    let pool = &gateway.upstreams;
+    let attempts = (0..route.backends.len())
+        .filter_map(|position| server(runtime, route, position))
+        .map(|server| {
+            let params = params.clone();
+            async move {
+                let (result, session) = server
+                    .request(pool, None, None, "initialize", params)
+                    .await?;
+                let agreed = result
+                    .get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or(version)
+                    .to_owned();
+                server
+                    .notify(
+                        pool,
+                        session.as_deref(),
+                        Some(&agreed),
+                        "notifications/initialized",
+                    )
+                    .await?;
+                let upstream = UpstreamSession {
+                    backend: server.name.to_owned(),
+                    session,
+                    version: agreed,
+                };
+                Ok::<_, McpClientError>((
+                    upstream,
+                    result.get("capabilities").cloned().unwrap_or(Value::Null),
+                ))
+            }
+        });
+    let outcomes = futures_util::future::join_all(attempts).await;
+
+    let mut upstreams = Vec::new();
+    let (mut tools, mut prompts) = (false, false);
+    for outcome in outcomes {
+        match outcome {
+            Ok((upstream, capabilities)) => {
+                tools |= capabilities.get("tools").is_some();
+                prompts |= capabilities.get("prompts").is_some();
+                upstreams.push(upstream);
+            }
+            Err(error) => {
+                tracing::warn!(route = %route.name, %error, "MCP server skipped: it failed to initialise")
+            }
+        }
+    }
+    if upstreams.is_empty() {
+        return Err(McpError::new(
+            StatusCode::BAD_GATEWAY,
+            -32603,
+            "upstream_failed",
+            format!("no MCP server of route {} could be initialised", route.name),
+        ));
+    }
+    let mut capabilities = serde_json::Map::new();
+    if tools {
+        capabilities.insert("tools".into(), json!({"listChanged": false}));
+    }
+    if prompts {
+        capabilities.insert("prompts".into(), json!({"listChanged": false}));
+    }
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": capabilities,
+        "serverInfo": {"name": "sluice", "title": "Sluice MCP gateway", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let state = SessionState {
+        route: route.name.to_string(),
+        tenant: tenant.to_owned(),
+        version: version.to_owned(),
+        upstreams,
+    };
+    let mut response = match id {
+        Some(id) => result_response(id, result),
+        None => json_response(StatusCode::ACCEPTED, Bytes::new()),
+    };
+    if let Ok(value) = HeaderValue::from_str(&runtime.session_codec.seal(&state)) {
+        response.headers_mut().insert("mcp-session-id", value);
+    }
+    Ok(response)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tools,
+    Prompts,
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+        }
+    }
+}
+
+/// The upstream session of a route backend, if it joined this session.
+fn upstream_of<'s>(
+    session: &'s SessionState,
+    runtime: &Runtime,
+    route: &McpRoute,
+    position: usize,
+) -> Option<&'s UpstreamSession> {
+    let name = &runtime.backends[route.backends.get(position)?.backend].name;
+    session.upstreams.iter().find(|u| *u.backend == **name)
+}
+
+/// One list (tools or prompts) of one upstream, every page.
+async fn list_one(
+    gateway: &Gateway,
+    server: &McpServer<'_>,
+    upstream: &UpstreamSession,
+    kind: Kind,
+) -> Result<Vec<Value>, McpClientError> {
+    let method = format!("{}/list", kind.key());
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.as_ref().map_or(json!({}), |c| json!({"cursor": c}));
+        let (result, _) = server
+            .request(
+                &gateway.upstreams,
+                upstream.session.as_deref(),
+                Some(&upstream.version),
+                &method,
+                params,
+            )
+            .await?;
+        if let Some(Value::Array(page)) = result.get(kind.key()) {
+            items.extend(page.iter().cloned());
+        }
+        cursor = result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(items)
+}
+
+async fn list(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    kind: Kind,
+    id: &RawValue,
+) -> Result<Served, McpError> {
+    let lists = (0..route.backends.len()).filter_map(|position| {
+        let server = server(runtime, route, position)?;
+        let upstream = upstream_of(session, runtime, route, position)?;
+        Some(async move { (position, list_one(gateway, &server, upstream, kind).await) })
+    });
+    let mut merged = Vec::new();
+    for (position, outcome) in futures_util::future::join_all(lists).await {
+        let backend = &route.backends[position];
+        match outcome {
+            Ok(items) => {
+                for mut item in items {
+                    let Some(name) = item.get("name").and_then(Value::as_str).map(str::to_owned)
+                    else {
+                        continue;
+                    };
+                    if kind == Kind::Tools && !backend.exposes(&name) {
+                        continue;
+                    }
+                    item["name"] = Value::String(names::outward(backend.prefix.as_deref(), &name));
+                    merged.push(item);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(route = %route.name, %error, "MCP server left out of the list")
+            }
+        }
+    }
+    let mut result = serde_json::Map::new();
+    result.insert(kind.key().into(), Value::Array(merged));
+    Ok(Served::Local(result_response(id, Value::Object(result))))
+}
+
+/// Finds which route backend owns an outward name, and the upstream's name.
+async fn owner(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    kind: Kind,
+    name: &str,
+) -> Option<(usize, String)> {
+    if let Some((position, upstream_name)) = names::inward(route, name) {
+        return Some((position, upstream_name.to_owned()));
+    }
+    // Unprefixed names: ask each server that joined the session.
+    for (position, backend) in route.backends.iter().enumerate() {
+        if backend.prefix.is_some() {
+            continue;
+        }
+        let (Some(server), Some(upstream)) = (
+            server(runtime, route, position),
+            upstream_of(session, runtime, route, position),
+        ) else {
+            continue;
+        };
+        let items = list_one(gateway, &server, upstream, kind).await.ok()?;
+        if items
+            .iter()
+            .any(|item| item.get("name").and_then(Value::as_str) == Some(name))
+        {
+            return Some((position, name.to_owned()));
+        }
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    kind: Kind,
+    method: &str,
+    mut params: Value,
+    id: &RawValue,
+    exchange: &mut Exchange,
+) -> Result<Served, McpError> {
+    let unknown = |name: &str| {
+        let what = if kind == Kind::Tools {
+            "tool"
+        } else {
+            "prompt"
+        };
+        McpError::new(
+            StatusCode::OK,
+            -32602,
+            "unknown_name",
+            format!("Unknown {what}: {name}"),
+        )
+    };
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let (position, upstream_name) = owner(gateway, runtime, route, session, kind, &name)
+        .await
+        .ok_or_else(|| unknown(&name))?;
+    let backend = &route.backends[position];
+    if kind == Kind::Tools && !backend.exposes(&upstream_name) {
+        return Err(unknown(&name));
+    }
+    let (Some(server), Some(upstream)) = (
+        server(runtime, route, position),
+        upstream_of(session, runtime, route, position),
+    ) else {
+        return Err(unknown(&name));
+    };
+    exchange.record.upstream = Some(runtime.backends[backend.backend].name.clone());
+    if kind == Kind::Tools {
+        exchange.record.tool = Some(upstream_name.clone());
+    }
+    params["name"] = Value::String(upstream_name);
+    let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
+    let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let reply = server
+        .post(
+            &gateway.upstreams,
+            upstream.session.as_deref(),
+            Some(&upstream.version),
+            Bytes::from(message.to_string()),
+        )
+        .await?;
+    // The upstream's answer (JSON, or SSE with progress and other related
+    // messages first) goes to the client as it comes.
+    let client::Reply { response, conn } = reply;
+    let (mut parts, body) = response.into_parts();
+    crate::llm::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.remove("mcp-session-id");
+    let mut observed_exchange = exchange.hand_off();
+    observed_exchange.record.status = parts.status.as_u16();
+    if !parts.status.is_success() {
+        observed_exchange.record.error = Some("upstream_status".into());
+    }
+    let observed = ObservedBody::new(
+        body,
+        conn,
+        BodyKind::Opaque,
+        observed_exchange,
+        0,
+        server.timeout,
+    );
+    Ok(Served::Upstream(Response::from_parts(
+        parts,
+        ResponseBody::Upstream(Box::new(observed)),
+    )))
+}
+
+async fn end_session(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    request: &Request<Incoming>,
+    tenant: &str,
+) -> Result<Served, McpError> {
+    let session = open_session(runtime, route, request.headers(), tenant)?;
+    let deletes = (0..route.backends.len()).filter_map(|position| {
+        let server = server(runtime, route, position)?;
+        let upstream = upstream_of(&session, runtime, route, position)?;
+        let id = upstream.session.as_deref()?;
+        Some(async move {
+            if let Err(error) = server
+                .delete(&gateway.upstreams, id, &upstream.version)
+                .await
+            {
+                tracing::debug!(%error, "upstream MCP session not deleted");
+            }
+        })
+    });
+    futures_util::future::join_all(deletes).await;
+    Ok(Served::Local(json_response(StatusCode::OK, Bytes::new())))
+}
+
+fn result_response(id: &RawValue, result: Value) -> Response<ResponseBody> {
+    let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
+    let body = json!({"jsonrpc": "2.0", "id": id, "result": result});
+    json_response(StatusCode::OK, Bytes::from(body.to_string()))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let empty = body.is_empty();
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    if !empty {
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_origins_pass() {
+        let check = |origin: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(origin) = origin {
+                headers.insert(http::header::ORIGIN, origin.parse().unwrap());
+            }
+            origin_allowed(&headers)
+        };
+        assert!(check(None));
+        assert!(check(Some("http://localhost:6274")));
+        assert!(check(Some("http://127.0.0.1")));
+        assert!(check(Some("http://[::1]:8080")));
+        assert!(!check(Some("http://evil.example.com")));
+        assert!(!check(Some("http://localhost.evil.com")));
+        assert!(!check(Some("null")));
+    }
+}

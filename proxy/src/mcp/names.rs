@@ -1,0 +1,67 @@
+//! Tool and prompt names across many servers: `{prefix}__{name}` outward,
+//! and back to the owning backend and its own name inward. Knows nothing of
+//! HTTP or sessions.
+
+use sluice_crds::snapshot::McpRoute;
+
+/// Separates a backend's prefix from the upstream's own name.
+pub const SEPARATOR: &str = "__";
+
+/// The name clients see for an upstream's `name`.
+pub fn outward(prefix: Option<&str>, name: &str) -> String {
+    match prefix {
+        Some(prefix) => format!("{prefix}{SEPARATOR}{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// The route backend (by position) that owns a prefixed `name`, and the
+/// upstream's own name. `None` when no prefix matches; routes without
+/// prefixes are resolved by asking the servers (see the caller).
+pub fn inward<'a>(route: &McpRoute, name: &'a str) -> Option<(usize, &'a str)> {
+    let (prefix, rest) = name.split_once(SEPARATOR)?;
+    route
+        .backends
+        .iter()
+        .position(|b| b.prefix.as_deref() == Some(prefix))
+        .map(|position| (position, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_crds::snapshot::McpRouteBackend;
+
+    fn backend(prefix: Option<&str>) -> McpRouteBackend {
+        McpRouteBackend {
+            backend: 0,
+            prefix: prefix.map(str::to_owned),
+            include: vec![],
+            exclude: vec![],
+        }
+    }
+
+    #[test]
+    fn prefixes_round_trip() {
+        let route = McpRoute {
+            name: "tools".into(),
+            path: "/mcp".into(),
+            backends: vec![backend(Some("kiwi")), backend(Some("cal"))],
+        };
+        assert_eq!(
+            outward(Some("kiwi"), "search-flight"),
+            "kiwi__search-flight"
+        );
+        assert_eq!(outward(None, "search-flight"), "search-flight");
+        assert_eq!(
+            inward(&route, "cal__list__events"),
+            Some((1, "list__events"))
+        );
+        assert_eq!(
+            inward(&route, "kiwi__search-flight"),
+            Some((0, "search-flight"))
+        );
+        assert_eq!(inward(&route, "other__x"), None);
+        assert_eq!(inward(&route, "plain"), None);
+    }
+}
