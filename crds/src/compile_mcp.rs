@@ -80,7 +80,7 @@ pub(crate) fn compile_mcp_routes(
                     continue;
                 }
             };
-            if !matches!(backends[index].target, Target::Mcp { .. }) {
+            if !matches!(backends[index].target, Target::Mcp { .. } | Target::Demo) {
                 push(
                     format!("{field}.backend"),
                     format!(

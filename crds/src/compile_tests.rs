@@ -321,7 +321,7 @@ spec: {provider: MCP, endpoint: "http://127.0.0.1:1/mcp"}
 ---
 kind: Backend
 metadata: {name: llm}
-spec: {provider: Demo}
+spec: {provider: OpenAI}
 ---
 kind: Backend
 metadata: {name: stdio}

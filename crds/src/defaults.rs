@@ -39,8 +39,14 @@ pub fn default_config(env: &dyn Fn(&str) -> Option<String>) -> DefaultConfig {
         ));
     }
 
+    summary.push(
+        "MCP /mcp -> built-in demo MCP server (search-flight, list-events, create-event)"
+            .to_owned(),
+    );
+    // The demo backend also speaks MCP; one backend, so its tools keep their names.
+    let mcp = "---\nkind: MCPRoute\nmetadata: {name: demo}\nspec: {path: /mcp, prefixMode: Conditional, backends: [{backend: demo}]}\n";
     let text = format!(
-        "apiVersion: sluice.dev/v1alpha1\nkind: AIGateway\nmetadata: {{name: default}}\nspec:\n  auth: {{anonymousTenant: local}}\n  llm:\n    routes:\n{routes}{backends}"
+        "apiVersion: sluice.dev/v1alpha1\nkind: AIGateway\nmetadata: {{name: default}}\nspec:\n  auth: {{anonymousTenant: local}}\n  llm:\n    routes:\n{routes}{backends}{mcp}"
     );
     DefaultConfig { text, summary }
 }
@@ -61,6 +67,8 @@ mod tests {
         let snapshot = compile_default(&|_| None);
         assert_eq!(snapshot.routes.len(), 1);
         assert_eq!(snapshot.backends.len(), 1);
+        assert_eq!(snapshot.mcp_routes[0].path, "/mcp");
+        assert_eq!(snapshot.mcp_routes[0].backends[0].prefix, None);
         assert_eq!(
             snapshot.auth.anonymous_tenant.as_ref().map(|t| &*t.0),
             Some("local")

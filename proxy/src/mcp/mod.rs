@@ -6,6 +6,7 @@
 //! the LLM endpoints.
 
 pub mod client;
+mod demo;
 mod names;
 pub mod session;
 
@@ -297,18 +298,25 @@ fn open_session(
         })
 }
 
-/// The upstream servers of a route, as the client sees them.
-fn server<'a>(runtime: &'a Runtime, route: &McpRoute, position: usize) -> Option<McpServer<'a>> {
+/// A server of a route: a real one over HTTP, or the built-in demo.
+enum Upstream<'a> {
+    Http(McpServer<'a>),
+    Demo(&'a str),
+}
+
+/// The server at a route position.
+fn server<'a>(runtime: &'a Runtime, route: &McpRoute, position: usize) -> Option<Upstream<'a>> {
     let backend = &runtime.backends[route.backends.get(position)?.backend];
-    let BackendKind::Mcp { url, credential } = &backend.kind else {
-        return None;
-    };
-    Some(McpServer {
-        name: &backend.name,
-        url,
-        credential: credential.as_ref(),
-        timeout: backend.timeout,
-    })
+    match &backend.kind {
+        BackendKind::Mcp { url, credential } => Some(Upstream::Http(McpServer {
+            name: &backend.name,
+            url,
+            credential: credential.as_ref(),
+            timeout: backend.timeout,
+        })),
+        BackendKind::Demo => Some(Upstream::Demo(&backend.name)),
+        BackendKind::Http { .. } => None,
+    }
 }
 
 async fn initialize(
@@ -334,6 +342,17 @@ async fn initialize(
         .map(|server| {
             let params = params.clone();
             async move {
+                let server = match server {
+                    Upstream::Http(server) => server,
+                    Upstream::Demo(name) => {
+                        let upstream = UpstreamSession {
+                            backend: name.to_owned(),
+                            session: None,
+                            version: version.to_owned(),
+                        };
+                        return Ok((upstream, json!({"tools": {}})));
+                    }
+                };
                 let (result, session) = server
                     .request(pool, None, None, "initialize", params)
                     .await?;
@@ -442,10 +461,15 @@ fn upstream_of<'s>(
 /// One list (tools or prompts) of one upstream, every page.
 async fn list_one(
     gateway: &Gateway,
-    server: &McpServer<'_>,
+    server: &Upstream<'_>,
     upstream: &UpstreamSession,
     kind: Kind,
 ) -> Result<Vec<Value>, McpClientError> {
+    let server = match server {
+        Upstream::Http(server) => server,
+        Upstream::Demo(_) if kind == Kind::Tools => return Ok(demo::tools()),
+        Upstream::Demo(_) => return Ok(Vec::new()),
+    };
     let method = format!("{}/list", kind.key());
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
@@ -595,6 +619,14 @@ async fn call(
     if kind == Kind::Tools {
         exchange.record.tool = Some(upstream_name.clone());
     }
+    let server = match server {
+        Upstream::Http(server) => server,
+        Upstream::Demo(_) => {
+            let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+            let result = demo::call(&upstream_name, &arguments).ok_or_else(|| unknown(&name))?;
+            return Ok(Served::Local(result_response(id, result)));
+        }
+    };
     params["name"] = Value::String(upstream_name);
     let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
     let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -641,7 +673,9 @@ async fn end_session(
 ) -> Result<Served, McpError> {
     let session = open_session(runtime, route, request.headers(), tenant)?;
     let deletes = (0..route.backends.len()).filter_map(|position| {
-        let server = server(runtime, route, position)?;
+        let Upstream::Http(server) = server(runtime, route, position)? else {
+            return None;
+        };
         let upstream = upstream_of(&session, runtime, route, position)?;
         let id = upstream.session.as_deref()?;
         Some(async move {
