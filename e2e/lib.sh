@@ -62,6 +62,30 @@ ensure_venv() {
     echo "$venv"
 }
 
+# Prints the path of a folder with e2e/mcp's node modules installed (the MCP
+# peers of the e2e tests, e.g. @modelcontextprotocol/server-everything),
+# installing them with `npm ci` on first use. The folder is
+# $SLUICE_CACHE/node-mcp-<hash of e2e/mcp/package-lock.json>, outside the
+# clone; a marker file says the install finished, so an interrupted install is
+# redone rather than reused. Needs node and npm (Node 20 or later).
+ensure_mcp_node_modules() {
+    local root lock lock_hash dir
+    root="$(repo_root)" || return 1
+    lock="$root/e2e/mcp/package-lock.json"
+    command -v npm >/dev/null 2>&1 || { echo "npm not found (the MCP e2e tests need Node 20+)" >&2; return 1; }
+    lock_hash="$(sha256sum "$lock" | cut -c1-12)" || return 1
+    dir="$SLUICE_CACHE/node-mcp-$lock_hash"
+    if [[ ! -f "$dir/.installed" ]]; then
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        echo "installing $dir (npm ci)" >&2
+        cp "$root/e2e/mcp/package.json" "$lock" "$dir/" || return 1
+        (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) >&2 || return 1
+        touch "$dir/.installed"
+    fi
+    echo "$dir"
+}
+
 # Installs a Debian package when the command it provides is missing.
 ensure_apt_command() {
     local command=$1 package=${2:-$1}

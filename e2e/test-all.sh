@@ -5,25 +5,30 @@
 #   2. cargo clippy --workspace --all-targets -- -D warnings
 #   3. cargo test --workspace
 #   4. cargo build --workspace --bins       (debug binaries for the e2e tests)
-#   5. the Python virtualenv for e2e/python (pinned openai SDK + pytest)
-#   6. pytest e2e/python                    (real sluice + sluice-test-upstream
-#                                            processes, the official OpenAI SDK)
+#   5. the Python virtualenv for e2e/python (pinned openai and mcp SDKs + pytest)
+#   6. the MCP peers for e2e/python         (npm ci of e2e/mcp: the pinned
+#                                            @modelcontextprotocol/server-everything)
+#   7. pytest e2e/python                    (real sluice, sluice-test-upstream and
+#                                            server-everything processes, the
+#                                            official OpenAI and MCP SDKs)
 #
 # Usage: e2e/test-all.sh [--quick] [--e2e] [--no-e2e] [-k EXPR] [-- PYTEST_ARGS...]
 #   --quick     skip clippy (the slowest check that is not a test)
 #   --e2e       only build and run the e2e tests (skip fmt, clippy, cargo test)
-#   --no-e2e    skip the e2e tests (steps 5 and 6)
+#   --no-e2e    skip the e2e tests (steps 5 to 7)
 #   -k EXPR     run only the e2e tests matching EXPR (pytest -k)
 #   -- ARGS     pass ARGS on to pytest, e.g. `-- -x -vv` or
 #               `-- e2e/python/test_errors.py` (test paths replace e2e/python)
 #
 # A failing step does not stop the later ones, except that the e2e tests need
-# the binaries and the virtualenv. The script ends with a table of the steps
-# and a count of the tests run, and exits non-zero if any step failed.
+# the binaries and the virtualenv (without the MCP peers only the MCP tests
+# fail). The script ends with a table of the steps and a count of the tests
+# run, and exits non-zero if any step failed.
 #
 # Where things live (all outside the clone, reused between runs):
 #   CARGO_TARGET_DIR  ~/.cache/sluice/target-<rustc version> unless already set
 #   virtualenv        ~/.cache/sluice/venv-py<version>-<hash of requirements.txt>
+#   MCP peers         ~/.cache/sluice/node-mcp-<hash of e2e/mcp/package-lock.json>
 #   logs              ~/.cache/sluice/test-logs/ (cargo test output, pytest's
 #                     junit XML, and each e2e test's process logs and configs)
 # Environment: SLUICE_E2E_TIMEOUT (seconds, default 1200) bounds the whole
@@ -105,7 +110,17 @@ cargo_test() {
 # shellcheck disable=SC2317 # called through run_step
 make_venv() {
     venv="$(ensure_venv)" && note "venv: $venv" && "$venv/bin/python" -c \
-        'import openai, pytest; print("    openai", openai.__version__, "/ pytest", pytest.__version__)'
+        'import importlib.metadata as m; print("    " + " / ".join(p + " " + m.version(p) for p in ("openai", "mcp", "pytest")))'
+}
+
+# shellcheck disable=SC2317 # called through run_step
+make_mcp_peers() {
+    local dir
+    dir="$(ensure_mcp_node_modules)" || return
+    note "node modules: $dir ($(node --version))"
+    export SLUICE_MCP_NODE_MODULES="$dir"
+    node -e 'const p = require(process.argv[1]); console.log("    " + p.name + " " + p.version)' \
+        "$dir/node_modules/@modelcontextprotocol/server-everything/package.json"
 }
 
 # shellcheck disable=SC2317 # called through run_step
@@ -145,10 +160,14 @@ run_step "cargo build (bins)" cargo build --workspace --bins && built=1
 venv=""
 if ((no_e2e)); then
     skip_step "python venv" "--no-e2e"
+    skip_step "MCP peers (npm ci)" "--no-e2e"
     skip_step "e2e tests (pytest)" "--no-e2e"
 else
     have_venv=0
     run_step "python venv" make_venv && have_venv=1
+    # Without them the MCP tests fail (they try the install once more); the
+    # other e2e tests still run.
+    run_step "MCP peers (npm ci)" make_mcp_peers || true
     if ((!built)); then
         skip_step "e2e tests (pytest)" "the build failed"
         failed=1

@@ -136,6 +136,19 @@ async fn the_default_config_serves_the_demo_flight_search() {
     assert_eq!(line["upstream"], "demo");
     assert_eq!(line["session_id"], "agent-7");
     assert_eq!(line["tenant"], "local");
+    let metrics = client()
+        .get(format!("{}/metrics", sluice.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_mcp_tool_calls_total{backend=\"demo\",tool=\"search-flight\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mcp_request_duration_count{mcp_method=\"tools/call\",backend=\"demo\",status=\"200\"} 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

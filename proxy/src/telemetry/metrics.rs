@@ -44,6 +44,19 @@ struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpLabels {
+    mcp_method: String,
+    backend: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    backend: String,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -85,6 +98,12 @@ fn tpot_buckets() -> Histogram {
     ])
 }
 
+fn mcp_buckets() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -98,6 +117,8 @@ pub struct Metrics {
     /// Access-log records dropped because the writer fell behind.
     pub access_log_dropped: Counter,
     config_reloads: Family<ResultLabels, Counter>,
+    mcp_request_duration: HistogramFamily<McpLabels>,
+    mcp_tool_calls: Family<ToolLabels, Counter>,
 }
 
 impl Metrics {
@@ -161,8 +182,23 @@ impl Metrics {
             "Config reloads, by result",
             config_reloads.clone(),
         );
+        let mcp_request_duration: HistogramFamily<McpLabels> =
+            Family::new_with_constructor(mcp_buckets);
+        registry.register(
+            "mcp_request_duration",
+            "Seconds per MCP request, by JSON-RPC method, backend and HTTP status",
+            mcp_request_duration.clone(),
+        );
+        let mcp_tool_calls = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "sluice_mcp_tool_calls",
+            "MCP tools/call requests, by backend and upstream tool",
+            mcp_tool_calls.clone(),
+        );
         Self {
             registry,
+            mcp_request_duration,
+            mcp_tool_calls,
             requests,
             fallbacks,
             upstream_errors,
@@ -185,6 +221,24 @@ impl Metrics {
 
     /// Updates the metrics from a finished request.
     pub fn observe(&self, record: &AccessRecord) {
+        if let Some(method) = &record.mcp_method {
+            let backend = record.upstream.as_deref().unwrap_or("").to_owned();
+            if let Some(tool) = &record.tool {
+                self.mcp_tool_calls
+                    .get_or_create(&ToolLabels {
+                        backend: backend.clone(),
+                        tool: tool.clone(),
+                    })
+                    .inc();
+            }
+            self.mcp_request_duration
+                .get_or_create(&McpLabels {
+                    mcp_method: method.clone(),
+                    backend,
+                    status: record.status,
+                })
+                .observe(record.latency.as_secs_f64());
+        }
         let backend = record.upstream.as_deref().unwrap_or("");
         self.requests
             .get_or_create(&RequestLabels {
