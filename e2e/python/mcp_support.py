@@ -254,12 +254,18 @@ class McpClient:
 
 
 @asynccontextmanager
-async def mcp_client(url: str, headers: dict[str, str] | None = None) -> AsyncIterator[McpClient]:
-    """An SDK session against `url`, initialised; ended with DELETE on exit."""
+async def mcp_client(
+    url: str, headers: dict[str, str] | None = None, **callbacks: Any
+) -> AsyncIterator[McpClient]:
+    """An SDK session against `url`, initialised; ended with DELETE on exit.
+    `callbacks` go to `ClientSession` (e.g. `sampling_callback`, which also
+    declares the capability)."""
     timeout = httpx.Timeout(MCP_TIMEOUT_S)
     async with httpx.AsyncClient(headers=headers or {}, timeout=timeout) as http:
         async with streamable_http_client(url, http_client=http) as (read, write, get_session_id):
-            async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=MCP_TIMEOUT_S)) as session:
+            async with ClientSession(
+                read, write, read_timeout_seconds=timedelta(seconds=MCP_TIMEOUT_S), **callbacks
+            ) as session:
                 try:
                     init = await session.initialize()
                 except McpError as e:

@@ -560,3 +560,38 @@ def test_access_log_names_method_tool_upstream_session_and_tenant(mcp_stack: Mcp
     text = gateway.log_text()
     assert mcp_stack.keys.team_a not in text, "the client's API key is in the gateway's output"
     assert mcp_stack.session_key not in text, "the session key is in the gateway's output"
+
+
+def test_sampling_and_elicitation_are_relayed_to_the_client(mcp_stack: McpStack) -> None:
+    """server-everything asks the client (through the gateway) to sample and
+    to elicit during a tools/call; the client's answers go back to the
+    upstream that asked, and the tool's result carries them."""
+    seen: list[str] = []
+
+    async def sampling(context, params):
+        seen.append("sampling")
+        return mcp.types.CreateMessageResult(
+            role="assistant",
+            content=mcp.types.TextContent(type="text", text="sampled-by-the-e2e-client"),
+            model="e2e-model",
+            stopReason="endTurn",
+        )
+
+    async def elicitation(context, params):
+        seen.append("elicitation")
+        return mcp.types.ElicitResult(action="accept", content={"name": "Ada", "check": True, "color": "blue"})
+
+    async def body():
+        async with mcp_client(
+            mcp_stack.url, mcp_stack.auth(), sampling_callback=sampling, elicitation_callback=elicitation
+        ) as c:
+            names = [t.name for t in (await c.session.list_tools()).tools]
+            sampled = await c.call_text("alpha__trigger-sampling-request", {"prompt": "hi", "maxTokens": 20})
+            elicited = await c.call_text("alpha__trigger-elicitation-request", {})
+            return names, sampled, elicited
+
+    names, sampled, elicited = run_mcp(body)
+    assert "alpha__trigger-sampling-request" in names, "the client declared sampling, so the upstream offers it"
+    assert "sampled-by-the-e2e-client" in sampled
+    assert "Ada" in elicited
+    assert seen == ["sampling", "elicitation"]

@@ -31,6 +31,8 @@ enum Mode {
     Sse(SseState),
     /// Anything else (error bodies, unknown types): forwarded untouched.
     Opaque,
+    /// An MCP server's SSE answer, its server-to-client requests relayed.
+    McpRelay(crate::mcp::relay::Relay),
 }
 
 /// An upstream body being forwarded.
@@ -115,6 +117,11 @@ pub enum BodyKind {
     },
     /// Forward only.
     Opaque,
+    /// An MCP SSE answer from the upstream at this route position.
+    McpRelay {
+        /// The upstream's position in its route.
+        position: usize,
+    },
 }
 
 impl ObservedBody {
@@ -134,6 +141,9 @@ impl ObservedBody {
             },
             BodyKind::Sse { strip_usage } => Mode::Sse(SseState::new(strip_usage)),
             BodyKind::Opaque => Mode::Opaque,
+            BodyKind::McpRelay { position } => {
+                Mode::McpRelay(crate::mcp::relay::Relay::new(position))
+            }
         };
         let now = Instant::now();
         Self {
@@ -167,6 +177,7 @@ impl ObservedBody {
             }
             Mode::Sse(state) => state.on_data(data),
             Mode::Opaque => data,
+            Mode::McpRelay(relay) => relay.on_data(data),
         }
     }
 
@@ -191,7 +202,7 @@ impl ObservedBody {
                     true,
                 ),
             },
-            Mode::Opaque => (None, false),
+            Mode::Opaque | Mode::McpRelay(_) => (None, false),
         }
     }
 
@@ -213,6 +224,7 @@ impl ObservedBody {
         self.ended = true;
         let rest = match &mut self.mode {
             Mode::Sse(state) => state.finish(),
+            Mode::McpRelay(relay) => relay.finish(),
             _ => Bytes::new(),
         };
         self.finish(None);
@@ -361,7 +373,7 @@ impl Body for ObservedBody {
 
     fn size_hint(&self) -> SizeHint {
         match self.mode {
-            Mode::Sse(_) => SizeHint::default(),
+            Mode::Sse(_) | Mode::McpRelay(_) => SizeHint::default(),
             _ => self.inner.size_hint(),
         }
     }

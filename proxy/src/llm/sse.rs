@@ -152,7 +152,7 @@ fn ends_with_boundary(data: &[u8]) -> bool {
 }
 
 /// Length of the first complete event (including its blank line).
-fn next_event_len(data: &[u8]) -> Option<usize> {
+pub(crate) fn next_event_len(data: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(pos) = memchr::memchr(b'\n', &data[i..]) {
         let nl = i + pos;
@@ -166,7 +166,7 @@ fn next_event_len(data: &[u8]) -> Option<usize> {
 }
 
 /// End of the last complete event.
-fn last_boundary(data: &[u8]) -> Option<usize> {
+pub(crate) fn last_boundary(data: &[u8]) -> Option<usize> {
     let mut end = None;
     let mut at = 0;
     while let Some(len) = next_event_len(&data[at..]) {

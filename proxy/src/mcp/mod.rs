@@ -8,6 +8,7 @@
 pub mod client;
 mod demo;
 mod names;
+pub mod relay;
 pub mod session;
 
 use std::sync::Arc;
@@ -210,11 +211,18 @@ async fn serve(
 
     let session = open_session(runtime, route, &parts.headers, &tenant).map_err(with_id)?;
     let (Some(method), Some(id_raw)) = (message.method.as_deref(), message.id) else {
-        // Notifications and client responses: accepted; this version relays none upstream.
-        return Ok(Served::Local(json_response(
-            StatusCode::ACCEPTED,
-            Bytes::new(),
-        )));
+        // A client's answer to a relayed server request, or a notification.
+        let routed = match message.method.as_deref() {
+            None => relay_answer(gateway, runtime, route, &session, &body).await,
+            Some("notifications/initialized") => Ok(()),
+            Some(_) => {
+                forward_notification(gateway, runtime, route, &session, &body).await;
+                Ok(())
+            }
+        };
+        return routed
+            .map(|()| Served::Local(json_response(StatusCode::ACCEPTED, Bytes::new())))
+            .map_err(with_id);
     };
     let params = message.params.unwrap_or(Value::Null);
     match method {
@@ -640,6 +648,11 @@ async fn call(
         .await?;
     // The upstream's answer (JSON, or SSE with progress and other related
     // messages first) goes to the client as it comes.
+    let kind = if reply.is_sse() {
+        BodyKind::McpRelay { position }
+    } else {
+        BodyKind::Opaque
+    };
     let client::Reply { response, conn } = reply;
     let (mut parts, body) = response.into_parts();
     crate::llm::strip_hop_by_hop(&mut parts.headers);
@@ -650,18 +663,85 @@ async fn call(
     if !parts.status.is_success() {
         observed_exchange.record.error = Some("upstream_status".into());
     }
-    let observed = ObservedBody::new(
-        body,
-        conn,
-        BodyKind::Opaque,
-        observed_exchange,
-        0,
-        server.timeout,
-    );
+    let observed = ObservedBody::new(body, conn, kind, observed_exchange, 0, server.timeout);
     Ok(Served::Upstream(Response::from_parts(
         parts,
         ResponseBody::Upstream(Box::new(observed)),
     )))
+}
+
+/// Sends a client's answer to a relayed server request back to the upstream
+/// that asked, with the upstream's own id.
+async fn relay_answer(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    body: &[u8],
+) -> Result<(), McpError> {
+    let bad =
+        |message: &str| McpError::new(StatusCode::BAD_REQUEST, -32600, "bad_request", message);
+    let mut answer: Value =
+        serde_json::from_slice(body).map_err(|_| bad("Invalid JSON-RPC message"))?;
+    let Some((position, original)) = relay::unwrap(&answer["id"]) else {
+        return Err(bad(
+            "This answer does not match any request relayed by this gateway",
+        ));
+    };
+    let (Some(Upstream::Http(server)), Some(upstream)) = (
+        server(runtime, route, position),
+        upstream_of(session, runtime, route, position),
+    ) else {
+        return Err(bad("The server that asked is not part of this session"));
+    };
+    answer["id"] = original;
+    let reply = server
+        .post(
+            &gateway.upstreams,
+            upstream.session.as_deref(),
+            Some(&upstream.version),
+            Bytes::from(answer.to_string()),
+        )
+        .await?;
+    let status = reply.response.status();
+    let _ = reply.read().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(McpClientError::Status(server.name.to_owned(), status).into())
+    }
+}
+
+/// Client notifications (e.g. `notifications/cancelled`) go to every
+/// upstream of the session; a request id only means something to its owner,
+/// and the others ignore it.
+async fn forward_notification(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    body: &Bytes,
+) {
+    let sends = (0..route.backends.len()).filter_map(|position| {
+        let Upstream::Http(server) = server(runtime, route, position)? else {
+            return None;
+        };
+        let upstream = upstream_of(session, runtime, route, position)?;
+        Some(async move {
+            if let Ok(reply) = server
+                .post(
+                    &gateway.upstreams,
+                    upstream.session.as_deref(),
+                    Some(&upstream.version),
+                    body.clone(),
+                )
+                .await
+            {
+                let _ = reply.read().await;
+            }
+        })
+    });
+    futures_util::future::join_all(sends).await;
 }
 
 async fn end_session(
