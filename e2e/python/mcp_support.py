@@ -156,8 +156,9 @@ class EverythingServer:
         return self.process.stdout.read_text(errors="replace").count("Session initialized with ID")
 
 
-def start_everything(node_modules: Path, workdir: Path, name: str) -> EverythingServer:
-    port = free_port()
+def start_everything(node_modules: Path, workdir: Path, name: str, port: int | None = None) -> EverythingServer:
+    """Starts server-everything on `port` (a free one by default)."""
+    port = port or free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(workdir),

@@ -595,3 +595,43 @@ def test_sampling_and_elicitation_are_relayed_to_the_client(mcp_stack: McpStack)
     assert "sampled-by-the-e2e-client" in sampled
     assert "Ada" in elicited
     assert seen == ["sampling", "elicitation"]
+
+
+def test_an_expired_upstream_session_is_initialised_again(
+    sluice_bin: Path, keys: Keys, tmp_path: Path
+) -> None:
+    """The upstream restarts and forgets its sessions: the client's session
+    through the gateway carries on, tools/list and tools/call alike."""
+    node_modules = mcp_node_modules()
+    server = start_everything(node_modules, tmp_path / "restarting", "restarting")
+    env = {
+        "TEAM_A_KEY": keys.team_a,
+        "SLUICE_SESSION_KEY": "sk-session-" + secrets.token_hex(16),
+        "ALPHA_PORT": str(server.port),
+        "BETA_PORT": str(server.port),
+    }
+    gateway = start_gateway(sluice_bin, tmp_path / "gateway", MCP_CONFIG, env)
+    url = f"http://127.0.0.1:{gateway.port}/mcp"
+    restarted: list[EverythingServer] = []
+
+    async def body():
+        async with mcp_client(url, {"authorization": f"Bearer {keys.team_a}"}) as c:
+            before = await c.call_text("alpha__echo", {"message": "before"})
+            server.process.stop()
+            restarted.append(start_everything(node_modules, tmp_path / "restarted", "restarted", port=server.port))
+            after = await c.call_text("alpha__echo", {"message": "after"})
+            tools = [t.name for t in (await c.session.list_tools()).tools]
+            env_text = await c.call_text("alpha__get-env", {})
+            return before, after, tools, env_text
+
+    try:
+        before, after, tools, env_text = run_mcp(body)
+    finally:
+        gateway.process.stop()
+        for s in restarted:
+            s.process.stop()
+        server.process.stop()
+    assert before == echo_text("before")
+    assert after == echo_text("after")
+    assert "b__echo" in tools
+    assert json.loads(env_text)["SLUICE_E2E_SERVER"] == "restarted"

@@ -26,6 +26,8 @@ pub struct Gateway {
     pub upstreams: Arc<crate::upstream::Pool>,
     /// Access log and metrics.
     pub telemetry: Telemetry,
+    /// Upstream MCP sessions re-initialised after they expired.
+    pub mcp_renewals: crate::mcp::renew::Renewals,
     draining: AtomicBool,
     request_prefix: u64,
     request_seq: AtomicU64,
@@ -38,6 +40,7 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstreams: crate::upstream::Pool::new(),
             telemetry,
+            mcp_renewals: crate::mcp::renew::Renewals::default(),
             draining: AtomicBool::new(false),
             request_prefix: fastrand::u64(..) & 0xffff_ffff,
             request_seq: AtomicU64::new(0),

@@ -9,6 +9,7 @@ pub mod client;
 mod demo;
 mod names;
 pub mod relay;
+pub mod renew;
 pub mod session;
 
 use std::sync::Arc;
@@ -424,7 +425,12 @@ async fn initialize(
         "capabilities": capabilities,
         "serverInfo": {"name": "sluice", "title": "Sluice MCP gateway", "version": env!("CARGO_PKG_VERSION")},
     });
+    let client = json!({
+        "capabilities": params.get("capabilities").cloned().unwrap_or(json!({})),
+        "clientInfo": params.get("clientInfo").cloned().unwrap_or(Value::Null),
+    });
     let state = SessionState {
+        client,
         route: route.name.to_string(),
         tenant: tenant.to_owned(),
         version: version.to_owned(),
@@ -466,11 +472,60 @@ fn upstream_of<'s>(
     session.upstreams.iter().find(|u| *u.backend == **name)
 }
 
+/// Whether an upstream's HTTP status says the session it was sent is gone
+/// (404 per the spec; some servers answer 400 for an unknown session).
+fn session_gone(status: StatusCode, upstream: &UpstreamSession) -> bool {
+    upstream.session.is_some()
+        && (status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST)
+}
+
+/// Initialises an upstream again for a session whose upstream session
+/// expired, as the client first did; remembers the fresh session.
+async fn reinitialize(
+    gateway: &Gateway,
+    server: &McpServer<'_>,
+    upstream: &UpstreamSession,
+    client: &Value,
+) -> Result<String, McpClientError> {
+    let mut params = json!({"protocolVersion": upstream.version, "capabilities": {}, "clientInfo": {"name": "sluice", "version": env!("CARGO_PKG_VERSION")}});
+    for key in ["capabilities", "clientInfo"] {
+        if let Some(value) = client.get(key) {
+            params[key] = value.clone();
+        }
+    }
+    let (_, fresh) = server
+        .request(&gateway.upstreams, None, None, "initialize", params)
+        .await?;
+    let fresh = fresh.ok_or_else(|| {
+        McpClientError::Malformed(
+            server.name.to_owned(),
+            "no Mcp-Session-Id on re-initialise".into(),
+        )
+    })?;
+    server
+        .notify(
+            &gateway.upstreams,
+            Some(&fresh),
+            Some(&upstream.version),
+            "notifications/initialized",
+        )
+        .await?;
+    if let Some(sealed) = &upstream.session {
+        gateway.mcp_renewals.record(sealed, fresh.clone());
+    }
+    tracing::info!(
+        backend = server.name,
+        "upstream MCP session expired; initialised a new one"
+    );
+    Ok(fresh)
+}
+
 /// One list (tools or prompts) of one upstream, every page.
 async fn list_one(
     gateway: &Gateway,
     server: &Upstream<'_>,
     upstream: &UpstreamSession,
+    client: &Value,
     kind: Kind,
 ) -> Result<Vec<Value>, McpClientError> {
     let server = match server {
@@ -481,17 +536,37 @@ async fn list_one(
     let method = format!("{}/list", kind.key());
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
+    let mut renewed = false;
     for _ in 0..MAX_PAGES {
         let params = cursor.as_ref().map_or(json!({}), |c| json!({"cursor": c}));
-        let (result, _) = server
+        let session = gateway.mcp_renewals.current(upstream.session.as_deref());
+        let outcome = server
             .request(
                 &gateway.upstreams,
-                upstream.session.as_deref(),
+                session.as_deref(),
                 Some(&upstream.version),
                 &method,
-                params,
+                params.clone(),
             )
-            .await?;
+            .await;
+        let (result, _) = match outcome {
+            Err(McpClientError::Status(_, status))
+                if session_gone(status, upstream) && !renewed =>
+            {
+                renewed = true;
+                let fresh = reinitialize(gateway, server, upstream, client).await?;
+                server
+                    .request(
+                        &gateway.upstreams,
+                        Some(&fresh),
+                        Some(&upstream.version),
+                        &method,
+                        params,
+                    )
+                    .await?
+            }
+            other => other?,
+        };
         if let Some(Value::Array(page)) = result.get(kind.key()) {
             items.extend(page.iter().cloned());
         }
@@ -517,7 +592,12 @@ async fn list(
     let lists = (0..route.backends.len()).filter_map(|position| {
         let server = server(runtime, route, position)?;
         let upstream = upstream_of(session, runtime, route, position)?;
-        Some(async move { (position, list_one(gateway, &server, upstream, kind).await) })
+        Some(async move {
+            (
+                position,
+                list_one(gateway, &server, upstream, &session.client, kind).await,
+            )
+        })
     });
     let mut merged = Vec::new();
     for (position, outcome) in futures_util::future::join_all(lists).await {
@@ -569,7 +649,9 @@ async fn owner(
         ) else {
             continue;
         };
-        let items = list_one(gateway, &server, upstream, kind).await.ok()?;
+        let items = list_one(gateway, &server, upstream, &session.client, kind)
+            .await
+            .ok()?;
         if items
             .iter()
             .any(|item| item.get("name").and_then(Value::as_str) == Some(name))
@@ -638,14 +720,29 @@ async fn call(
     params["name"] = Value::String(upstream_name);
     let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
     let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    let reply = server
+    let message = Bytes::from(message.to_string());
+    let current = gateway.mcp_renewals.current(upstream.session.as_deref());
+    let mut reply = server
         .post(
             &gateway.upstreams,
-            upstream.session.as_deref(),
+            current.as_deref(),
             Some(&upstream.version),
-            Bytes::from(message.to_string()),
+            message.clone(),
         )
         .await?;
+    if session_gone(reply.response.status(), upstream) {
+        // Unread, the answer's connection closes with it.
+        drop(reply);
+        let fresh = reinitialize(gateway, &server, upstream, &session.client).await?;
+        reply = server
+            .post(
+                &gateway.upstreams,
+                Some(&fresh),
+                Some(&upstream.version),
+                message,
+            )
+            .await?;
+    }
     // The upstream's answer (JSON, or SSE with progress and other related
     // messages first) goes to the client as it comes.
     let kind = if reply.is_sse() {
@@ -695,10 +792,11 @@ async fn relay_answer(
         return Err(bad("The server that asked is not part of this session"));
     };
     answer["id"] = original;
+    let current = gateway.mcp_renewals.current(upstream.session.as_deref());
     let reply = server
         .post(
             &gateway.upstreams,
-            upstream.session.as_deref(),
+            current.as_deref(),
             Some(&upstream.version),
             Bytes::from(answer.to_string()),
         )
@@ -728,10 +826,11 @@ async fn forward_notification(
         };
         let upstream = upstream_of(session, runtime, route, position)?;
         Some(async move {
+            let current = gateway.mcp_renewals.current(upstream.session.as_deref());
             if let Ok(reply) = server
                 .post(
                     &gateway.upstreams,
-                    upstream.session.as_deref(),
+                    current.as_deref(),
                     Some(&upstream.version),
                     body.clone(),
                 )
@@ -757,10 +856,10 @@ async fn end_session(
             return None;
         };
         let upstream = upstream_of(&session, runtime, route, position)?;
-        let id = upstream.session.as_deref()?;
+        let id = gateway.mcp_renewals.current(upstream.session.as_deref())?;
         Some(async move {
             if let Err(error) = server
-                .delete(&gateway.upstreams, id, &upstream.version)
+                .delete(&gateway.upstreams, &id, &upstream.version)
                 .await
             {
                 tracing::debug!(%error, "upstream MCP session not deleted");

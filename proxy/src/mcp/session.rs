@@ -33,6 +33,10 @@ pub struct SessionState {
     /// The upstream sessions, one per backend that initialised.
     #[serde(rename = "u")]
     pub upstreams: Vec<UpstreamSession>,
+    /// The client's `capabilities` and `clientInfo`, to initialise an
+    /// upstream again when its session expires.
+    #[serde(rename = "c", default)]
+    pub client: serde_json::Value,
 }
 
 /// One upstream's part of a session.
@@ -130,6 +134,7 @@ mod tests {
                 session: Some("abc".into()),
                 version: "2025-06-18".into(),
             }],
+            client: serde_json::json!({"capabilities": {}}),
         }
     }
 
