@@ -247,8 +247,9 @@ def test_initialize_advertises_tools_and_prompts(mcp_stack: McpStack) -> None:
     assert session_id
     assert init.capabilities.tools is not None
     assert init.capabilities.prompts is not None
-    # First slice: resources are not aggregated, so not advertised.
-    assert init.capabilities.resources is None
+    # Resources are aggregated (without subscriptions: no GET stream yet).
+    assert init.capabilities.resources is not None
+    assert not init.capabilities.resources.subscribe
     assert isinstance(pong, mcp.types.EmptyResult)
 
 
@@ -635,3 +636,23 @@ def test_an_expired_upstream_session_is_initialised_again(
     assert after == echo_text("after")
     assert "b__echo" in tools
     assert json.loads(env_text)["SLUICE_E2E_SERVER"] == "restarted"
+
+
+def test_resources_are_prefixed_and_read_from_their_server(mcp_stack: McpStack) -> None:
+    """Resource URIs carry their server's prefix (`alpha+demo://...`);
+    reading one goes to that server with the original URI."""
+
+    async def body():
+        async with mcp_client(mcp_stack.url, mcp_stack.auth()) as c:
+            resources = (await c.session.list_resources()).resources
+            templates = (await c.session.list_resource_templates()).resourceTemplates
+            first = next(r for r in resources if str(r.uri).startswith("b+"))
+            read = await c.session.read_resource(first.uri)
+            return resources, templates, first, read
+
+    resources, templates, first, read = run_mcp(body)
+    uris = [str(r.uri) for r in resources]
+    assert any(u.startswith("alpha+demo://") for u in uris) and any(u.startswith("b+demo://") for u in uris)
+    assert all(u.split("+", 1)[0] in ("alpha", "b") for u in uris)
+    assert {t.uriTemplate.split("+", 1)[0] for t in templates} == {"alpha", "b"}
+    assert str(read.contents[0].uri) == str(first.uri).split("+", 1)[1], "the server saw its own URI"

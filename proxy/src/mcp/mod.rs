@@ -234,6 +234,32 @@ async fn serve(
         "prompts/list" => list(gateway, runtime, route, &session, Kind::Prompts, id_raw)
             .await
             .map_err(with_id),
+        "resources/list" => list(gateway, runtime, route, &session, Kind::Resources, id_raw)
+            .await
+            .map_err(with_id),
+        "resources/templates/list" => list(
+            gateway,
+            runtime,
+            route,
+            &session,
+            Kind::ResourceTemplates,
+            id_raw,
+        )
+        .await
+        .map_err(with_id),
+        "resources/read" => call(
+            gateway,
+            runtime,
+            route,
+            &session,
+            Kind::Resources,
+            method,
+            params,
+            id_raw,
+            exchange,
+        )
+        .await
+        .map_err(with_id),
         "tools/call" | "prompts/get" => {
             let kind = if method == "tools/call" {
                 Kind::Tools
@@ -392,12 +418,13 @@ async fn initialize(
     let outcomes = futures_util::future::join_all(attempts).await;
 
     let mut upstreams = Vec::new();
-    let (mut tools, mut prompts) = (false, false);
+    let (mut tools, mut prompts, mut resources) = (false, false, false);
     for outcome in outcomes {
         match outcome {
             Ok((upstream, capabilities)) => {
                 tools |= capabilities.get("tools").is_some();
                 prompts |= capabilities.get("prompts").is_some();
+                resources |= capabilities.get("resources").is_some();
                 upstreams.push(upstream);
             }
             Err(error) => {
@@ -419,6 +446,10 @@ async fn initialize(
     }
     if prompts {
         capabilities.insert("prompts".into(), json!({"listChanged": false}));
+    }
+    if resources {
+        // No subscribe: resource updates arrive on a GET stream, not served yet.
+        capabilities.insert("resources".into(), json!({"listChanged": false}));
     }
     let result = json!({
         "protocolVersion": version,
@@ -446,17 +477,57 @@ async fn initialize(
     Ok(response)
 }
 
+/// The things a route aggregates from its servers.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Tools,
     Prompts,
+    Resources,
+    ResourceTemplates,
 }
 
 impl Kind {
+    /// The list's key in a `*/list` result.
     fn key(self) -> &'static str {
         match self {
             Self::Tools => "tools",
             Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    fn list_method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    /// The field that names an item (and the request param that picks one).
+    fn field(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => "name",
+            Self::Resources => "uri",
+            Self::ResourceTemplates => "uriTemplate",
+        }
+    }
+
+    /// Between a prefix and the upstream's own name: names get `__`, URIs `+`.
+    fn separator(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => names::SEPARATOR,
+            Self::Resources | Self::ResourceTemplates => names::URI_SEPARATOR,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Tools => "tool",
+            Self::Prompts => "prompt",
+            Self::Resources | Self::ResourceTemplates => "resource",
         }
     }
 }
@@ -531,9 +602,10 @@ async fn list_one(
     let server = match server {
         Upstream::Http(server) => server,
         Upstream::Demo(_) if kind == Kind::Tools => return Ok(demo::tools()),
+        Upstream::Demo(_) if kind != Kind::Prompts => return Ok(Vec::new()),
         Upstream::Demo(_) => return Ok(Vec::new()),
     };
-    let method = format!("{}/list", kind.key());
+    let method = kind.list_method();
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     let mut renewed = false;
@@ -545,7 +617,7 @@ async fn list_one(
                 &gateway.upstreams,
                 session.as_deref(),
                 Some(&upstream.version),
-                &method,
+                method,
                 params.clone(),
             )
             .await;
@@ -560,7 +632,7 @@ async fn list_one(
                         &gateway.upstreams,
                         Some(&fresh),
                         Some(&upstream.version),
-                        &method,
+                        method,
                         params,
                     )
                     .await?
@@ -605,14 +677,21 @@ async fn list(
         match outcome {
             Ok(items) => {
                 for mut item in items {
-                    let Some(name) = item.get("name").and_then(Value::as_str).map(str::to_owned)
+                    let Some(name) = item
+                        .get(kind.field())
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
                     else {
                         continue;
                     };
                     if kind == Kind::Tools && !backend.exposes(&name) {
                         continue;
                     }
-                    item["name"] = Value::String(names::outward(backend.prefix.as_deref(), &name));
+                    item[kind.field()] = Value::String(names::outward(
+                        backend.prefix.as_deref(),
+                        kind.separator(),
+                        &name,
+                    ));
                     merged.push(item);
                 }
             }
@@ -635,14 +714,19 @@ async fn owner(
     kind: Kind,
     name: &str,
 ) -> Option<(usize, String)> {
-    if let Some((position, upstream_name)) = names::inward(route, name) {
+    if let Some((position, upstream_name)) = names::inward(route, kind.separator(), name) {
         return Some((position, upstream_name.to_owned()));
     }
-    // Unprefixed names: ask each server that joined the session.
-    for (position, backend) in route.backends.iter().enumerate() {
-        if backend.prefix.is_some() {
-            continue;
-        }
+    let unprefixed: Vec<usize> = (0..route.backends.len())
+        .filter(|&p| {
+            route.backends[p].prefix.is_none() && upstream_of(session, runtime, route, p).is_some()
+        })
+        .collect();
+    if let [only] = unprefixed.as_slice() {
+        return Some((*only, name.to_owned()));
+    }
+    // Several unprefixed servers: ask each which has it.
+    for position in unprefixed {
         let (Some(server), Some(upstream)) = (
             server(runtime, route, position),
             upstream_of(session, runtime, route, position),
@@ -654,7 +738,7 @@ async fn owner(
             .ok()?;
         if items
             .iter()
-            .any(|item| item.get("name").and_then(Value::as_str) == Some(name))
+            .any(|item| item.get(kind.field()).and_then(Value::as_str) == Some(name))
         {
             return Some((position, name.to_owned()));
         }
@@ -675,20 +759,15 @@ async fn call(
     exchange: &mut Exchange,
 ) -> Result<Served, McpError> {
     let unknown = |name: &str| {
-        let what = if kind == Kind::Tools {
-            "tool"
-        } else {
-            "prompt"
-        };
         McpError::new(
             StatusCode::OK,
             -32602,
             "unknown_name",
-            format!("Unknown {what}: {name}"),
+            format!("Unknown {}: {name}", kind.what()),
         )
     };
     let name = params
-        .get("name")
+        .get(kind.field())
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
@@ -713,11 +792,14 @@ async fn call(
         Upstream::Http(server) => server,
         Upstream::Demo(_) => {
             let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
-            let result = demo::call(&upstream_name, &arguments).ok_or_else(|| unknown(&name))?;
+            let result = (kind == Kind::Tools)
+                .then(|| demo::call(&upstream_name, &arguments))
+                .flatten()
+                .ok_or_else(|| unknown(&name))?;
             return Ok(Served::Local(result_response(id, result)));
         }
     };
-    params["name"] = Value::String(upstream_name);
+    params[kind.field()] = Value::String(upstream_name);
     let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
     let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     let message = Bytes::from(message.to_string());

@@ -4,13 +4,15 @@
 
 use sluice_crds::snapshot::McpRoute;
 
-/// Separates a backend's prefix from the upstream's own name.
+/// Separates a backend's prefix from the upstream's own tool or prompt name.
 pub const SEPARATOR: &str = "__";
+/// Separates a backend's prefix from a resource URI (`kiwi+file:///a`).
+pub const URI_SEPARATOR: &str = "+";
 
 /// The name clients see for an upstream's `name`.
-pub fn outward(prefix: Option<&str>, name: &str) -> String {
+pub fn outward(prefix: Option<&str>, separator: &str, name: &str) -> String {
     match prefix {
-        Some(prefix) => format!("{prefix}{SEPARATOR}{name}"),
+        Some(prefix) => format!("{prefix}{separator}{name}"),
         None => name.to_owned(),
     }
 }
@@ -18,8 +20,8 @@ pub fn outward(prefix: Option<&str>, name: &str) -> String {
 /// The route backend (by position) that owns a prefixed `name`, and the
 /// upstream's own name. `None` when no prefix matches; routes without
 /// prefixes are resolved by asking the servers (see the caller).
-pub fn inward<'a>(route: &McpRoute, name: &'a str) -> Option<(usize, &'a str)> {
-    let (prefix, rest) = name.split_once(SEPARATOR)?;
+pub fn inward<'a>(route: &McpRoute, separator: &str, name: &'a str) -> Option<(usize, &'a str)> {
+    let (prefix, rest) = name.split_once(separator)?;
     route
         .backends
         .iter()
@@ -49,19 +51,27 @@ mod tests {
             backends: vec![backend(Some("kiwi")), backend(Some("cal"))],
         };
         assert_eq!(
-            outward(Some("kiwi"), "search-flight"),
+            outward(Some("kiwi"), SEPARATOR, "search-flight"),
             "kiwi__search-flight"
         );
-        assert_eq!(outward(None, "search-flight"), "search-flight");
+        assert_eq!(outward(None, SEPARATOR, "search-flight"), "search-flight");
         assert_eq!(
-            inward(&route, "cal__list__events"),
+            inward(&route, SEPARATOR, "cal__list__events"),
             Some((1, "list__events"))
         );
         assert_eq!(
-            inward(&route, "kiwi__search-flight"),
+            inward(&route, SEPARATOR, "kiwi__search-flight"),
             Some((0, "search-flight"))
         );
-        assert_eq!(inward(&route, "other__x"), None);
-        assert_eq!(inward(&route, "plain"), None);
+        assert_eq!(inward(&route, SEPARATOR, "other__x"), None);
+        assert_eq!(inward(&route, SEPARATOR, "plain"), None);
+        assert_eq!(
+            outward(Some("cal"), URI_SEPARATOR, "demo://a+b"),
+            "cal+demo://a+b"
+        );
+        assert_eq!(
+            inward(&route, URI_SEPARATOR, "cal+demo://a+b"),
+            Some((1, "demo://a+b"))
+        );
     }
 }
