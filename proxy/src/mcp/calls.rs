@@ -1,0 +1,221 @@
+//! Requests that go to one server: `tools/call`, `prompts/get`,
+//! `resources/read` (answers streamed back, server-to-client requests
+//! relayed), the client's answers to relayed requests, notifications, and
+//! ending a session.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use sluice_crds::snapshot::McpRoute;
+
+use super::catalog::{owner, Kind};
+use super::servers::{reinitialize, server, session_gone, upstream_of, Upstream};
+use super::*;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn call(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    kind: Kind,
+    method: &str,
+    mut params: Value,
+    id: &RawValue,
+    exchange: &mut Exchange,
+) -> Result<Served, McpError> {
+    let unknown = |name: &str| {
+        McpError::new(
+            StatusCode::OK,
+            -32602,
+            "unknown_name",
+            format!("Unknown {}: {name}", kind.what()),
+        )
+    };
+    let name = params
+        .get(kind.field())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let (position, upstream_name) = owner(gateway, runtime, route, session, kind, &name)
+        .await
+        .ok_or_else(|| unknown(&name))?;
+    let backend = &route.backends[position];
+    if kind == Kind::Tools && !backend.exposes(&upstream_name) {
+        return Err(unknown(&name));
+    }
+    let (Some(server), Some(upstream)) = (
+        server(runtime, route, position),
+        upstream_of(session, runtime, route, position),
+    ) else {
+        return Err(unknown(&name));
+    };
+    exchange.record.upstream = Some(runtime.backends[backend.backend].name.clone());
+    if kind == Kind::Tools {
+        exchange.record.tool = Some(upstream_name.clone());
+    }
+    let server = match server {
+        Upstream::Http(server) => server,
+        Upstream::Demo(_) => {
+            let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+            let result = (kind == Kind::Tools)
+                .then(|| demo::call(&upstream_name, &arguments))
+                .flatten()
+                .ok_or_else(|| unknown(&name))?;
+            return Ok(Served::Local(result_response(id, result)));
+        }
+    };
+    params[kind.field()] = Value::String(upstream_name);
+    let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
+    let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let message = Bytes::from(message.to_string());
+    let current = gateway.mcp_renewals.current(upstream.session.as_deref());
+    let mut reply = server
+        .post(
+            &gateway.upstreams,
+            current.as_deref(),
+            Some(&upstream.version),
+            message.clone(),
+        )
+        .await?;
+    if session_gone(reply.response.status(), upstream) {
+        // Unread, the answer's connection closes with it.
+        drop(reply);
+        let fresh = reinitialize(gateway, &server, upstream, &session.client).await?;
+        reply = server
+            .post(
+                &gateway.upstreams,
+                Some(&fresh),
+                Some(&upstream.version),
+                message,
+            )
+            .await?;
+    }
+    // The upstream's answer (JSON, or SSE with progress and other related
+    // messages first) goes to the client as it comes.
+    let kind = if reply.is_sse() {
+        BodyKind::McpRelay { position }
+    } else {
+        BodyKind::Opaque
+    };
+    let client::Reply { response, conn } = reply;
+    let (mut parts, body) = response.into_parts();
+    crate::llm::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.remove("mcp-session-id");
+    let mut observed_exchange = exchange.hand_off();
+    observed_exchange.record.status = parts.status.as_u16();
+    if !parts.status.is_success() {
+        observed_exchange.record.error = Some("upstream_status".into());
+    }
+    let observed = ObservedBody::new(body, conn, kind, observed_exchange, 0, server.timeout);
+    Ok(Served::Upstream(Response::from_parts(
+        parts,
+        ResponseBody::Upstream(Box::new(observed)),
+    )))
+}
+
+/// Sends a client's answer to a relayed server request back to the upstream
+/// that asked, with the upstream's own id.
+pub(super) async fn relay_answer(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    body: &[u8],
+) -> Result<(), McpError> {
+    let bad =
+        |message: &str| McpError::new(StatusCode::BAD_REQUEST, -32600, "bad_request", message);
+    let mut answer: Value =
+        serde_json::from_slice(body).map_err(|_| bad("Invalid JSON-RPC message"))?;
+    let Some((position, original)) = relay::unwrap(&answer["id"]) else {
+        return Err(bad(
+            "This answer does not match any request relayed by this gateway",
+        ));
+    };
+    let (Some(Upstream::Http(server)), Some(upstream)) = (
+        server(runtime, route, position),
+        upstream_of(session, runtime, route, position),
+    ) else {
+        return Err(bad("The server that asked is not part of this session"));
+    };
+    answer["id"] = original;
+    let current = gateway.mcp_renewals.current(upstream.session.as_deref());
+    let reply = server
+        .post(
+            &gateway.upstreams,
+            current.as_deref(),
+            Some(&upstream.version),
+            Bytes::from(answer.to_string()),
+        )
+        .await?;
+    let status = reply.response.status();
+    let _ = reply.read().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(McpClientError::Status(server.name.to_owned(), status).into())
+    }
+}
+
+/// Client notifications (e.g. `notifications/cancelled`) go to every
+/// upstream of the session; a request id only means something to its owner,
+/// and the others ignore it.
+pub(super) async fn forward_notification(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    body: &Bytes,
+) {
+    let sends = (0..route.backends.len()).filter_map(|position| {
+        let Upstream::Http(server) = server(runtime, route, position)? else {
+            return None;
+        };
+        let upstream = upstream_of(session, runtime, route, position)?;
+        Some(async move {
+            let current = gateway.mcp_renewals.current(upstream.session.as_deref());
+            if let Ok(reply) = server
+                .post(
+                    &gateway.upstreams,
+                    current.as_deref(),
+                    Some(&upstream.version),
+                    body.clone(),
+                )
+                .await
+            {
+                let _ = reply.read().await;
+            }
+        })
+    });
+    futures_util::future::join_all(sends).await;
+}
+
+pub(super) async fn end_session(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    request: &Request<Incoming>,
+    tenant: &str,
+) -> Result<Served, McpError> {
+    let session = open_session(runtime, route, request.headers(), tenant)?;
+    let deletes = (0..route.backends.len()).filter_map(|position| {
+        let Upstream::Http(server) = server(runtime, route, position)? else {
+            return None;
+        };
+        let upstream = upstream_of(&session, runtime, route, position)?;
+        let id = gateway.mcp_renewals.current(upstream.session.as_deref())?;
+        Some(async move {
+            if let Err(error) = server
+                .delete(&gateway.upstreams, &id, &upstream.version)
+                .await
+            {
+                tracing::debug!(%error, "upstream MCP session not deleted");
+            }
+        })
+    });
+    futures_util::future::join_all(deletes).await;
+    Ok(Served::Local(json_response(StatusCode::OK, Bytes::new())))
+}

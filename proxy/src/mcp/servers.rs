@@ -1,0 +1,218 @@
+//! The servers of a route: which ones there are and how each is reached
+//! (HTTP, or the built-in demo), the parallel `initialize` that opens a
+//! session, and initialising an upstream again when its session expired.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use sluice_crds::snapshot::McpRoute;
+
+use super::*;
+
+/// A server of a route: a real one over HTTP, or the built-in demo.
+pub(super) enum Upstream<'a> {
+    Http(McpServer<'a>),
+    Demo(&'a str),
+}
+
+/// The server at a route position.
+pub(super) fn server<'a>(
+    runtime: &'a Runtime,
+    route: &McpRoute,
+    position: usize,
+) -> Option<Upstream<'a>> {
+    let backend = &runtime.backends[route.backends.get(position)?.backend];
+    match &backend.kind {
+        BackendKind::Mcp { url, credential } => Some(Upstream::Http(McpServer {
+            name: &backend.name,
+            url,
+            credential: credential.as_ref(),
+            timeout: backend.timeout,
+        })),
+        BackendKind::Demo => Some(Upstream::Demo(&backend.name)),
+        BackendKind::Http { .. } => None,
+    }
+}
+
+pub(super) async fn initialize(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    tenant: &str,
+    params: Value,
+    id: Option<&RawValue>,
+) -> Result<Response<ResponseBody>, McpError> {
+    let requested = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(VERSIONS[0]);
+    let version = VERSIONS
+        .iter()
+        .find(|v| **v == requested)
+        .copied()
+        .unwrap_or(VERSIONS[0]);
+    let pool = &gateway.upstreams;
+    let attempts = (0..route.backends.len())
+        .filter_map(|position| server(runtime, route, position))
+        .map(|server| {
+            let params = params.clone();
+            async move {
+                let server = match server {
+                    Upstream::Http(server) => server,
+                    Upstream::Demo(name) => {
+                        let upstream = UpstreamSession {
+                            backend: name.to_owned(),
+                            session: None,
+                            version: version.to_owned(),
+                        };
+                        return Ok((upstream, json!({"tools": {}})));
+                    }
+                };
+                let (result, session) = server
+                    .request(pool, None, None, "initialize", params)
+                    .await?;
+                let agreed = result
+                    .get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or(version)
+                    .to_owned();
+                server
+                    .notify(
+                        pool,
+                        session.as_deref(),
+                        Some(&agreed),
+                        "notifications/initialized",
+                    )
+                    .await?;
+                let upstream = UpstreamSession {
+                    backend: server.name.to_owned(),
+                    session,
+                    version: agreed,
+                };
+                Ok::<_, McpClientError>((
+                    upstream,
+                    result.get("capabilities").cloned().unwrap_or(Value::Null),
+                ))
+            }
+        });
+    let outcomes = futures_util::future::join_all(attempts).await;
+
+    let mut upstreams = Vec::new();
+    let (mut tools, mut prompts, mut resources) = (false, false, false);
+    for outcome in outcomes {
+        match outcome {
+            Ok((upstream, capabilities)) => {
+                tools |= capabilities.get("tools").is_some();
+                prompts |= capabilities.get("prompts").is_some();
+                resources |= capabilities.get("resources").is_some();
+                upstreams.push(upstream);
+            }
+            Err(error) => {
+                tracing::warn!(route = %route.name, %error, "MCP server skipped: it failed to initialise")
+            }
+        }
+    }
+    if upstreams.is_empty() {
+        return Err(McpError::new(
+            StatusCode::BAD_GATEWAY,
+            -32603,
+            "upstream_failed",
+            format!("no MCP server of route {} could be initialised", route.name),
+        ));
+    }
+    let mut capabilities = serde_json::Map::new();
+    if tools {
+        capabilities.insert("tools".into(), json!({"listChanged": false}));
+    }
+    if prompts {
+        capabilities.insert("prompts".into(), json!({"listChanged": false}));
+    }
+    if resources {
+        // No subscribe: resource updates arrive on a GET stream, not served yet.
+        capabilities.insert("resources".into(), json!({"listChanged": false}));
+    }
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": capabilities,
+        "serverInfo": {"name": "sluice", "title": "Sluice MCP gateway", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let client = json!({
+        "capabilities": params.get("capabilities").cloned().unwrap_or(json!({})),
+        "clientInfo": params.get("clientInfo").cloned().unwrap_or(Value::Null),
+    });
+    let state = SessionState {
+        client,
+        route: route.name.to_string(),
+        tenant: tenant.to_owned(),
+        version: version.to_owned(),
+        upstreams,
+    };
+    let mut response = match id {
+        Some(id) => result_response(id, result),
+        None => json_response(StatusCode::ACCEPTED, Bytes::new()),
+    };
+    if let Ok(value) = HeaderValue::from_str(&runtime.session_codec.seal(&state)) {
+        response.headers_mut().insert("mcp-session-id", value);
+    }
+    Ok(response)
+}
+
+/// The upstream session of a route backend, if it joined this session.
+pub(super) fn upstream_of<'s>(
+    session: &'s SessionState,
+    runtime: &Runtime,
+    route: &McpRoute,
+    position: usize,
+) -> Option<&'s UpstreamSession> {
+    let name = &runtime.backends[route.backends.get(position)?.backend].name;
+    session.upstreams.iter().find(|u| *u.backend == **name)
+}
+
+/// Whether an upstream's HTTP status says the session it was sent is gone
+/// (404 per the spec; some servers answer 400 for an unknown session).
+pub(super) fn session_gone(status: StatusCode, upstream: &UpstreamSession) -> bool {
+    upstream.session.is_some()
+        && (status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST)
+}
+
+/// Initialises an upstream again for a session whose upstream session
+/// expired, as the client first did; remembers the fresh session.
+pub(super) async fn reinitialize(
+    gateway: &Gateway,
+    server: &McpServer<'_>,
+    upstream: &UpstreamSession,
+    client: &Value,
+) -> Result<String, McpClientError> {
+    let mut params = json!({"protocolVersion": upstream.version, "capabilities": {}, "clientInfo": {"name": "sluice", "version": env!("CARGO_PKG_VERSION")}});
+    for key in ["capabilities", "clientInfo"] {
+        if let Some(value) = client.get(key) {
+            params[key] = value.clone();
+        }
+    }
+    let (_, fresh) = server
+        .request(&gateway.upstreams, None, None, "initialize", params)
+        .await?;
+    let fresh = fresh.ok_or_else(|| {
+        McpClientError::Malformed(
+            server.name.to_owned(),
+            "no Mcp-Session-Id on re-initialise".into(),
+        )
+    })?;
+    server
+        .notify(
+            &gateway.upstreams,
+            Some(&fresh),
+            Some(&upstream.version),
+            "notifications/initialized",
+        )
+        .await?;
+    if let Some(sealed) = &upstream.session {
+        gateway.mcp_renewals.record(sealed, fresh.clone());
+    }
+    tracing::info!(
+        backend = server.name,
+        "upstream MCP session expired; initialised a new one"
+    );
+    Ok(fresh)
+}
