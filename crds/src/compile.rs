@@ -558,7 +558,7 @@ fn compile_backend(
         .auth
         .as_ref()
         .and_then(|auth| compile_credential(&id, auth, secrets, errors));
-    if spec.command.is_some() && provider != Provider::Mcp {
+    if spec.command.is_some() && (provider != Provider::Mcp || spec.endpoint.is_some()) {
         errors.push(
             &id,
             "spec.command",

@@ -34,6 +34,18 @@ pub(crate) fn compile_mcp_routes(
                 "spec.path".into(),
                 "paths under /v1 belong to the LLM API".into(),
             );
+        } else if [
+            "/chat/completions",
+            "/completions",
+            "/embeddings",
+            "/models",
+        ]
+        .contains(&spec.path.trim_end_matches('/'))
+        {
+            push(
+                "spec.path".into(),
+                format!("`{}` is an LLM API path", spec.path),
+            );
         } else if routes.iter().any(|r| r.path == spec.path) {
             push(
                 "spec.path".into(),

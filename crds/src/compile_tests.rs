@@ -327,6 +327,14 @@ kind: Backend
 metadata: {name: stdio}
 spec: {provider: MCP, command: [npx, server]}
 ---
+kind: Backend
+metadata: {name: both}
+spec: {provider: MCP, endpoint: "http://127.0.0.1:2/mcp", command: [npx, server]}
+---
+kind: MCPRoute
+metadata: {name: shadow}
+spec: {path: /chat/completions, backends: [{backend: kiwi}]}
+---
 kind: MCPRoute
 metadata: {name: a}
 spec:
@@ -338,6 +346,8 @@ spec:
     let errors = compile_text(text).unwrap_err();
     let expect = [
         "Backend/stdio: spec.endpoint: stdio MCP servers are not supported yet",
+        "Backend/both: spec.command: stdio MCP servers are not supported yet",
+        "MCPRoute/shadow: spec.path: `/chat/completions` is an LLM API path",
         "AIGateway/gw: spec.llm.routes[0].backends[0].backend: Backend `kiwi` is an MCP server",
         "MCPRoute/a: spec.path: paths under /v1 belong to the LLM API",
         "MCPRoute/a: spec.auth.oauth: OAuth for MCP routes is not supported yet",

@@ -32,6 +32,7 @@ pub async fn serve(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respons
                 "hash": runtime.snapshot.hash,
                 "loadedAt": humantime::format_rfc3339_millis(runtime.loaded_at).to_string(),
                 "routes": runtime.snapshot.routes.len(),
+                "mcpRoutes": runtime.snapshot.mcp_routes.len(),
                 "backends": backends,
             });
             (StatusCode::OK, "application/json", body.to_string())

@@ -101,8 +101,9 @@ fn main() -> ExitCode {
             match source.load() {
                 Ok(snapshot) => {
                     eprintln!(
-                        "ok: {} route(s), {} backend(s), {} API key(s)",
+                        "ok: {} LLM route(s), {} MCP route(s), {} backend(s), {} API key(s)",
                         snapshot.routes.len(),
+                        snapshot.mcp_routes.len(),
                         snapshot.backends.len(),
                         snapshot.auth.api_keys.len()
                     );

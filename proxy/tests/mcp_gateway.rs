@@ -345,4 +345,46 @@ async fn sessions_are_sealed_and_move_between_replicas() {
         .await
         .unwrap();
     assert!(deleted.status().is_success());
+    // An ended session is gone for good (on the process that ended it).
+    let after = on_one
+        .post(
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+            &auth,
+        )
+        .await;
+    assert_eq!(after.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_protocol_version_is_refused() {
+    let sluice = Sluice::start(&demo_config(false), ENV);
+    let auth = [("authorization", "Bearer sk-team-a")];
+    let mut mcp = Mcp::new(&format!("{}/mcp", sluice.url));
+    let response = mcp
+        .post(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}),
+            &auth,
+        )
+        .await;
+    mcp.session = Some(
+        response.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let refused = client()
+        .post(&mcp.url)
+        .header("authorization", "Bearer sk-team-a")
+        .header("mcp-session-id", mcp.session.as_deref().unwrap())
+        .header("mcp-protocol-version", "1999-01-01")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("unsupported MCP-Protocol-Version"));
 }

@@ -80,9 +80,27 @@ pub(super) async fn call(
             message.clone(),
         )
         .await?;
-    if session_gone(reply.response.status(), upstream) {
-        // Unread, the answer's connection closes with it.
-        drop(reply);
+    let status = reply.response.status();
+    if upstream.session.is_some()
+        && (status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST)
+    {
+        let content_type = reply
+            .response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .cloned();
+        let body = reply.read().await.unwrap_or_default();
+        if !session_gone(status, upstream, &body) {
+            // An ordinary refusal: the client gets it as the server sent it.
+            let mut response = Response::new(ResponseBody::full(body));
+            *response.status_mut() = status;
+            if let Some(content_type) = content_type {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_TYPE, content_type);
+            }
+            return Ok(Served::Local(response));
+        }
         let fresh = reinitialize(gateway, &server, upstream, &session.client).await?;
         reply = server
             .post(
@@ -156,7 +174,7 @@ pub(super) async fn relay_answer(
     if status.is_success() {
         Ok(())
     } else {
-        Err(McpClientError::Status(server.name.to_owned(), status).into())
+        Err(McpClientError::Status(server.name.to_owned(), status, Bytes::new()).into())
     }
 }
 
@@ -200,7 +218,7 @@ pub(super) async fn end_session(
     request: &Request<Incoming>,
     tenant: &str,
 ) -> Result<Served, McpError> {
-    let session = open_session(runtime, route, request.headers(), tenant)?;
+    let session = open_session(gateway, runtime, route, request.headers(), tenant)?;
     let deletes = (0..route.backends.len()).filter_map(|position| {
         let Upstream::Http(server) = server(runtime, route, position)? else {
             return None;
@@ -217,5 +235,12 @@ pub(super) async fn end_session(
         })
     });
     futures_util::future::join_all(deletes).await;
+    if let Some(id) = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        gateway.mcp_renewals.end(id);
+    }
     Ok(Served::Local(json_response(StatusCode::OK, Bytes::new())))
 }

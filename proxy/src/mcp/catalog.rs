@@ -95,8 +95,8 @@ pub(super) async fn list_one(
             )
             .await;
         let (result, _) = match outcome {
-            Err(McpClientError::Status(_, status))
-                if session_gone(status, upstream) && !renewed =>
+            Err(McpClientError::Status(_, status, body))
+                if session_gone(status, upstream, &body) && !renewed =>
             {
                 renewed = true;
                 let fresh = reinitialize(gateway, server, upstream, client).await?;
@@ -208,7 +208,10 @@ pub(super) async fn owner(
         };
         let items = list_one(gateway, &server, upstream, &session.client, kind)
             .await
-            .ok()?;
+            .ok();
+        let Some(items) = items else {
+            continue;
+        };
         if items
             .iter()
             .any(|item| item.get(kind.field()).and_then(Value::as_str) == Some(name))

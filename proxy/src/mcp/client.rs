@@ -39,9 +39,9 @@ pub enum McpClientError {
     /// It did not answer in time.
     #[error("MCP server {0} did not answer in time")]
     Timeout(String),
-    /// It answered with an HTTP error.
+    /// It answered with an HTTP error (the body, bounded, for diagnosis).
     #[error("MCP server {0} answered HTTP {1}")]
-    Status(String, StatusCode),
+    Status(String, StatusCode, Bytes),
     /// Its answer was not the JSON-RPC response expected.
     #[error("MCP server {0} sent an answer that is not a JSON-RPC response: {1}")]
     Malformed(String, String),
@@ -197,7 +197,8 @@ impl McpServer<'_> {
             .await?;
         let status = reply.response.status();
         if !status.is_success() {
-            return Err(McpClientError::Status(self.name.to_owned(), status));
+            let body = reply.read().await.unwrap_or_default();
+            return Err(McpClientError::Status(self.name.to_owned(), status, body));
         }
         let session_id = reply.session_id();
         let sse = reply.is_sse();
@@ -234,7 +235,11 @@ impl McpServer<'_> {
         if status.is_success() {
             Ok(())
         } else {
-            Err(McpClientError::Status(self.name.to_owned(), status))
+            Err(McpClientError::Status(
+                self.name.to_owned(),
+                status,
+                Bytes::new(),
+            ))
         }
     }
 }

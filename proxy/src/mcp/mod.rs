@@ -216,7 +216,8 @@ async fn serve(
         .map_err(with_id);
     }
 
-    let session = open_session(runtime, route, &parts.headers, &tenant).map_err(with_id)?;
+    let session =
+        open_session(gateway, runtime, route, &parts.headers, &tenant).map_err(with_id)?;
     let (Some(method), Some(id_raw)) = (message.method.as_deref(), message.id) else {
         // A client's answer to a relayed server request, or a notification.
         let routed = match message.method.as_deref() {
@@ -312,6 +313,7 @@ fn origin_allowed(headers: &http::HeaderMap) -> bool {
 }
 
 fn open_session(
+    gateway: &Gateway,
     runtime: &Runtime,
     route: &McpRoute,
     headers: &http::HeaderMap,
@@ -325,10 +327,24 @@ fn open_session(
             "Bad Request: the Mcp-Session-Id header is required after initialize",
         ));
     };
+    if let Some(version) = headers.get("mcp-protocol-version") {
+        if !VERSIONS.iter().any(|v| version.as_bytes() == v.as_bytes()) {
+            return Err(McpError::new(
+                StatusCode::BAD_REQUEST,
+                -32000,
+                "bad_request",
+                format!(
+                    "Bad Request: unsupported MCP-Protocol-Version; supported: {}",
+                    VERSIONS.join(", ")
+                ),
+            ));
+        }
+    }
     runtime
         .session_codec
         .open(id)
         .filter(|s| s.route == *route.name && s.tenant == tenant)
+        .filter(|_| !gateway.mcp_renewals.is_ended(id))
         .ok_or_else(|| {
             McpError::new(
                 StatusCode::NOT_FOUND,

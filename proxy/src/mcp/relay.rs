@@ -3,7 +3,9 @@
 //! belong to the upstream's id space, so on the way out each id is wrapped
 //! with the position of its upstream (`s2c.{position}.{id}`); when the
 //! client answers, the wrapper tells which upstream gets the answer and
-//! with which original id. Knows nothing of sessions or HTTP.
+//! with which original id. Upstream SSE event ids are dropped: resuming a
+//! stream (GET + `Last-Event-ID`) is not served. Knows nothing of sessions
+//! or HTTP.
 
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
@@ -54,6 +56,9 @@ impl Relay {
             out.extend_from_slice(event);
             return;
         };
+        let kept = |line: &&str| {
+            !line.is_empty() && !line.starts_with("data:") && !line.starts_with("id:")
+        };
         let data: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
@@ -62,23 +67,25 @@ impl Relay {
         let message: Option<Value> = (!data.is_empty())
             .then(|| serde_json::from_str(&data.join("\n")).ok())
             .flatten();
-        let Some(mut message) =
-            message.filter(|m| m.get("method").is_some() && m.get("id").is_some())
-        else {
-            out.extend_from_slice(event);
-            return;
-        };
-        message["id"] = Value::String(wrap(self.position, &message["id"]));
-        for line in text
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with("data:"))
-        {
+        for line in text.lines().filter(kept) {
             out.extend_from_slice(line.as_bytes());
             out.extend_from_slice(b"\n");
         }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(message.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
+        match message {
+            Some(mut message) if message.get("method").is_some() && message.get("id").is_some() => {
+                message["id"] = Value::String(wrap(self.position, &message["id"]));
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(message.to_string().as_bytes());
+                out.extend_from_slice(b"\n");
+            }
+            _ => {
+                for line in text.lines().filter(|l| l.starts_with("data:")) {
+                    out.extend_from_slice(line.as_bytes());
+                    out.extend_from_slice(b"\n");
+                }
+            }
+        }
+        out.extend_from_slice(b"\n");
     }
 }
 
@@ -113,12 +120,20 @@ mod tests {
         out.extend_from_slice(&relay.on_data(Bytes::copy_from_slice(b)));
         out.extend_from_slice(&relay.finish());
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("id: 1\ndata: \n\nevent: message\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\""));
-        assert!(text.contains("event: message\nid: 3\ndata: {"), "{text}");
+        assert!(
+            !text.contains("id: "),
+            "event ids are dropped (no resumption): {text}"
+        );
+        assert!(
+            text.starts_with("data: \n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\""),
+            "{text}"
+        );
         assert!(text.contains("\"id\":\"s2c.1.7\""), "{text}");
         assert!(
-            text.ends_with("id: 4\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n"),
-            "the response keeps the client's id"
+            text.ends_with(
+                "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n"
+            ),
+            "the response keeps the client's id: {text}"
         );
     }
 

@@ -171,9 +171,15 @@ pub(super) fn upstream_of<'s>(
 
 /// Whether an upstream's HTTP status says the session it was sent is gone
 /// (404 per the spec; some servers answer 400 for an unknown session).
-pub(super) fn session_gone(status: StatusCode, upstream: &UpstreamSession) -> bool {
+pub(super) fn session_gone(status: StatusCode, upstream: &UpstreamSession, body: &[u8]) -> bool {
     upstream.session.is_some()
-        && (status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST)
+        && (status == StatusCode::NOT_FOUND
+            || (status == StatusCode::BAD_REQUEST && mentions_session(body)))
+}
+
+/// Whether an error body is about the session (ASCII, case-insensitive).
+fn mentions_session(body: &[u8]) -> bool {
+    body.windows(7).any(|w| w.eq_ignore_ascii_case(b"session"))
 }
 
 /// Initialises an upstream again for a session whose upstream session

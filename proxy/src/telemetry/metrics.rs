@@ -221,7 +221,24 @@ impl Metrics {
 
     /// Updates the metrics from a finished request.
     pub fn observe(&self, record: &AccessRecord) {
-        if let Some(method) = &record.mcp_method {
+        if let Some(method) = record.mcp_method.as_deref() {
+            // Clients choose the method string: keep the label set bounded.
+            let method = match method {
+                "initialize"
+                | "ping"
+                | "tools/list"
+                | "tools/call"
+                | "prompts/list"
+                | "prompts/get"
+                | "resources/list"
+                | "resources/templates/list"
+                | "resources/read"
+                | "notifications/initialized"
+                | "notifications/cancelled"
+                | "logging/setLevel"
+                | "completion/complete" => method,
+                _ => "other",
+            };
             let backend = record.upstream.as_deref().unwrap_or("").to_owned();
             if let Some(tool) = &record.tool {
                 self.mcp_tool_calls
@@ -233,7 +250,7 @@ impl Metrics {
             }
             self.mcp_request_duration
                 .get_or_create(&McpLabels {
-                    mcp_method: method.clone(),
+                    mcp_method: method.to_owned(),
                     backend,
                     status: record.status,
                 })
