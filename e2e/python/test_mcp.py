@@ -12,6 +12,7 @@ another config (a backend that is down, a second gateway) start their own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -505,20 +506,22 @@ def test_delete_ends_the_upstream_sessions(mcp_stack: McpStack) -> None:
         time.sleep(0.05)
 
 
-def test_get_is_405(mcp_stack: McpStack) -> None:
+def test_get_opens_the_session_stream(mcp_stack: McpStack) -> None:
+    """GET with a session is the merged SSE stream of the servers; without a
+    session it is refused like any other request."""
     raw = mcp_stack.raw()
     raw.open_session()
-    response = httpx.get(
-        raw.url,
-        headers={
-            **raw.headers,
-            "accept": "text/event-stream",
-            "mcp-session-id": raw.session_id,
-            "mcp-protocol-version": raw.protocol_version,
-        },
-        timeout=MCP_TIMEOUT_S,
-    )
-    assert response.status_code == 405, response.text
+    headers = {
+        **raw.headers,
+        "accept": "text/event-stream",
+        "mcp-protocol-version": raw.protocol_version,
+    }
+    with httpx.stream(
+        "GET", raw.url, headers={**headers, "mcp-session-id": raw.session_id}, timeout=MCP_TIMEOUT_S
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+    assert httpx.get(raw.url, headers=headers, timeout=MCP_TIMEOUT_S).status_code == 400
 
 
 # --------------------------------------------------------------------------
@@ -656,3 +659,30 @@ def test_resources_are_prefixed_and_read_from_their_server(mcp_stack: McpStack) 
     assert all(u.split("+", 1)[0] in ("alpha", "b") for u in uris)
     assert {t.uriTemplate.split("+", 1)[0] for t in templates} == {"alpha", "b"}
     assert str(read.contents[0].uri) == str(first.uri).split("+", 1)[1], "the server saw its own URI"
+
+
+def test_the_session_stream_carries_server_messages(mcp_stack: McpStack) -> None:
+    """Messages a server sends outside any call (here: simulated logging)
+    reach the client on the session's GET stream, merged from the servers'
+    own streams; logging/setLevel goes through."""
+    received: list[str] = []
+
+    async def on_log(params) -> None:
+        received.append(str(params.data))
+
+    async def body():
+        async with mcp_client(mcp_stack.url, mcp_stack.auth(), logging_callback=on_log) as c:
+            assert c.init.capabilities.logging is not None
+            await c.session.set_logging_level("debug")
+            await c.call_text("alpha__toggle-simulated-logging", {})
+            try:
+                for _ in range(100):  # the server logs every few seconds
+                    if received:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await c.call_text("alpha__toggle-simulated-logging", {})
+
+    run_mcp(body)
+    assert received, "no server message reached the client on the GET stream"
+    assert "SessionId" in received[0]

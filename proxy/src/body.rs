@@ -19,6 +19,8 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// An upstream body, observed for usage and telemetry as it streams.
     Upstream(Box<ObservedBody>),
+    /// Several MCP servers' streams merged into one.
+    Merged(Box<crate::mcp::stream::MergedStream>),
 }
 
 impl ResponseBody {
@@ -44,6 +46,7 @@ impl Body for ResponseBody {
                     .map(|b| Ok(Frame::data(b))),
             ),
             Self::Upstream(observed) => Pin::new(observed.as_mut()).poll_frame(cx),
+            Self::Merged(merged) => Pin::new(merged.as_mut()).poll_frame(cx),
         }
     }
 
@@ -51,6 +54,7 @@ impl Body for ResponseBody {
         match self {
             Self::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             Self::Upstream(observed) => observed.is_end_stream(),
+            Self::Merged(merged) => merged.is_end_stream(),
         }
     }
 
@@ -58,6 +62,7 @@ impl Body for ResponseBody {
         match self {
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream(observed) => observed.size_hint(),
+            Self::Merged(_) => SizeHint::default(),
         }
     }
 }

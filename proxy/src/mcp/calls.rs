@@ -1,7 +1,7 @@
 //! Requests that go to one server: `tools/call`, `prompts/get`,
 //! `resources/read` (answers streamed back, server-to-client requests
-//! relayed), the client's answers to relayed requests, notifications, and
-//! ending a session.
+//! relayed), the client's answers to relayed requests, notifications, the
+//! session's own stream, and ending a session.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -243,4 +243,103 @@ pub(super) async fn end_session(
         gateway.mcp_renewals.end(id);
     }
     Ok(Served::Local(json_response(StatusCode::OK, Bytes::new())))
+}
+
+/// `GET`: the servers' own streams for this session, merged; 405 when no
+/// server offers one.
+pub(super) async fn open_stream(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    request: &Request<Incoming>,
+    tenant: &str,
+    exchange: &mut Exchange,
+) -> Result<Served, McpError> {
+    let session = open_session(gateway, runtime, route, request.headers(), tenant)?;
+    let opens = (0..route.backends.len()).filter_map(|position| {
+        let Upstream::Http(server) = server(runtime, route, position)? else {
+            return None;
+        };
+        let upstream = upstream_of(&session, runtime, route, position)?;
+        let id = gateway.mcp_renewals.current(upstream.session.as_deref())?;
+        Some(async move {
+            match server
+                .open_stream(&gateway.upstreams, &id, &upstream.version)
+                .await
+            {
+                Ok(reply) if reply.response.status().is_success() && reply.is_sse() => {
+                    let client::Reply { response, conn } = reply;
+                    Some(super::stream::Source::new(
+                        response.into_body(),
+                        conn,
+                        position,
+                    ))
+                }
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::debug!(%error, "no stream from this MCP server");
+                    None
+                }
+            }
+        })
+    });
+    let sources: Vec<_> = futures_util::future::join_all(opens)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if sources.is_empty() {
+        let mut response = json_response(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+        response.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("POST, DELETE"),
+        );
+        return Ok(Served::Local(response));
+    }
+    let mut streamed = exchange.hand_off();
+    streamed.record.status = 200;
+    let merged = super::stream::MergedStream::new(sources, streamed);
+    let mut response = Response::new(ResponseBody::Merged(Box::new(merged)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    Ok(Served::Upstream(response))
+}
+
+/// `logging/setLevel` goes to every server of the session.
+pub(super) async fn set_level(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    params: Value,
+) {
+    let sends = (0..route.backends.len()).filter_map(|position| {
+        let Upstream::Http(server) = server(runtime, route, position)? else {
+            return None;
+        };
+        let upstream = upstream_of(session, runtime, route, position)?;
+        let params = params.clone();
+        Some(async move {
+            let current = gateway.mcp_renewals.current(upstream.session.as_deref());
+            if let Err(error) = server
+                .request(
+                    &gateway.upstreams,
+                    current.as_deref(),
+                    Some(&upstream.version),
+                    "logging/setLevel",
+                    params,
+                )
+                .await
+            {
+                tracing::debug!(%error, "logging/setLevel not taken by an MCP server");
+            }
+        })
+    });
+    futures_util::future::join_all(sends).await;
 }

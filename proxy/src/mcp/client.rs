@@ -129,6 +129,23 @@ impl McpServer<'_> {
         self.send(pool, request).await
     }
 
+    /// Opens the server's own stream of messages for a session (`GET`).
+    pub async fn open_stream(
+        &self,
+        pool: &Arc<Pool>,
+        session: &str,
+        version: &str,
+    ) -> Result<Reply, McpClientError> {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.method_mut() = Method::GET;
+        request.headers_mut().insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        self.common_headers(request.headers_mut(), Some(session), Some(version));
+        self.send(pool, request).await
+    }
+
     /// Ends an upstream session (`DELETE`); failures are only logged by the caller.
     pub async fn delete(
         &self,

@@ -14,6 +14,7 @@ pub mod relay;
 pub mod renew;
 mod servers;
 pub mod session;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ use crate::gateway::Gateway;
 use crate::llm::observe::{BodyKind, ObservedBody};
 use crate::runtime::{BackendKind, Runtime};
 use crate::telemetry::Exchange;
-use calls::{call, end_session, forward_notification, relay_answer};
+use calls::{call, end_session, forward_notification, open_stream, relay_answer, set_level};
 use catalog::{list, Kind};
 use client::{McpClientError, McpServer};
 use servers::initialize;
@@ -168,6 +169,11 @@ async fn serve(
                 .await
                 .map_err(fail)
         }
+        Method::GET => {
+            return open_stream(gateway, runtime, route, &request, &tenant, exchange)
+                .await
+                .map_err(fail)
+        }
         _ => {
             let mut response = json_response(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
             response.headers_mut().insert(
@@ -254,6 +260,10 @@ async fn serve(
         )
         .await
         .map_err(with_id),
+        "logging/setLevel" => {
+            set_level(gateway, runtime, route, &session, params).await;
+            Ok(Served::Local(result_response(id_raw, json!({}))))
+        }
         "resources/read" => call(
             gateway,
             runtime,

@@ -99,13 +99,14 @@ pub(super) async fn initialize(
     let outcomes = futures_util::future::join_all(attempts).await;
 
     let mut upstreams = Vec::new();
-    let (mut tools, mut prompts, mut resources) = (false, false, false);
+    let (mut tools, mut prompts, mut resources, mut logging) = (false, false, false, false);
     for outcome in outcomes {
         match outcome {
             Ok((upstream, capabilities)) => {
                 tools |= capabilities.get("tools").is_some();
                 prompts |= capabilities.get("prompts").is_some();
                 resources |= capabilities.get("resources").is_some();
+                logging |= capabilities.get("logging").is_some();
                 upstreams.push(upstream);
             }
             Err(error) => {
@@ -129,8 +130,11 @@ pub(super) async fn initialize(
         capabilities.insert("prompts".into(), json!({"listChanged": false}));
     }
     if resources {
-        // No subscribe: resource updates arrive on a GET stream, not served yet.
+        // No subscribe: updates would name un-prefixed URIs.
         capabilities.insert("resources".into(), json!({"listChanged": false}));
+    }
+    if logging {
+        capabilities.insert("logging".into(), json!({}));
     }
     let result = json!({
         "protocolVersion": version,
