@@ -317,7 +317,19 @@ async fn sessions_are_sealed_and_move_between_replicas() {
         .send()
         .await
         .unwrap();
-    assert_eq!(get.status(), 405);
+    assert_eq!(get.status(), 400, "GET needs a session like any request");
+    let get = client()
+        .get(&on_one.url)
+        .header("authorization", "Bearer sk-team-a")
+        .header("mcp-session-id", on_one.session.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        get.status(),
+        405,
+        "the demo servers offer no stream of their own"
+    );
     // Malformed JSON-RPC and batches are refused clearly.
     let bad = client()
         .post(&on_one.url)

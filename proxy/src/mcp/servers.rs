@@ -99,14 +99,30 @@ pub(super) async fn initialize(
     let outcomes = futures_util::future::join_all(attempts).await;
 
     let mut upstreams = Vec::new();
-    let (mut tools, mut prompts, mut resources, mut logging) = (false, false, false, false);
+    // Merged capabilities: a kind is offered when any server offers it, and
+    // announces list changes when any of those servers does (their
+    // notifications reach the client on the GET stream).
+    let mut capabilities = serde_json::Map::new();
     for outcome in outcomes {
         match outcome {
-            Ok((upstream, capabilities)) => {
-                tools |= capabilities.get("tools").is_some();
-                prompts |= capabilities.get("prompts").is_some();
-                resources |= capabilities.get("resources").is_some();
-                logging |= capabilities.get("logging").is_some();
+            Ok((upstream, offered)) => {
+                for kind in ["tools", "prompts", "resources"] {
+                    if let Some(theirs) = offered.get(kind) {
+                        let changes = theirs
+                            .get("listChanged")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false);
+                        let ours = capabilities
+                            .entry(kind)
+                            .or_insert_with(|| json!({"listChanged": false}));
+                        if changes {
+                            ours["listChanged"] = Value::Bool(true);
+                        }
+                    }
+                }
+                if offered.get("logging").is_some() {
+                    capabilities.insert("logging".into(), json!({}));
+                }
                 upstreams.push(upstream);
             }
             Err(error) => {
@@ -121,20 +137,6 @@ pub(super) async fn initialize(
             "upstream_failed",
             format!("no MCP server of route {} could be initialised", route.name),
         ));
-    }
-    let mut capabilities = serde_json::Map::new();
-    if tools {
-        capabilities.insert("tools".into(), json!({"listChanged": false}));
-    }
-    if prompts {
-        capabilities.insert("prompts".into(), json!({"listChanged": false}));
-    }
-    if resources {
-        // No subscribe: updates would name un-prefixed URIs.
-        capabilities.insert("resources".into(), json!({"listChanged": false}));
-    }
-    if logging {
-        capabilities.insert("logging".into(), json!({}));
     }
     let result = json!({
         "protocolVersion": version,
