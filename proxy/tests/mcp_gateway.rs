@@ -136,6 +136,36 @@ async fn the_default_config_serves_the_demo_flight_search() {
     assert_eq!(line["upstream"], "demo");
     assert_eq!(line["session_id"], "agent-7");
     assert_eq!(line["tenant"], "local");
+    // Without a session header, lines are tagged with a digest of the MCP session.
+    let mut anonymous = Mcp::new(&mcp.url);
+    anonymous.initialize().await;
+    let untagged = client()
+        .post(&mcp.url)
+        .header("mcp-session-id", anonymous.session.as_deref().unwrap())
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untagged.status(), 200);
+    let lines = sluice.access_log(7);
+    let names: Vec<&str> = lines[4..7]
+        .iter()
+        .map(|l| l["session_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        names[2].starts_with("mcp-") && names[2].len() == 20,
+        "{names:?}"
+    );
+    assert!(
+        names.iter().all(|n| *n == names[2] || *n == "agent-7"),
+        "{names:?}"
+    );
+    assert!(
+        !sluice
+            .access_log_text()
+            .contains(anonymous.session.as_deref().unwrap()),
+        "the session id itself is not logged"
+    );
     let metrics = client()
         .get(format!("{}/metrics", sluice.admin))
         .send()

@@ -118,6 +118,14 @@ pub async fn handle(
         Ok(Served::Upstream(response)) => response,
         Ok(Served::Local(response)) => {
             exchange.record.status = response.status().as_u16();
+            if exchange.record.session_id.is_none() {
+                // A new session: name it as its later requests will be.
+                exchange.record.session_id = response
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(session::log_name);
+            }
             exchange.finish();
             response
         }
@@ -160,6 +168,13 @@ async fn serve(
         ))
     })?;
     exchange.record.tenant = Some(principal.tenant.clone());
+    if exchange.record.session_id.is_none() {
+        exchange.record.session_id = request
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(session::log_name);
+    }
     let tenant = principal.tenant;
 
     match *request.method() {

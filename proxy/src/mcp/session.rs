@@ -18,6 +18,15 @@ const PREFIX: &str = "s1.";
 const AAD: &[u8] = b"sluice mcp session v1";
 const NONCE_LEN: usize = 12;
 
+/// How a session is named in logs when the agent sent no session header:
+/// a digest of the id (the id itself continues the session, so it is not
+/// written down).
+pub fn log_name(session_id: &str) -> String {
+    let digest = Sha256::digest(session_id.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("mcp-{hex}")
+}
+
 /// What a session id carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {
