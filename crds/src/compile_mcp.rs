@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::error::ConfigError;
 use crate::pattern::ModelPattern;
 use crate::resources::MCPRouteSpec;
-use crate::snapshot::{Backend, McpRoute, McpRouteBackend, Target};
+use crate::snapshot::{Backend, McpAccess, McpRoute, McpRouteBackend, Target};
 
 /// Compiles every MCPRoute; errors are appended to `errors`.
 pub(crate) fn compile_mcp_routes(
@@ -156,11 +156,50 @@ pub(crate) fn compile_mcp_routes(
                 "two backends share a prefix; give each its own `prefix`",
             ));
         }
+        let mut access = None;
+        if let Some(entries) = &spec.access {
+            let mut compiled_access = Vec::new();
+            for (k, entry) in entries.iter().enumerate() {
+                let field = format!("spec.access[{k}]");
+                if entry.tenant.is_empty() {
+                    errors.push(ConfigError::new(
+                        &id,
+                        format!("{field}.tenant"),
+                        "must not be empty",
+                    ));
+                }
+                let mut patterns = |list: &[String], sub: &str| -> Vec<ModelPattern> {
+                    list.iter()
+                        .enumerate()
+                        .filter_map(|(n, p)| {
+                            ModelPattern::parse(p)
+                                .map_err(|e| {
+                                    errors.push(ConfigError::new(
+                                        &id,
+                                        format!("{field}.tools.{sub}[{n}]"),
+                                        e,
+                                    ))
+                                })
+                                .ok()
+                        })
+                        .collect()
+                };
+                let include = patterns(&entry.tools.include, "include");
+                let exclude = patterns(&entry.tools.exclude, "exclude");
+                compiled_access.push(McpAccess {
+                    tenant: entry.tenant.as_str().into(),
+                    include,
+                    exclude,
+                });
+            }
+            access = Some(compiled_access);
+        }
         if errors.len() == before {
             routes.push(McpRoute {
                 name: name.as_str().into(),
                 path: spec.path.clone(),
                 backends: compiled,
+                access,
             });
         }
     }

@@ -367,6 +367,23 @@ pub struct MCPRouteSpec {
     /// Client authentication of the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<MCPRouteAuthSpec>,
+    /// Per-tenant tool allow-lists. Unset: every tenant sees every tool.
+    /// Set: a tenant sees and may call only the tools its entry allows
+    /// (globs over the names clients see, prefixes included); a tenant
+    /// without an entry sees none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<MCPAccessSpec>>,
+}
+
+/// The tools one tenant may use on an MCPRoute.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MCPAccessSpec {
+    /// The tenant.
+    pub tenant: String,
+    /// Tools it may see and call (`include` empty: all), by client-facing name.
+    #[serde(default)]
+    pub tools: ToolFilterSpec,
 }
 
 /// One MCP backend of a route.

@@ -51,6 +51,33 @@ pub struct McpRoute {
     pub path: String,
     /// Its backends, in the order written.
     pub backends: Vec<McpRouteBackend>,
+    /// Per-tenant tool allow-lists; `None`: every tenant sees every tool.
+    pub access: Option<Vec<McpAccess>>,
+}
+
+impl McpRoute {
+    /// Whether `tenant` may see and call the tool clients know as `tool`.
+    pub fn allows(&self, tenant: &str, tool: &str) -> bool {
+        let Some(access) = &self.access else {
+            return true;
+        };
+        access.iter().any(|entry| {
+            *entry.tenant == *tenant
+                && (entry.include.is_empty() || entry.include.iter().any(|p| p.matches(tool)))
+                && !entry.exclude.iter().any(|p| p.matches(tool))
+        })
+    }
+}
+
+/// The tools one tenant may use on a route.
+#[derive(Debug, Clone)]
+pub struct McpAccess {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// Client-facing tool names allowed (empty: all).
+    pub include: Vec<ModelPattern>,
+    /// Client-facing tool names refused.
+    pub exclude: Vec<ModelPattern>,
 }
 
 /// One MCP server of a route.

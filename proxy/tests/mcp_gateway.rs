@@ -430,3 +430,85 @@ async fn an_unsupported_protocol_version_is_refused() {
         .unwrap()
         .contains("unsupported MCP-Protocol-Version"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_sees_and_calls_only_its_tools() {
+    let config = demo_config(false)
+        .replace(
+            "    apiKeys: [{name: ci, tenant: team-a, valueFrom: {env: TEAM_A_KEY}}]",
+            "    apiKeys:\n      - {name: ci, tenant: team-a, valueFrom: {env: TEAM_A_KEY}}\n      - {name: b, tenant: team-b, valueFrom: {env: TEAM_B_KEY}}\n      - {name: c, tenant: team-c, valueFrom: {env: TEAM_C_KEY}}",
+        )
+        + "  access:\n    - {tenant: team-a}\n    - {tenant: team-b, tools: {include: [\"cal__*\"], exclude: [\"cal__create-event\"]}}\n";
+    let env = [
+        ("TEAM_A_KEY", "sk-team-a"),
+        ("TEAM_B_KEY", "sk-team-b"),
+        ("TEAM_C_KEY", "sk-team-c"),
+    ];
+    let sluice = Sluice::start(&config, &env);
+    let url = format!("{}/mcp", sluice.url);
+    let tools_of = |key: &'static str| {
+        let url = url.clone();
+        async move {
+            let auth = format!("Bearer {key}");
+            let mut mcp = Mcp::new(&url);
+            let response = mcp
+                .post(
+                    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}),
+                    &[("authorization", &auth)],
+                )
+                .await;
+            mcp.session = Some(
+                response.headers()["mcp-session-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+            let list: Value = mcp
+                .post(
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+                    &[("authorization", &auth)],
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            let names: Vec<String> = list["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect();
+            let call: Value = mcp
+                .post(
+                    json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "cal__create-event", "arguments": {"title": "x", "date": "y"}}}),
+                    &[("authorization", &auth)],
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            (names, call.get("result").is_some())
+        }
+    };
+    assert_eq!(
+        tools_of("sk-team-a").await,
+        (
+            vec![
+                "kiwi__search-flight".to_owned(),
+                "cal__list-events".to_owned(),
+                "cal__create-event".to_owned()
+            ],
+            true
+        )
+    );
+    assert_eq!(
+        tools_of("sk-team-b").await,
+        (vec!["cal__list-events".to_owned()], false),
+        "team-b may not create events"
+    );
+    assert_eq!(
+        tools_of("sk-team-c").await,
+        (vec![], false),
+        "no entry: no tools"
+    );
+}

@@ -43,7 +43,10 @@ pub(super) async fn call(
         .await
         .ok_or_else(|| unknown(&name))?;
     let backend = &route.backends[position];
-    if kind == Kind::Tools && !backend.exposes(&upstream_name) {
+    // Hidden and forbidden tools look the same: unknown.
+    if kind == Kind::Tools
+        && (!backend.exposes(&upstream_name) || !route.allows(&session.tenant, &name))
+    {
         return Err(unknown(&name));
     }
     let (Some(server), Some(upstream)) = (

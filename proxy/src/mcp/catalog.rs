@@ -160,11 +160,12 @@ pub(super) async fn list(
                     if kind == Kind::Tools && !backend.exposes(&name) {
                         continue;
                     }
-                    item[kind.field()] = Value::String(names::outward(
-                        backend.prefix.as_deref(),
-                        kind.separator(),
-                        &name,
-                    ));
+                    let outward =
+                        names::outward(backend.prefix.as_deref(), kind.separator(), &name);
+                    if kind == Kind::Tools && !route.allows(&session.tenant, &outward) {
+                        continue;
+                    }
+                    item[kind.field()] = Value::String(outward);
                     merged.push(item);
                 }
             }

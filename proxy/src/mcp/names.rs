@@ -49,6 +49,7 @@ mod tests {
             name: "tools".into(),
             path: "/mcp".into(),
             backends: vec![backend(Some("kiwi")), backend(Some("cal"))],
+            access: None,
         };
         assert_eq!(
             outward(Some("kiwi"), SEPARATOR, "search-flight"),
