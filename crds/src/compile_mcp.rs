@@ -114,26 +114,20 @@ pub(crate) fn compile_mcp_routes(
                     format!("`{prefix}` must be letters, digits, `-`, `_` or `.`, without `__`"),
                 );
             }
-            let mut patterns = |list: &[String], sub: &str| -> Vec<ModelPattern> {
-                list.iter()
-                    .enumerate()
-                    .filter_map(|(k, p)| {
-                        ModelPattern::parse(p)
-                            .map_err(|e| {
-                                pattern_errors.push(ConfigError::new(
-                                    &id,
-                                    format!("{field}.tools.{sub}[{k}]"),
-                                    e,
-                                ))
-                            })
-                            .ok()
-                    })
-                    .collect()
-            };
             let (include, exclude) = match &rb.tools {
                 Some(tools) => (
-                    patterns(&tools.include, "include"),
-                    patterns(&tools.exclude, "exclude"),
+                    tool_patterns(
+                        &tools.include,
+                        &id,
+                        &format!("{field}.tools.include"),
+                        &mut pattern_errors,
+                    ),
+                    tool_patterns(
+                        &tools.exclude,
+                        &id,
+                        &format!("{field}.tools.exclude"),
+                        &mut pattern_errors,
+                    ),
                 ),
                 None => (Vec::new(), Vec::new()),
             };
@@ -168,24 +162,18 @@ pub(crate) fn compile_mcp_routes(
                         "must not be empty",
                     ));
                 }
-                let mut patterns = |list: &[String], sub: &str| -> Vec<ModelPattern> {
-                    list.iter()
-                        .enumerate()
-                        .filter_map(|(n, p)| {
-                            ModelPattern::parse(p)
-                                .map_err(|e| {
-                                    errors.push(ConfigError::new(
-                                        &id,
-                                        format!("{field}.tools.{sub}[{n}]"),
-                                        e,
-                                    ))
-                                })
-                                .ok()
-                        })
-                        .collect()
-                };
-                let include = patterns(&entry.tools.include, "include");
-                let exclude = patterns(&entry.tools.exclude, "exclude");
+                let include = tool_patterns(
+                    &entry.tools.include,
+                    &id,
+                    &format!("{field}.tools.include"),
+                    errors,
+                );
+                let exclude = tool_patterns(
+                    &entry.tools.exclude,
+                    &id,
+                    &format!("{field}.tools.exclude"),
+                    errors,
+                );
                 compiled_access.push(McpAccess {
                     tenant: entry.tenant.as_str().into(),
                     include,
@@ -204,4 +192,21 @@ pub(crate) fn compile_mcp_routes(
         }
     }
     routes
+}
+
+/// Compiles tool-name globs; each bad one is an error at `field[k]`.
+fn tool_patterns(
+    list: &[String],
+    id: &str,
+    field: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ModelPattern> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(k, p)| {
+            ModelPattern::parse(p)
+                .map_err(|e| errors.push(ConfigError::new(id, format!("{field}[{k}]"), e)))
+                .ok()
+        })
+        .collect()
 }

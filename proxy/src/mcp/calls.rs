@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sluice_crds::snapshot::McpRoute;
 
 use super::catalog::{owner, Kind};
-use super::servers::{reinitialize, server, session_gone, upstream_of, Upstream};
+use super::servers::{joined, reinitialize, server, session_gone, upstream_of, Upstream};
 use super::*;
 
 #[allow(clippy::too_many_arguments)]
@@ -164,21 +164,16 @@ pub(super) async fn relay_answer(
     };
     answer["id"] = original;
     let current = gateway.mcp_renewals.current(upstream.session.as_deref());
-    let reply = server
-        .post(
+    let message = Bytes::from(answer.to_string());
+    server
+        .deliver(
             &gateway.upstreams,
             current.as_deref(),
             Some(&upstream.version),
-            Bytes::from(answer.to_string()),
+            message,
         )
         .await?;
-    let status = reply.response.status();
-    let _ = reply.read().await;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(McpClientError::Status(server.name.to_owned(), status, Bytes::new()).into())
-    }
+    Ok(())
 }
 
 /// Client notifications (e.g. `notifications/cancelled`) go to every
@@ -191,26 +186,23 @@ pub(super) async fn forward_notification(
     session: &SessionState,
     body: &Bytes,
 ) {
-    let sends = (0..route.backends.len()).filter_map(|position| {
-        let Upstream::Http(server) = server(runtime, route, position)? else {
-            return None;
-        };
-        let upstream = upstream_of(session, runtime, route, position)?;
-        Some(async move {
-            let current = gateway.mcp_renewals.current(upstream.session.as_deref());
-            if let Ok(reply) = server
-                .post(
+    let sends = joined(gateway, runtime, route, session)
+        .into_iter()
+        .map(|j| async move {
+            let version = Some(j.upstream.version.as_str());
+            if let Err(error) = j
+                .server
+                .deliver(
                     &gateway.upstreams,
-                    current.as_deref(),
-                    Some(&upstream.version),
+                    j.current.as_deref(),
+                    version,
                     body.clone(),
                 )
                 .await
             {
-                let _ = reply.read().await;
+                tracing::debug!(%error, "notification not taken by an MCP server");
             }
-        })
-    });
+        });
     futures_util::future::join_all(sends).await;
 }
 
@@ -222,21 +214,20 @@ pub(super) async fn end_session(
     tenant: &str,
 ) -> Result<Served, McpError> {
     let session = open_session(gateway, runtime, route, request.headers(), tenant)?;
-    let deletes = (0..route.backends.len()).filter_map(|position| {
-        let Upstream::Http(server) = server(runtime, route, position)? else {
-            return None;
-        };
-        let upstream = upstream_of(&session, runtime, route, position)?;
-        let id = gateway.mcp_renewals.current(upstream.session.as_deref())?;
-        Some(async move {
-            if let Err(error) = server
-                .delete(&gateway.upstreams, &id, &upstream.version)
-                .await
-            {
-                tracing::debug!(%error, "upstream MCP session not deleted");
-            }
-        })
-    });
+    let deletes = joined(gateway, runtime, route, &session)
+        .into_iter()
+        .filter_map(|j| {
+            let id = j.current?;
+            Some(async move {
+                if let Err(error) = j
+                    .server
+                    .delete(&gateway.upstreams, &id, &j.upstream.version)
+                    .await
+                {
+                    tracing::debug!(%error, "upstream MCP session not deleted");
+                }
+            })
+        });
     futures_util::future::join_all(deletes).await;
     if let Some(id) = request
         .headers()
@@ -259,33 +250,32 @@ pub(super) async fn open_stream(
     exchange: &mut Exchange,
 ) -> Result<Served, McpError> {
     let session = open_session(gateway, runtime, route, request.headers(), tenant)?;
-    let opens = (0..route.backends.len()).filter_map(|position| {
-        let Upstream::Http(server) = server(runtime, route, position)? else {
-            return None;
-        };
-        let upstream = upstream_of(&session, runtime, route, position)?;
-        let id = gateway.mcp_renewals.current(upstream.session.as_deref())?;
-        Some(async move {
-            match server
-                .open_stream(&gateway.upstreams, &id, &upstream.version)
-                .await
-            {
-                Ok(reply) if reply.response.status().is_success() && reply.is_sse() => {
-                    let client::Reply { response, conn } = reply;
-                    Some(super::stream::Source::new(
-                        response.into_body(),
-                        conn,
-                        position,
-                    ))
+    let opens = joined(gateway, runtime, route, &session)
+        .into_iter()
+        .filter_map(|j| {
+            let id = j.current?;
+            Some(async move {
+                match j
+                    .server
+                    .open_stream(&gateway.upstreams, &id, &j.upstream.version)
+                    .await
+                {
+                    Ok(reply) if reply.response.status().is_success() && reply.is_sse() => {
+                        let client::Reply { response, conn } = reply;
+                        Some(super::stream::Source::new(
+                            response.into_body(),
+                            conn,
+                            j.position,
+                        ))
+                    }
+                    Ok(_) => None,
+                    Err(error) => {
+                        tracing::debug!(%error, "no stream from this MCP server");
+                        None
+                    }
                 }
-                Ok(_) => None,
-                Err(error) => {
-                    tracing::debug!(%error, "no stream from this MCP server");
-                    None
-                }
-            }
-        })
-    });
+            })
+        });
     let sources: Vec<_> = futures_util::future::join_all(opens)
         .await
         .into_iter()
@@ -322,27 +312,27 @@ pub(super) async fn set_level(
     session: &SessionState,
     params: Value,
 ) {
-    let sends = (0..route.backends.len()).filter_map(|position| {
-        let Upstream::Http(server) = server(runtime, route, position)? else {
-            return None;
-        };
-        let upstream = upstream_of(session, runtime, route, position)?;
-        let params = params.clone();
-        Some(async move {
-            let current = gateway.mcp_renewals.current(upstream.session.as_deref());
-            if let Err(error) = server
-                .request(
-                    &gateway.upstreams,
-                    current.as_deref(),
-                    Some(&upstream.version),
-                    "logging/setLevel",
-                    params,
-                )
-                .await
-            {
-                tracing::debug!(%error, "logging/setLevel not taken by an MCP server");
+    let sends = joined(gateway, runtime, route, session)
+        .into_iter()
+        .map(|j| {
+            let params = params.clone();
+            async move {
+                let version = Some(j.upstream.version.as_str());
+                let pool = &gateway.upstreams;
+                if let Err(error) = j
+                    .server
+                    .request(
+                        pool,
+                        j.current.as_deref(),
+                        version,
+                        "logging/setLevel",
+                        params,
+                    )
+                    .await
+                {
+                    tracing::debug!(%error, "logging/setLevel not taken by an MCP server");
+                }
             }
-        })
-    });
+        });
     futures_util::future::join_all(sends).await;
 }

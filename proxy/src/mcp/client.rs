@@ -235,18 +235,16 @@ impl McpServer<'_> {
         ))
     }
 
-    /// Sends a notification (no answer expected beyond 202).
-    pub async fn notify(
+    /// Sends one message that expects no answer beyond a 2xx (a
+    /// notification, or the client's answer to a server request).
+    pub async fn deliver(
         &self,
         pool: &Arc<Pool>,
         session: Option<&str>,
         version: Option<&str>,
-        method: &str,
+        message: Bytes,
     ) -> Result<(), McpClientError> {
-        let message = serde_json::json!({"jsonrpc": "2.0", "method": method});
-        let reply = self
-            .post(pool, session, version, Bytes::from(message.to_string()))
-            .await?;
+        let reply = self.post(pool, session, version, message).await?;
         let status = reply.response.status();
         let _ = reply.read().await;
         if status.is_success() {
@@ -258,6 +256,19 @@ impl McpServer<'_> {
                 Bytes::new(),
             ))
         }
+    }
+
+    /// Sends a notification.
+    pub async fn notify(
+        &self,
+        pool: &Arc<Pool>,
+        session: Option<&str>,
+        version: Option<&str>,
+        method: &str,
+    ) -> Result<(), McpClientError> {
+        let message = serde_json::json!({"jsonrpc": "2.0", "method": method});
+        self.deliver(pool, session, version, Bytes::from(message.to_string()))
+            .await
     }
 }
 

@@ -164,6 +164,39 @@ pub(super) async fn initialize(
     Ok(response)
 }
 
+/// A server over HTTP that joined a session, with the upstream session to
+/// use now (renewed if it expired).
+pub(super) struct Joined<'a> {
+    pub(super) position: usize,
+    pub(super) server: McpServer<'a>,
+    pub(super) upstream: &'a UpstreamSession,
+    pub(super) current: Option<String>,
+}
+
+/// Every HTTP server of a route that joined `session`.
+pub(super) fn joined<'a>(
+    gateway: &Gateway,
+    runtime: &'a Runtime,
+    route: &McpRoute,
+    session: &'a SessionState,
+) -> Vec<Joined<'a>> {
+    (0..route.backends.len())
+        .filter_map(|position| {
+            let Upstream::Http(server) = server(runtime, route, position)? else {
+                return None;
+            };
+            let upstream = upstream_of(session, runtime, route, position)?;
+            let current = gateway.mcp_renewals.current(upstream.session.as_deref());
+            Some(Joined {
+                position,
+                server,
+                upstream,
+                current,
+            })
+        })
+        .collect()
+}
+
 /// The upstream session of a route backend, if it joined this session.
 pub(super) fn upstream_of<'s>(
     session: &'s SessionState,
