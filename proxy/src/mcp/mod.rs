@@ -151,6 +151,14 @@ async fn serve(
     request: Request<Incoming>,
     exchange: &mut Exchange,
 ) -> Result<Served, Failure> {
+    if runtime.snapshot.listen.ip().is_loopback() && !host_is_loopback(request.headers()) {
+        return Err(fail(McpError::new(
+            StatusCode::FORBIDDEN,
+            -32000,
+            "host_not_allowed",
+            "Host not allowed: a gateway listening on loopback answers only loopback host names",
+        )));
+    }
     if !origin_allowed(request.headers()) {
         return Err(fail(McpError::new(
             StatusCode::FORBIDDEN,
@@ -325,16 +333,28 @@ fn origin_allowed(headers: &http::HeaderMap) -> bool {
     let Some((_, rest)) = origin.split_once("://") else {
         return false;
     };
-    let host = rest.split('/').next().unwrap_or_default();
-    let host = if host.starts_with('[') {
-        host.split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
-    } else {
-        host.split(':').next().unwrap_or_default().to_owned()
+    is_loopback_name(rest.split('/').next().unwrap_or_default())
+}
+
+/// The second guard against DNS rebinding, for a gateway on loopback: the
+/// `Host` the client addressed must be a loopback name (HTTP/2 sends no Host;
+/// its authority was checked by the client's own resolver, so it passes).
+fn host_is_loopback(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::HOST)
+        .is_none_or(|host| host.to_str().is_ok_and(is_loopback_name))
+}
+
+/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
     };
-    matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn open_session(
@@ -419,5 +439,25 @@ mod tests {
         assert!(!check(Some("http://evil.example.com")));
         assert!(!check(Some("http://localhost.evil.com")));
         assert!(!check(Some("null")));
+        assert!(check(Some("http://127.0.0.2:1975")));
+
+        let host = |value: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(http::header::HOST, value.parse().unwrap());
+            }
+            host_is_loopback(&headers)
+        };
+        assert!(
+            host(None)
+                && host(Some("127.0.0.1:1975"))
+                && host(Some("localhost"))
+                && host(Some("[::1]:80"))
+        );
+        assert!(
+            !host(Some("evil.example.com"))
+                && !host(Some("evil.example.com:1975"))
+                && !host(Some("10.0.0.1"))
+        );
     }
 }
