@@ -77,7 +77,8 @@ impl Reply {
             .is_some_and(|v| v.starts_with("text/event-stream"))
     }
 
-    /// Reads the whole body (bounded), polling the connection meanwhile.
+    /// Reads the whole body (bounded), polling the connection meanwhile,
+    /// then returns the connection to the pool.
     pub async fn read(self) -> Result<Bytes, String> {
         let Reply { response, mut conn } = self;
         let mut body = response.into_body();
@@ -89,7 +90,18 @@ impl Reply {
             })
             .await;
             match frame {
-                None => break,
+                None => {
+                    // Complete: the connection can serve the next request.
+                    let mut conn = Some(conn);
+                    std::future::poll_fn(|cx| {
+                        if let Some(conn) = conn.take() {
+                            conn.release(cx);
+                        }
+                        std::task::Poll::Ready(())
+                    })
+                    .await;
+                    break;
+                }
                 Some(Err(e)) => return Err(e.to_string()),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
