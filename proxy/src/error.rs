@@ -102,7 +102,25 @@ impl GatewayError {
                 HeaderValue::from_static("Bearer"),
             );
         }
+        if self.before_body() {
+            // The request body was not read: the connection cannot carry
+            // another request, so say so rather than let the client race it.
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
+    }
+
+    /// Whether the gateway answers before reading the request body.
+    fn before_body(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized(_)
+                | Self::PayloadTooLarge(_)
+                | Self::MethodNotAllowed(_)
+                | Self::UnknownPath(_)
+        )
     }
 }
 

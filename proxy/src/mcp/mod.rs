@@ -73,6 +73,15 @@ impl McpError {
                 HeaderValue::from_static("Bearer"),
             );
         }
+        if matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            // Refused before the body was read: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
