@@ -17,9 +17,15 @@ run *ARGS:
 test *ARGS:
     e2e/test-all.sh {{ARGS}}
 
-# The overhead benchmark (direct vs. through Sluice).
+# The overhead benchmark (direct vs. through Sluice), LLM then MCP
+# (BENCH_MCP=0 skips the MCP part).
 bench *ARGS:
     e2e/bench/run.sh {{ARGS}}
+
+# The MCP benchmark alone (server-everything direct vs. through Sluice, and
+# the built-in demo MCP server).
+bench-mcp:
+    e2e/bench/mcp.sh
 
 # Format the code.
 fmt:

@@ -4,7 +4,7 @@
 #
 # Usage: e2e/bench/run.sh [--direct-only]
 #   --direct-only   only the direct-to-upstream half (checks the harness and
-#                   the upstream without the gateway)
+#                   the upstream without the gateway); no MCP benchmark
 #
 # What it does:
 #   - installs wrk from Debian if missing; builds release binaries;
@@ -19,7 +19,9 @@
 #     Sluice adds, Sluice's CPU time per request (utime+stime from
 #     /proc/PID/stat over the run, divided by the requests wrk completed) and
 #     its RSS under load (VmRSS sampled mid-run); and below the table Sluice's
-#     RSS idle (before any load) and its peak (VmHWM).
+#     RSS idle (before any load) and its peak (VmHWM);
+#   - then runs the MCP benchmark, e2e/bench/mcp.sh (its own table, saved to
+#     ~/.cache/sluice/bench/mcp.md), unless BENCH_MCP=0.
 #
 # CPU pinning: the machine has 2 cores. wrk (one thread) gets core 1; the
 # upstream and Sluice share core 0, in both halves. The load generator never
@@ -33,6 +35,8 @@
 #   BENCH_WARMUP       seconds of warm-up before each run (default 2)
 #   BENCH_CONNECTIONS  connection counts (default "1 32")
 #   BENCH_PIN          1 (default) to pin with taskset, 0 not to
+#   BENCH_MCP          1 (default) to run e2e/bench/mcp.sh afterwards, 0 not to
+#                      (it reads BENCH_SECONDS, BENCH_WARMUP and BENCH_PIN too)
 # The numbers are not asserted anywhere: this measures, it does not test.
 set -euo pipefail
 
@@ -248,3 +252,11 @@ cp "$report" "$SLUICE_CACHE/bench/last.md"
 cp "$report" "$SLUICE_CACHE/bench/$(date -u +%Y%m%d-%H%M%S).md"
 step "result (saved to $SLUICE_CACHE/bench/last.md)"
 cat "$report"
+
+if [[ "${BENCH_MCP:-1}" != 0 ]] && ((!direct_only)); then
+    # This run's servers stop first: the MCP benchmark has CPU 0 to itself.
+    cleanup
+    pids=()
+    step "MCP benchmark (e2e/bench/mcp.sh; BENCH_MCP=0 skips it)"
+    e2e/bench/mcp.sh
+fi
