@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use sluice::config_source::ConfigSource;
 
-/// Sluice: one gateway for an AI agent's LLM traffic, with routing,
-/// fallback, API keys, usage accounting, access logs and metrics.
+/// Sluice: one gateway for an AI agent's LLM calls and MCP tool calls, with
+/// routing, fallback, API keys, usage accounting, access logs and metrics.
 #[derive(Parser)]
 #[command(name = "sluice", version, about, long_about = None)]
 struct Cli {
@@ -19,14 +19,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway (LLM API on 127.0.0.1:1975, admin on 127.0.0.1:1976).
+    /// Run the gateway (LLM API and MCP on 127.0.0.1:1975, admin on 127.0.0.1:1976).
     ///
-    /// Without -f, a built-in config serves the demo model `sluice-demo` and,
-    /// when OPENAI_API_KEY is set, every other model through OpenAI
+    /// Without -f, a built-in config serves the demo model `sluice-demo`, a
+    /// demo MCP server at /mcp (search-flight, a calendar) and, when
+    /// OPENAI_API_KEY is set, every other model through OpenAI
     /// (OPENAI_BASE_URL overrides its endpoint). Config files are reloaded
     /// when they change or on SIGHUP; SIGTERM drains in-flight requests.
     Run {
-        /// Config file (multi-document YAML of AIGateway and Backend objects;
+        /// Config file (multi-document YAML of AIGateway, Backend and MCPRoute objects;
         /// `${VAR}` is replaced from the environment). Repeatable.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         files: Vec<PathBuf>,
