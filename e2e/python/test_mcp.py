@@ -686,3 +686,49 @@ def test_the_session_stream_carries_server_messages(mcp_stack: McpStack) -> None
     run_mcp(body)
     assert received, "no server message reached the client on the GET stream"
     assert "SessionId" in received[0]
+
+
+def test_a_server_that_dies_mid_call_answers_with_an_error(
+    sluice_bin: Path, keys: Keys, tmp_path: Path
+) -> None:
+    """The server dies while a long call streams progress: the client gets a
+    JSON-RPC error for that call at once, not a hang, and the session still
+    serves the other server."""
+    node_modules = mcp_node_modules()
+    doomed = start_everything(node_modules, tmp_path / "doomed", "doomed")
+    other = start_everything(node_modules, tmp_path / "other", "other")
+    env = {
+        "TEAM_A_KEY": keys.team_a,
+        "SLUICE_SESSION_KEY": "sk-session-" + secrets.token_hex(16),
+        "ALPHA_PORT": str(doomed.port),
+        "BETA_PORT": str(other.port),
+    }
+    gateway = start_gateway(sluice_bin, tmp_path / "gateway", MCP_CONFIG, env)
+    url = f"http://127.0.0.1:{gateway.port}/mcp"
+
+    async def body():
+        async with mcp_client(url, {"authorization": f"Bearer {keys.team_a}"}) as c:
+            call = asyncio.create_task(
+                c.session.call_tool("alpha__trigger-long-running-operation", {"duration": 20, "steps": 20})
+            )
+            await asyncio.sleep(1.5)
+            doomed.process.stop()
+            started = time.monotonic()
+            try:
+                result = await asyncio.wait_for(call, timeout=15)
+                outcome = "isError" if result.isError else "result"
+            except McpError as e:
+                outcome = f"error: {e.error.message}"
+            waited = time.monotonic() - started
+            still = await c.call_text("b__echo", {"message": "still here"})
+            return outcome, waited, still
+
+    try:
+        outcome, waited, still = run_mcp(body)
+    finally:
+        gateway.process.stop()
+        other.process.stop()
+        doomed.process.stop()
+    assert outcome.startswith("error") and "failed mid-answer" in outcome, outcome
+    assert waited < 10, f"the error took {waited:.1f}s"
+    assert still == echo_text("still here")

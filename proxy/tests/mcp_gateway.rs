@@ -512,3 +512,24 @@ async fn each_tenant_sees_and_calls_only_its_tools() {
         "no entry: no tools"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused() {
+    let config = demo_config(false).replacen("spec:\n", "spec:\n  maxRequestBody: 1KiB\n", 1);
+    let sluice = Sluice::start(&config, ENV);
+    let padding = "x".repeat(4096);
+    let response = client()
+        .post(format!("{}/mcp", sluice.url))
+        .header("authorization", "Bearer sk-team-a")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"padding": padding}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exceeds the limit"));
+}

@@ -106,7 +106,7 @@ impl Batch {
 }
 
 /// What kind of body to expect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyKind {
     /// `application/json` with a `usage` object.
     Json,
@@ -121,6 +121,8 @@ pub enum BodyKind {
     McpRelay {
         /// The upstream's position in its route.
         position: usize,
+        /// The client's request id, for an error answer if the server fails.
+        request_id: serde_json::Value,
     },
 }
 
@@ -141,9 +143,10 @@ impl ObservedBody {
             },
             BodyKind::Sse { strip_usage } => Mode::Sse(SseState::new(strip_usage)),
             BodyKind::Opaque => Mode::Opaque,
-            BodyKind::McpRelay { position } => {
-                Mode::McpRelay(crate::mcp::relay::Relay::new(position))
-            }
+            BodyKind::McpRelay {
+                position,
+                request_id,
+            } => Mode::McpRelay(crate::mcp::relay::Relay::new(position, request_id)),
         };
         let now = Instant::now();
         Self {
@@ -263,16 +266,19 @@ impl ObservedBody {
         self.ended = true;
         self.conn = None;
         self.finish(Some(code));
-        if matches!(self.mode, Mode::Sse(_)) {
-            let event = [
-                b"data: ".as_slice(),
-                &error_body(message, "upstream_error", code),
-                b"\n\n",
-            ]
-            .concat();
-            Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
-        } else {
-            Poll::Ready(Some(Err(message.to_owned().into())))
+        match &mut self.mode {
+            Mode::Sse(_) => {
+                let event = [
+                    b"data: ".as_slice(),
+                    &error_body(message, "upstream_error", code),
+                    b"\n\n",
+                ]
+                .concat();
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
+            }
+            // The MCP client gets a JSON-RPC error for its request, not a hang.
+            Mode::McpRelay(relay) => Poll::Ready(Some(Ok(Frame::data(relay.fail(message))))),
+            _ => Poll::Ready(Some(Err(message.to_owned().into()))),
         }
     }
 }

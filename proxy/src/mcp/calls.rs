@@ -71,8 +71,8 @@ pub(super) async fn call(
         }
     };
     params[kind.field()] = Value::String(upstream_name);
-    let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
-    let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let request_id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
+    let message = json!({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params});
     let message = Bytes::from(message.to_string());
     let current = gateway.mcp_renewals.current(upstream.session.as_deref());
     let mut reply = server
@@ -117,7 +117,10 @@ pub(super) async fn call(
     // The upstream's answer (JSON, or SSE with progress and other related
     // messages first) goes to the client as it comes.
     let kind = if reply.is_sse() {
-        BodyKind::McpRelay { position }
+        BodyKind::McpRelay {
+            position,
+            request_id: request_id.clone(),
+        }
     } else {
         BodyKind::Opaque
     };

@@ -17,16 +17,31 @@ const PREFIX: &str = "s2c.";
 /// Rewrites one upstream SSE stream on its way to the client.
 pub struct Relay {
     position: usize,
+    /// The client's request this stream answers.
+    request_id: Value,
     pending: BytesMut,
 }
 
 impl Relay {
     /// A relay for the upstream at this route position.
-    pub fn new(position: usize) -> Self {
+    pub fn new(position: usize, request_id: Value) -> Self {
         Self {
             position,
+            request_id,
             pending: BytesMut::new(),
         }
+    }
+
+    /// The server failed mid-answer: whatever complete events it sent, then
+    /// a JSON-RPC error answering the client's request.
+    pub fn fail(&mut self, message: &str) -> Bytes {
+        self.pending.clear();
+        let error = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": self.request_id,
+            "error": {"code": -32603, "message": format!("the MCP server failed mid-answer: {message}")},
+        });
+        Bytes::from(format!("event: message\ndata: {error}\n\n"))
     }
 
     /// Takes upstream bytes; returns the whole events to forward now.
@@ -108,7 +123,7 @@ mod tests {
 
     #[test]
     fn wraps_server_request_ids_and_leaves_the_rest() {
-        let mut relay = Relay::new(1);
+        let mut relay = Relay::new(1, Value::Null);
         let stream = concat!(
             "id: 1\ndata: \n\n",
             "event: message\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n",

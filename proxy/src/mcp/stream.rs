@@ -30,7 +30,7 @@ impl Source {
         Self {
             body,
             conn,
-            relay: Relay::new(position),
+            relay: Relay::new(position, serde_json::Value::Null),
         }
     }
 }
