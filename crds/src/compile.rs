@@ -390,14 +390,21 @@ fn compile_route(
     let mut backends = Vec::new();
     for (j, rb) in spec.backends.iter().enumerate() {
         match backend_index.get(rb.backend.as_str()) {
-            Some(&index) if matches!(backend_targets[index], Target::Mcp { .. }) => errors.push(
-                id,
-                format!("{field}.backends[{j}].backend"),
-                format!(
-                    "Backend `{}` is an MCP server; LLM routes need an LLM provider",
-                    rb.backend
-                ),
-            ),
+            Some(&index)
+                if matches!(
+                    backend_targets[index],
+                    Target::Mcp { .. } | Target::McpStdio { .. }
+                ) =>
+            {
+                errors.push(
+                    id,
+                    format!("{field}.backends[{j}].backend"),
+                    format!(
+                        "Backend `{}` is an MCP server; LLM routes need an LLM provider",
+                        rb.backend
+                    ),
+                )
+            }
             Some(&index) => backends.push(RouteBackend {
                 backend: index,
                 model: rb.model.as_deref().map(Arc::from),
@@ -519,15 +526,29 @@ fn compile_backend(
             Target::Demo
         }
         Provider::Mcp => match spec.endpoint.as_deref() {
-            None => {
-                let message = if spec.command.is_some() {
-                    "stdio MCP servers are not supported yet; give the server's streamable HTTP URL"
-                } else {
-                    "required for provider MCP (the server's streamable HTTP URL)"
-                };
-                errors.push(&id, "spec.endpoint", message);
-                Target::Demo
-            }
+            None => match &spec.command {
+                Some(command) if command.first().is_some_and(|p| !p.is_empty()) => {
+                    Target::McpStdio {
+                        command: command.clone(),
+                    }
+                }
+                Some(_) => {
+                    errors.push(
+                        &id,
+                        "spec.command",
+                        "give the program and its arguments, e.g. [npx, some-mcp-server]",
+                    );
+                    Target::Demo
+                }
+                None => {
+                    errors.push(
+                        &id,
+                        "spec.endpoint",
+                        "required for provider MCP: the server's streamable HTTP URL (or `command` for a stdio server)",
+                    );
+                    Target::Demo
+                }
+            },
             Some(endpoint) => match mcp_url(endpoint) {
                 Ok(url) => Target::Mcp { url },
                 Err(e) => {
@@ -558,11 +579,13 @@ fn compile_backend(
         .auth
         .as_ref()
         .and_then(|auth| compile_credential(&id, auth, secrets, errors));
-    if spec.command.is_some() && (provider != Provider::Mcp || spec.endpoint.is_some()) {
+    if spec.command.is_some() && provider != Provider::Mcp {
+        errors.push(&id, "spec.command", "only MCP backends run a command");
+    } else if spec.command.is_some() && spec.endpoint.is_some() {
         errors.push(
             &id,
             "spec.command",
-            "stdio MCP servers are not supported yet",
+            "set either `endpoint` (streamable HTTP) or `command` (stdio), not both",
         );
     }
     let mut pricing = BTreeMap::new();

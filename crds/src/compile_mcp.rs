@@ -92,7 +92,10 @@ pub(crate) fn compile_mcp_routes(
                     continue;
                 }
             };
-            if !matches!(backends[index].target, Target::Mcp { .. } | Target::Demo) {
+            if !matches!(
+                backends[index].target,
+                Target::Mcp { .. } | Target::McpStdio { .. } | Target::Demo
+            ) {
                 push(
                     format!("{field}.backend"),
                     format!(

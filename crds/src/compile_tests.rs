@@ -263,6 +263,10 @@ kind: Backend
 metadata: {name: calendar}
 spec: {provider: MCP, endpoint: "http://127.0.0.1:3001/mcp"}
 ---
+kind: Backend
+metadata: {name: local}
+spec: {provider: MCP, command: [npx, some-mcp-server, --stdio]}
+---
 kind: MCPRoute
 metadata: {name: tools}
 spec:
@@ -304,6 +308,17 @@ spec:
         snapshot.mcp_routes[1].backends[0].prefix, None,
         "Conditional with one backend: no prefix"
     );
+    let stdio = snapshot
+        .backends
+        .iter()
+        .find(|b| &*b.name.0 == "local")
+        .unwrap();
+    assert_eq!(
+        stdio.target,
+        Target::McpStdio {
+            command: vec!["npx".into(), "some-mcp-server".into(), "--stdio".into()]
+        }
+    );
 }
 
 #[test]
@@ -325,7 +340,7 @@ spec: {provider: OpenAI}
 ---
 kind: Backend
 metadata: {name: stdio}
-spec: {provider: MCP, command: [npx, server]}
+spec: {provider: MCP, command: []}
 ---
 kind: Backend
 metadata: {name: both}
@@ -345,8 +360,8 @@ spec:
 "#;
     let errors = compile_text(text).unwrap_err();
     let expect = [
-        "Backend/stdio: spec.endpoint: stdio MCP servers are not supported yet",
-        "Backend/both: spec.command: stdio MCP servers are not supported yet",
+        "Backend/stdio: spec.command: give the program and its arguments",
+        "Backend/both: spec.command: set either `endpoint` (streamable HTTP) or `command` (stdio), not both",
         "MCPRoute/shadow: spec.path: `/chat/completions` is an LLM API path",
         "AIGateway/gw: spec.llm.routes[0].backends[0].backend: Backend `kiwi` is an MCP server",
         "MCPRoute/a: spec.path: paths under /v1 belong to the LLM API",

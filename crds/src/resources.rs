@@ -302,7 +302,8 @@ pub struct BackendSpec {
     /// two chunks of a streamed body (default `60s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    /// Command of a stdio MCP server (MCP, standalone only; not supported yet).
+    /// Program and arguments of a stdio MCP server (`provider: MCP` without
+    /// `endpoint`; standalone only): one process per client session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
 }

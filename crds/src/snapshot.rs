@@ -346,6 +346,11 @@ pub enum Target {
         /// The server's MCP endpoint, e.g. `https://mcp.example.com/mcp`.
         url: String,
     },
+    /// An MCP server run as a local process over stdio (standalone only).
+    McpStdio {
+        /// Program and arguments.
+        command: Vec<String>,
+    },
 }
 
 /// An upstream credential, ready to send.

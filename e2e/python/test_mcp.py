@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from mcp_support import (
     EverythingServer,
     RawMcp,
     echo_text,
+    everything_entry,
     jsonrpc_messages,
     mcp_client,
     mcp_node_modules,
@@ -732,3 +734,74 @@ def test_a_server_that_dies_mid_call_answers_with_an_error(
     assert outcome.startswith("error") and "failed mid-answer" in outcome, outcome
     assert waited < 10, f"the error took {waited:.1f}s"
     assert still == echo_text("still here")
+
+
+STDIO_CONFIG = (
+    GATEWAY
+    + BACKEND.format(name="alpha", port_var="ALPHA_PORT")
+    + """\
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Backend
+metadata: {name: local}
+spec: {provider: MCP, command: [node, "${EVERYTHING_ENTRY}", stdio]}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: MCPRoute
+metadata: {name: tools}
+spec:
+  path: /mcp
+  backends:
+    - {backend: local, prefix: std}
+    - {backend: alpha}
+"""
+)
+
+
+def stdio_processes(entry: Path) -> int:
+    """How many stdio server-everything processes run from this entry point."""
+    out = subprocess.run(["pgrep", "-f", f"{entry} stdio"], capture_output=True, text=True).stdout
+    return len(out.split())
+
+
+def test_a_stdio_server_runs_per_session_behind_the_route(
+    sluice_bin: Path, keys: Keys, everything: Everything, tmp_path: Path
+) -> None:
+    """A `command` backend: the gateway starts one stdio server-everything
+    per client session, lists and calls it next to an HTTP server, and stops
+    it when the session is deleted."""
+    entry = everything_entry(mcp_node_modules())
+    env = {
+        "TEAM_A_KEY": keys.team_a,
+        "SLUICE_SESSION_KEY": "sk-session-" + secrets.token_hex(16),
+        "ALPHA_PORT": str(everything.alpha.port),
+        "EVERYTHING_ENTRY": str(entry),
+    }
+    gateway = start_gateway(sluice_bin, tmp_path / "gateway", STDIO_CONFIG, env)
+    url = f"http://127.0.0.1:{gateway.port}/mcp"
+    before = stdio_processes(entry)
+
+    async def body():
+        async with mcp_client(url, {"authorization": f"Bearer {keys.team_a}"}) as c:
+            names = [t.name for t in (await c.session.list_tools()).tools]
+            running = stdio_processes(entry)
+            over_stdio = await c.call_text("std__echo", {"message": "over stdio"})
+            over_http = await c.call_text("alpha__echo", {"message": "over http"})
+            prompts = [p.name for p in (await c.session.list_prompts()).prompts]
+            return names, running, over_stdio, over_http, prompts
+
+    try:
+        names, running, over_stdio, over_http, prompts = run_mcp(body)
+        for _ in range(50):  # the DELETE at the end of the session stops the process
+            if stdio_processes(entry) == before:
+                break
+            time.sleep(0.1)
+        after = stdio_processes(entry)
+    finally:
+        gateway.process.stop()
+    assert "std__echo" in names and "alpha__echo" in names
+    assert running == before + 1, "one stdio process for the session"
+    assert over_stdio == echo_text("over stdio")
+    assert over_http == echo_text("over http")
+    assert "std__simple-prompt" in prompts
+    assert after == before, "the session's DELETE stopped its stdio server"

@@ -28,6 +28,8 @@ pub struct Gateway {
     pub telemetry: Telemetry,
     /// Upstream MCP sessions re-initialised after they expired.
     pub mcp_renewals: crate::mcp::renew::Renewals,
+    /// Stdio MCP servers running for sessions of this process.
+    pub mcp_stdio: crate::mcp::stdio::StdioServers,
     draining: AtomicBool,
     request_prefix: u64,
     request_seq: AtomicU64,
@@ -41,6 +43,7 @@ impl Gateway {
             upstreams: crate::upstream::Pool::new(),
             telemetry,
             mcp_renewals: crate::mcp::renew::Renewals::default(),
+            mcp_stdio: crate::mcp::stdio::StdioServers::default(),
             draining: AtomicBool::new(false),
             request_prefix: fastrand::u64(..) & 0xffff_ffff,
             request_seq: AtomicU64::new(0),

@@ -35,6 +35,11 @@ pub enum BackendKind {
         /// The injected credential.
         credential: Option<(HeaderName, HeaderValue)>,
     },
+    /// An MCP server run as a local process (stdio).
+    McpStdio {
+        /// Program and arguments.
+        command: Vec<String>,
+    },
     /// An OpenAI-compatible HTTP API.
     Http {
         /// Base URL, e.g. `https://api.openai.com/v1`.
@@ -146,6 +151,9 @@ impl Runtime {
                     Target::Mcp { url } => BackendKind::Mcp {
                         url: url.clone(),
                         credential,
+                    },
+                    Target::McpStdio { command } => BackendKind::McpStdio {
+                        command: command.clone(),
                     },
                 };
                 Ok(BackendRuntime {

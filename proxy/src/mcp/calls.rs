@@ -69,6 +69,32 @@ pub(super) async fn call(
                 .ok_or_else(|| unknown(&name))?;
             return Ok(Served::Local(result_response(id, result)));
         }
+        Upstream::Stdio {
+            name: server_name,
+            timeout,
+            ..
+        } => {
+            let process = upstream
+                .session
+                .as_deref()
+                .and_then(|token| gateway.mcp_stdio.get(token))
+                .ok_or_else(|| {
+                    McpError::new(
+                        StatusCode::NOT_FOUND,
+                        -32001,
+                        "session_not_found",
+                        format!("Session not found: the stdio server {server_name} runs on another gateway process"),
+                    )
+                })?;
+            params[kind.field()] = Value::String(upstream_name);
+            let answer = process.request(method, params, timeout).await?;
+            let mut answer = answer;
+            answer["id"] = serde_json::from_str(id.get()).unwrap_or(Value::Null);
+            return Ok(Served::Local(json_response(
+                StatusCode::OK,
+                Bytes::from(answer.to_string()),
+            )));
+        }
     };
     params[kind.field()] = Value::String(upstream_name);
     let request_id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
@@ -217,6 +243,16 @@ pub(super) async fn end_session(
     tenant: &str,
 ) -> Result<Served, McpError> {
     let session = open_session(gateway, runtime, route, request.headers(), tenant)?;
+    for position in 0..route.backends.len() {
+        if let (Some(Upstream::Stdio { .. }), Some(upstream)) = (
+            server(runtime, route, position),
+            upstream_of(&session, runtime, route, position),
+        ) {
+            if let Some(token) = &upstream.session {
+                gateway.mcp_stdio.end(token);
+            }
+        }
+    }
     let deletes = joined(gateway, runtime, route, &session)
         .into_iter()
         .filter_map(|j| {

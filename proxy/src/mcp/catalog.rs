@@ -64,6 +64,43 @@ impl Kind {
     }
 }
 
+/// A list of a stdio server, every page.
+async fn list_stdio(
+    gateway: &Gateway,
+    name: &str,
+    timeout: std::time::Duration,
+    upstream: &UpstreamSession,
+    kind: Kind,
+) -> Result<Vec<Value>, McpClientError> {
+    let process = upstream
+        .session
+        .as_deref()
+        .and_then(|token| gateway.mcp_stdio.get(token))
+        .ok_or_else(|| {
+            McpClientError::Unreachable(
+                name.to_owned(),
+                "its process is not on this gateway process".into(),
+            )
+        })?;
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.as_ref().map_or(json!({}), |c| json!({"cursor": c}));
+        let result = process.call(kind.list_method(), params, timeout).await?;
+        if let Some(Value::Array(page)) = result.get(kind.key()) {
+            items.extend(page.iter().cloned());
+        }
+        cursor = result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(items)
+}
+
 /// One list (tools or prompts) of one upstream, every page.
 pub(super) async fn list_one(
     gateway: &Gateway,
@@ -75,8 +112,10 @@ pub(super) async fn list_one(
     let server = match server {
         Upstream::Http(server) => server,
         Upstream::Demo(_) if kind == Kind::Tools => return Ok(demo::tools()),
-        Upstream::Demo(_) if kind != Kind::Prompts => return Ok(Vec::new()),
         Upstream::Demo(_) => return Ok(Vec::new()),
+        Upstream::Stdio { name, timeout, .. } => {
+            return list_stdio(gateway, name, *timeout, upstream, kind).await
+        }
     };
     let method = kind.list_method();
     let mut items = Vec::new();

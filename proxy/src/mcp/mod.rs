@@ -14,6 +14,7 @@ pub mod relay;
 pub mod renew;
 mod servers;
 pub mod session;
+pub mod stdio;
 pub mod stream;
 
 use std::sync::Arc;

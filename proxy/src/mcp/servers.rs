@@ -14,6 +14,12 @@ use super::*;
 pub(super) enum Upstream<'a> {
     Http(McpServer<'a>),
     Demo(&'a str),
+    /// A local process per session (standalone only).
+    Stdio {
+        name: &'a str,
+        command: &'a [String],
+        timeout: std::time::Duration,
+    },
 }
 
 /// The server at a route position.
@@ -31,8 +37,52 @@ pub(super) fn server<'a>(
             timeout: backend.timeout,
         })),
         BackendKind::Demo => Some(Upstream::Demo(&backend.name)),
+        BackendKind::McpStdio { command } => Some(Upstream::Stdio {
+            name: &backend.name,
+            command,
+            timeout: backend.timeout,
+        }),
         BackendKind::Http { .. } => None,
     }
+}
+
+/// Starts a stdio server for a new session and initialises it.
+async fn start_stdio(
+    gateway: &Gateway,
+    name: &str,
+    command: &[String],
+    timeout: std::time::Duration,
+    params: Value,
+    version: &str,
+) -> Result<(UpstreamSession, Value), McpClientError> {
+    let process = super::stdio::StdioProcess::spawn(name, command)?;
+    let started = async {
+        let result = process.call("initialize", params, timeout).await?;
+        process.notify("notifications/initialized").await?;
+        Ok::<_, McpClientError>(result)
+    };
+    let result = match started.await {
+        Ok(result) => result,
+        Err(error) => {
+            process.kill();
+            return Err(error);
+        }
+    };
+    let agreed = result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(version)
+        .to_owned();
+    let token = gateway.mcp_stdio.keep(process);
+    let upstream = UpstreamSession {
+        backend: name.to_owned(),
+        session: Some(token),
+        version: agreed,
+    };
+    Ok((
+        upstream,
+        result.get("capabilities").cloned().unwrap_or(Value::Null),
+    ))
 }
 
 pub(super) async fn initialize(
@@ -67,6 +117,13 @@ pub(super) async fn initialize(
                             version: version.to_owned(),
                         };
                         return Ok((upstream, json!({"tools": {}})));
+                    }
+                    Upstream::Stdio {
+                        name,
+                        command,
+                        timeout,
+                    } => {
+                        return start_stdio(gateway, name, command, timeout, params, version).await;
                     }
                 };
                 let (result, session) = server
