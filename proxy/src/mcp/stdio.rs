@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -161,10 +161,15 @@ impl StdioProcess {
     }
 }
 
-/// This gateway process's stdio servers, by session token.
+/// A session's stdio server idle this long is stopped (when the next one
+/// starts): clients that never send DELETE do not leak processes.
+const IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// This gateway process's stdio servers, by session token, with when each
+/// was last used.
 #[derive(Default)]
 pub struct StdioServers {
-    running: Mutex<HashMap<String, Arc<StdioProcess>>>,
+    running: Mutex<HashMap<String, (Arc<StdioProcess>, Instant)>>,
 }
 
 impl StdioServers {
@@ -172,20 +177,30 @@ impl StdioServers {
     pub fn keep(&self, process: Arc<StdioProcess>) -> String {
         let token = format!("stdio-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         if let Ok(mut running) = self.running.lock() {
-            running.insert(token.clone(), process);
+            running.retain(|_, (idle, since)| {
+                let keep = since.elapsed() < IDLE_LIMIT;
+                if !keep {
+                    idle.kill();
+                }
+                keep
+            });
+            running.insert(token.clone(), (process, Instant::now()));
         }
         token
     }
 
     /// The server behind a token.
     pub fn get(&self, token: &str) -> Option<Arc<StdioProcess>> {
-        self.running.lock().ok()?.get(token).cloned()
+        let mut running = self.running.lock().ok()?;
+        let (process, used) = running.get_mut(token)?;
+        *used = Instant::now();
+        Some(process.clone())
     }
 
     /// Stops and forgets a server.
     pub fn end(&self, token: &str) {
         let process = self.running.lock().ok().and_then(|mut r| r.remove(token));
-        if let Some(process) = process {
+        if let Some((process, _)) = process {
             process.kill();
         }
     }
