@@ -135,6 +135,23 @@ free_port() {
 }
 
 # Stops a process we started: SIGTERM, then SIGKILL after 5 s.
+# Makes $workdir, a scratch folder for one script run, and on exit stops
+# every process in $pids (scripts append what they start) and removes it.
+start_scratch() { # NAME
+    workdir="$(mktemp -d -t "$1.XXXXXX")"
+    pids=()
+    trap stop_scratch EXIT
+    trap 'exit 130' INT TERM
+}
+
+stop_scratch() {
+    local pid
+    for pid in ${pids[@]+"${pids[@]}"}; do
+        stop_pid "$pid"
+    done
+    rm -rf "$workdir"
+}
+
 stop_pid() {
     local pid=$1
     kill -0 "$pid" 2>/dev/null || return 0

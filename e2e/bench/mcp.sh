@@ -89,17 +89,7 @@ export_cargo_target_dir
 cargo build --release --bins -p sluice
 sluice_bin="$CARGO_TARGET_DIR/release/sluice"
 
-workdir="$(mktemp -d -t sluice-bench-mcp.XXXXXX)"
-pids=()
-cleanup() {
-    local pid
-    for pid in ${pids[@]+"${pids[@]}"}; do
-        stop_pid "$pid"
-    done
-    rm -rf "$workdir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_scratch sluice-bench-mcp
 
 # Waits until 127.0.0.1:PORT accepts a connection; fails when PID exits first.
 wait_accepting() { # PORT PID TIMEOUT

@@ -77,17 +77,7 @@ cargo build --release --bins "${packages[@]}"
 upstream_bin="$CARGO_TARGET_DIR/release/sluice-test-upstream"
 sluice_bin="$CARGO_TARGET_DIR/release/sluice"
 
-workdir="$(mktemp -d -t sluice-bench.XXXXXX)"
-pids=()
-cleanup() {
-    local pid
-    for pid in ${pids[@]+"${pids[@]}"}; do
-        stop_pid "$pid"
-    done
-    rm -rf "$workdir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_scratch sluice-bench
 
 step "start"
 "${server_pin[@]}" "$upstream_bin" --listen 127.0.0.1:0 --name bench --threads 1 --no-record \
@@ -255,7 +245,7 @@ cat "$report"
 
 if [[ "${BENCH_MCP:-1}" != 0 ]] && ((!direct_only)); then
     # This run's servers stop first: the MCP benchmark has CPU 0 to itself.
-    cleanup
+    stop_scratch
     pids=()
     step "MCP benchmark (e2e/bench/mcp.sh; BENCH_MCP=0 skips it)"
     e2e/bench/mcp.sh
