@@ -100,11 +100,11 @@ impl Gateway {
             path,
             request_id.clone(),
         );
-        exchange.record.session_id = self.session_id(&request);
+        exchange.record.session_id = session_id(&runtime, &request);
 
         let mut response = match (mcp_route, endpoint) {
             (Some(route), _) => crate::mcp::handle(self, runtime, route, request, exchange).await,
-            (None, Some(endpoint)) => llm::handle(self, request, endpoint, exchange).await,
+            (None, Some(endpoint)) => llm::handle(self, runtime, request, endpoint, exchange).await,
             (None, None) => {
                 let error = GatewayError::UnknownPath(
                     request.uri().path().chars().take(MAX_ID_LEN).collect(),
@@ -120,18 +120,18 @@ impl Gateway {
         }
         response
     }
+}
 
-    fn session_id(&self, request: &Request<Incoming>) -> Option<String> {
-        let runtime = self.runtime.load();
-        runtime.snapshot.session_headers.iter().find_map(|name| {
-            request
-                .headers()
-                .get(name.as_str())
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(|v| v.chars().take(MAX_ID_LEN).collect())
-        })
-    }
+/// The agent's session id: the first configured header present.
+fn session_id(runtime: &Runtime, request: &Request<Incoming>) -> Option<String> {
+    runtime.snapshot.session_headers.iter().find_map(|name| {
+        request
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| v.chars().take(MAX_ID_LEN).collect())
+    })
 }
 
 fn method_name(method: &http::Method) -> &'static str {

@@ -81,11 +81,11 @@ impl Endpoint {
 /// Serves one LLM request. The exchange carries the request's telemetry.
 pub async fn handle(
     gateway: &Gateway,
+    runtime: Arc<Runtime>,
     request: Request<Incoming>,
     endpoint: Endpoint,
     mut exchange: Exchange,
 ) -> Response<ResponseBody> {
-    let runtime = gateway.runtime();
     match serve(gateway, &runtime, request, endpoint, &mut exchange).await {
         Ok(Served::Upstream(response)) => response,
         Ok(Served::Local(response)) => {
