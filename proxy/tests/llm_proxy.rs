@@ -34,6 +34,18 @@ fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
 }
 
+fn stream_chat(model: &str) -> Value {
+    let mut request = chat(model);
+    request["stream"] = json!(true);
+    request
+}
+
+/// The JSON of a stream's last `data:` event.
+fn last_event(text: &str) -> Value {
+    let last = text.trim_end().lines().last().unwrap();
+    serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_chat_and_logs_usage_with_session() {
     let up = upstream("primary").await;
@@ -89,8 +101,7 @@ async fn proxies_chat_and_logs_usage_with_session() {
 async fn streams_and_hides_usage_the_client_did_not_ask_for() {
     let up = upstream("primary").await;
     let sluice = Sluice::start(&one_route(&up), ENV);
-    let mut request = chat("gpt-4o");
-    request["stream"] = json!(true);
+    let request = stream_chat("gpt-4o");
     let response = client()
         .post(sluice.v1("/chat/completions"))
         .header("x-api-key", "sk-team-a")
@@ -141,8 +152,7 @@ async fn streams_and_hides_usage_the_client_did_not_ask_for() {
 async fn keeps_usage_when_the_client_asks_for_it() {
     let up = upstream("primary").await;
     let sluice = Sluice::start(&one_route(&up), ENV);
-    let mut request = chat("gpt-4o");
-    request["stream"] = json!(true);
+    let mut request = stream_chat("gpt-4o");
     request["stream_options"] = json!({"include_usage": true});
     let text = sluice.chat(&request, &[]).await.text().await.unwrap();
     assert!(
@@ -416,8 +426,7 @@ fn futures_util_stream(
 async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
     let up = upstream("primary").await;
     let sluice = Sluice::start(&one_route(&up), ENV);
-    let mut request = chat("gpt-4o");
-    request["stream"] = json!(true);
+    let request = stream_chat("gpt-4o");
     let text = sluice
         .chat(
             &request,
@@ -428,8 +437,7 @@ async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
         .await
         .unwrap();
     assert!(text.contains("tok1"), "{text}");
-    let last = text.trim_end().lines().last().unwrap();
-    let event: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    let event = last_event(&text);
     assert_eq!(event["error"]["code"], "upstream_stream_error");
     assert!(!text.contains("[DONE]"));
     let line = sluice.last_log(1);
@@ -445,8 +453,7 @@ async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
 async fn a_client_that_leaves_midstream_is_still_accounted() {
     let up = upstream("primary").await;
     let sluice = Sluice::start(&one_route(&up), ENV);
-    let mut request = chat("gpt-4o");
-    request["stream"] = json!(true);
+    let request = stream_chat("gpt-4o");
     let mut response = sluice
         .chat(
             &request,
@@ -542,8 +549,7 @@ async fn embeddings_completions_and_models() {
 async fn a_stream_that_stalls_past_the_backend_timeout_is_ended() {
     let up = upstream("primary").await;
     let sluice = Sluice::start(&one_route(&up), ENV);
-    let mut request = chat("gpt-4o");
-    request["stream"] = json!(true);
+    let request = stream_chat("gpt-4o");
     // The backend timeout is 2s; the upstream pauses 3s before the second chunk.
     let text = sluice
         .chat(
@@ -554,8 +560,7 @@ async fn a_stream_that_stalls_past_the_backend_timeout_is_ended() {
         .text()
         .await
         .unwrap();
-    let last = text.trim_end().lines().last().unwrap();
-    let event: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    let event = last_event(&text);
     assert_eq!(event["error"]["code"], "upstream_stream_timeout", "{text}");
     assert_eq!(sluice.last_log(1)["error"], "upstream_stream_timeout");
 }
@@ -594,8 +599,7 @@ async fn reuses_upstream_connections_and_survives_an_upstream_restart() {
     .await
     .unwrap();
     for _ in 0..3 {
-        let mut request = chat("gpt-4o");
-        request["stream"] = json!(true);
+        let request = stream_chat("gpt-4o");
         let response = sluice.chat(&request, &[]).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-upstream-name"], "second");

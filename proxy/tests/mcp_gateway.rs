@@ -45,6 +45,21 @@ impl Mcp {
         request.send().await.unwrap()
     }
 
+    /// `initialize` with extra headers; keeps the session id the gateway issues.
+    async fn open(&mut self, extra: &[(&str, &str)]) -> reqwest::Response {
+        let response = self
+            .post(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}),
+                extra,
+            )
+            .await;
+        self.session = response
+            .headers()
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        response
+    }
+
     async fn initialize(&mut self) -> Value {
         let response = self
             .post(
@@ -185,12 +200,7 @@ async fn the_default_config_serves_the_demo_flight_search() {
 async fn prefixes_filters_and_routing() {
     let sluice = Sluice::start(&demo_config(false), ENV);
     let mut mcp = Mcp::new(&format!("{}/mcp", sluice.url));
-    let response = mcp
-        .post(
-            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}),
-            &[],
-        )
-        .await;
+    let response = mcp.open(&[]).await;
     assert_eq!(response.status(), 401, "API keys apply to MCP too");
     let init = {
         let mut keyed = Mcp::new(&mcp.url);
@@ -263,17 +273,8 @@ async fn sessions_are_sealed_and_move_between_replicas() {
     let two = Sluice::start(&demo_config(true), ENV);
     let auth = [("authorization", "Bearer sk-team-a")];
     let mut on_one = Mcp::new(&format!("{}/mcp", one.url));
-    let response = on_one
-        .post(
-            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}),
-            &auth,
-        )
-        .await;
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    on_one.session = Some(session.clone());
+    on_one.open(&auth).await;
+    let session = on_one.session.clone().unwrap();
 
     // The other process continues the session: the id carries it.
     let mut on_two = Mcp::new(&format!("{}/mcp", two.url));
@@ -402,18 +403,7 @@ async fn an_unsupported_protocol_version_is_refused() {
     let sluice = Sluice::start(&demo_config(false), ENV);
     let auth = [("authorization", "Bearer sk-team-a")];
     let mut mcp = Mcp::new(&format!("{}/mcp", sluice.url));
-    let response = mcp
-        .post(
-            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}),
-            &auth,
-        )
-        .await;
-    mcp.session = Some(
-        response.headers()["mcp-session-id"]
-            .to_str()
-            .unwrap()
-            .to_owned(),
-    );
+    mcp.open(&auth).await;
     let refused = client()
         .post(&mcp.url)
         .header("authorization", "Bearer sk-team-a")
@@ -451,18 +441,7 @@ async fn each_tenant_sees_and_calls_only_its_tools() {
         async move {
             let auth = format!("Bearer {key}");
             let mut mcp = Mcp::new(&url);
-            let response = mcp
-                .post(
-                    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}),
-                    &[("authorization", &auth)],
-                )
-                .await;
-            mcp.session = Some(
-                response.headers()["mcp-session-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned(),
-            );
+            mcp.open(&[("authorization", &auth)]).await;
             let list: Value = mcp
                 .post(
                     json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
