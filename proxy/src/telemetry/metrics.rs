@@ -104,6 +104,17 @@ fn mcp_buckets() -> Histogram {
     ])
 }
 
+/// Registers `metric` and hands back the handle the gateway updates.
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -125,75 +136,61 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests = register(
+            &mut registry,
             "sluice_requests",
             "Requests served, by path, status and backend",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let fallbacks = Family::<BackendLabels, Counter>::default();
-        registry.register(
-            "sluice_fallbacks",
-            "Requests answered after at least one failed upstream attempt, by the backend that answered",
-            fallbacks.clone(),
-        );
-        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
-        registry.register(
-            "sluice_upstream_errors",
-            "Failed upstream attempts, by backend and kind (connect, timeout, status_429, status_5xx, stream)",
-            upstream_errors.clone(),
-        );
-        let token_usage: HistogramFamily<TokenLabels> = Family::new_with_constructor(token_buckets);
-        registry.register(
+        let fallbacks = register(&mut registry, "sluice_fallbacks", "Requests answered after at least one failed upstream attempt, by the backend that answered", Family::<BackendLabels, Counter>::default());
+        let upstream_errors = register(&mut registry, "sluice_upstream_errors", "Failed upstream attempts, by backend and kind (connect, timeout, status_429, status_5xx, stream)", Family::<UpstreamErrorLabels, Counter>::default());
+        let token_usage: HistogramFamily<TokenLabels> = register(
+            &mut registry,
             "gen_ai_client_token_usage",
             "Tokens used per request, by token type (input, output)",
-            token_usage.clone(),
+            Family::new_with_constructor(token_buckets),
         );
-        let request_duration: HistogramFamily<ModelLabels> =
-            Family::new_with_constructor(duration_buckets);
-        registry.register(
+        let request_duration: HistogramFamily<ModelLabels> = register(
+            &mut registry,
             "gen_ai_server_request_duration",
             "Seconds from request to the last response byte",
-            request_duration.clone(),
+            Family::new_with_constructor(duration_buckets),
         );
-        let time_to_first_token: HistogramFamily<ModelLabels> =
-            Family::new_with_constructor(ttft_buckets);
-        registry.register(
+        let time_to_first_token: HistogramFamily<ModelLabels> = register(
+            &mut registry,
             "gen_ai_server_time_to_first_token",
             "Seconds from request to the first response byte of a streamed response",
-            time_to_first_token.clone(),
+            Family::new_with_constructor(ttft_buckets),
         );
-        let time_per_output_token: HistogramFamily<ModelLabels> =
-            Family::new_with_constructor(tpot_buckets);
-        registry.register(
+        let time_per_output_token: HistogramFamily<ModelLabels> = register(
+            &mut registry,
             "gen_ai_server_time_per_output_token",
             "Seconds per output token after the first, of streamed responses",
-            time_per_output_token.clone(),
+            Family::new_with_constructor(tpot_buckets),
         );
-        let access_log_dropped = Counter::default();
-        registry.register(
+        let access_log_dropped = register(
+            &mut registry,
             "sluice_access_log_dropped",
             "Access-log records dropped because the writer fell behind",
-            access_log_dropped.clone(),
+            Counter::default(),
         );
-        let config_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let config_reloads = register(
+            &mut registry,
             "sluice_config_reloads",
             "Config reloads, by result",
-            config_reloads.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let mcp_request_duration: HistogramFamily<McpLabels> =
-            Family::new_with_constructor(mcp_buckets);
-        registry.register(
+        let mcp_request_duration: HistogramFamily<McpLabels> = register(
+            &mut registry,
             "mcp_request_duration",
             "Seconds per MCP request, by JSON-RPC method, backend and HTTP status",
-            mcp_request_duration.clone(),
+            Family::new_with_constructor(mcp_buckets),
         );
-        let mcp_tool_calls = Family::<ToolLabels, Counter>::default();
-        registry.register(
+        let mcp_tool_calls = register(
+            &mut registry,
             "sluice_mcp_tool_calls",
             "MCP tools/call requests, by backend and upstream tool",
-            mcp_tool_calls.clone(),
+            Family::<ToolLabels, Counter>::default(),
         );
         Self {
             registry,
