@@ -250,9 +250,10 @@ def test_initialize_advertises_tools_and_prompts(mcp_stack: McpStack) -> None:
     assert session_id
     assert init.capabilities.tools is not None
     assert init.capabilities.prompts is not None
-    # Resources are aggregated (without subscriptions: no GET stream yet).
+    # Resources are aggregated, subscriptions routed (server-everything has them).
     assert init.capabilities.resources is not None
-    assert not init.capabilities.resources.subscribe
+    assert init.capabilities.resources.subscribe
+    assert init.capabilities.completions is not None
     assert isinstance(pong, mcp.types.EmptyResult)
 
 
@@ -524,6 +525,151 @@ def test_get_opens_the_session_stream(mcp_stack: McpStack) -> None:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
     assert httpx.get(raw.url, headers=headers, timeout=MCP_TIMEOUT_S).status_code == 400
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str | None, dict | None]]:
+    """(event id, JSON-RPC message or None) per SSE event, as they arrive."""
+    event_id, data = None, []
+    for line in lines:
+        if line == "":
+            message = json.loads("\n".join(data)) if "".join(data).strip() else None
+            yield event_id, message
+            event_id, data = None, []
+        elif line.startswith("id:"):
+            event_id = line[3:].lstrip(" ")
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+
+
+def test_a_call_answer_resumes_with_last_event_id(mcp_stack: McpStack) -> None:
+    """The client loses a call's SSE answer after the first progress event;
+    GET with that event's Last-Event-ID replays the rest of that answer from
+    the server that holds it, up to the result, with the client's own id."""
+    raw = mcp_stack.raw()
+    raw.open_session()
+    body = raw.request_body(
+        "tools/call",
+        {
+            "name": "alpha__trigger-long-running-operation",
+            "arguments": {"duration": 1.5, "steps": 3},
+            "_meta": {"progressToken": "resume-me"},
+        },
+    )
+    headers = {
+        **raw.headers,
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-session-id": raw.session_id,
+        "mcp-protocol-version": raw.protocol_version,
+    }
+    last_id = None
+    with httpx.stream("POST", raw.url, content=json.dumps(body), headers=headers, timeout=MCP_TIMEOUT_S) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for event_id, message in sse_events(r.iter_lines()):
+            if message and message.get("method") == "notifications/progress":
+                assert event_id and event_id.startswith("c0."), f"event id {event_id!r}"
+                assert message["params"]["progress"] == 1
+                last_id = event_id
+                break  # the connection drops here
+    assert last_id, "no progress event with an id"
+    # The server keeps what it sends meanwhile (server-everything's SDK routes
+    # events to a resumed stream only once the tool is done; a client waits
+    # the stream's `retry` first anyway).
+    time.sleep(2.0)
+
+    resumed: list[dict] = []
+    get_headers = {**headers, "accept": "text/event-stream", "last-event-id": last_id}
+    with httpx.stream("GET", raw.url, headers=get_headers, timeout=MCP_TIMEOUT_S) as r:
+        assert r.status_code == 200, r.read()
+        for event_id, message in sse_events(r.iter_lines()):
+            if message is None:
+                continue
+            assert event_id and event_id.startswith("c0."), f"replayed event id {event_id!r}"
+            resumed.append(message)
+            if "result" in message or "error" in message:
+                break
+    progress = [m["params"]["progress"] for m in resumed if m.get("method") == "notifications/progress"]
+    assert progress == [2, 3], resumed
+    assert resumed[-1]["id"] == body["id"], resumed[-1]
+    assert "Long running operation completed" in resumed[-1]["result"]["content"][0]["text"]
+
+
+def test_the_session_stream_resumes_with_last_event_id(mcp_stack: McpStack) -> None:
+    """Messages a server sends while the client's GET stream is down are
+    replayed when the client comes back with Last-Event-ID."""
+    raw = mcp_stack.raw()
+    raw.open_session()
+    headers = {
+        **raw.headers,
+        "accept": "text/event-stream",
+        "mcp-session-id": raw.session_id,
+        "mcp-protocol-version": raw.protocol_version,
+    }
+    last_id = None
+    try:
+        with httpx.stream("GET", raw.url, headers=headers, timeout=MCP_TIMEOUT_S) as r:
+            assert r.status_code == 200
+            # Logs now, then every 5 s, on the session's stream.
+            raw.call("tools/call", {"name": "b__echo", "arguments": {"message": "warm"}})
+            raw.call("tools/call", {"name": "alpha__toggle-simulated-logging", "arguments": {}})
+            for event_id, message in sse_events(r.iter_lines()):
+                if message and message.get("method") == "notifications/message":
+                    last_id = event_id
+                    break
+        assert last_id and last_id.startswith("g0."), f"event id {last_id!r}"
+        time.sleep(5.5)  # the next log message is sent while no stream is open
+        with httpx.stream(
+            "GET", raw.url, headers={**headers, "last-event-id": last_id}, timeout=MCP_TIMEOUT_S
+        ) as r:
+            assert r.status_code == 200
+            replayed = None
+            for event_id, message in sse_events(r.iter_lines()):
+                if message and message.get("method") == "notifications/message":
+                    replayed = event_id
+                    break
+        assert replayed and replayed.startswith("g0.") and replayed != last_id, replayed
+    finally:
+        raw.call("tools/call", {"name": "alpha__toggle-simulated-logging", "arguments": {}})
+
+    bad = httpx.get(raw.url, headers={**headers, "last-event-id": "nonsense"}, timeout=MCP_TIMEOUT_S)
+    assert bad.status_code == 400, bad.text
+
+
+def test_resource_subscriptions_go_to_the_owning_server(mcp_stack: McpStack) -> None:
+    """resources/subscribe reaches the server that owns the URI, with its own
+    URI; its notifications/resources/updated reach the client on the GET
+    stream under the prefixed URI; unsubscribe goes the same way."""
+    updated: list[str] = []
+
+    async def on_message(message) -> None:
+        if isinstance(message, mcp.types.ServerNotification) and isinstance(
+            message.root, mcp.types.ResourceUpdatedNotification
+        ):
+            updated.append(str(message.root.params.uri))
+
+    async def body():
+        async with mcp_client(mcp_stack.url, mcp_stack.auth(), message_handler=on_message) as c:
+            assert c.init.capabilities.resources and c.init.capabilities.resources.subscribe
+            resources = (await c.session.list_resources()).resources
+            alpha_uri = next(str(r.uri) for r in resources if str(r.uri).startswith("alpha+"))
+            await c.session.subscribe_resource(alpha_uri)
+            # Sends an update for each subscribed URI now, then every 5 s.
+            await c.call_text("alpha__toggle-subscriber-updates", {})
+            try:
+                for _ in range(100):
+                    if alpha_uri in updated:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await c.session.unsubscribe_resource(alpha_uri)
+                await c.call_text("alpha__toggle-subscriber-updates", {})
+            with pytest.raises(McpError, match="Unknown resource"):
+                await c.session.subscribe_resource("nobody+demo://x")
+            return alpha_uri
+
+    alpha_uri = run_mcp(body)
+    assert alpha_uri in updated, f"no update for {alpha_uri}: {updated}"
+    assert all(u.startswith(("alpha+", "b+")) for u in updated), updated
 
 
 # --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ enum Mode {
     /// Anything else (error bodies, unknown types): forwarded untouched.
     Opaque,
     /// An MCP server's SSE answer, its server-to-client requests relayed.
-    McpRelay(crate::mcp::relay::Relay),
+    McpRelay(Box<crate::mcp::relay::Relay>),
 }
 
 /// An upstream body being forwarded.
@@ -106,7 +106,6 @@ impl Batch {
 }
 
 /// What kind of body to expect.
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyKind {
     /// `application/json` with a `usage` object.
     Json,
@@ -117,13 +116,8 @@ pub enum BodyKind {
     },
     /// Forward only.
     Opaque,
-    /// An MCP SSE answer from the upstream at this route position.
-    McpRelay {
-        /// The upstream's position in its route.
-        position: usize,
-        /// The client's request id, for an error answer if the server fails.
-        request_id: serde_json::Value,
-    },
+    /// An MCP SSE answer, rewritten on its way by this relay.
+    McpRelay(Box<crate::mcp::relay::Relay>),
 }
 
 impl ObservedBody {
@@ -143,10 +137,7 @@ impl ObservedBody {
             },
             BodyKind::Sse { strip_usage } => Mode::Sse(SseState::new(strip_usage)),
             BodyKind::Opaque => Mode::Opaque,
-            BodyKind::McpRelay {
-                position,
-                request_id,
-            } => Mode::McpRelay(crate::mcp::relay::Relay::new(position, request_id)),
+            BodyKind::McpRelay(relay) => Mode::McpRelay(relay),
         };
         let now = Instant::now();
         Self {

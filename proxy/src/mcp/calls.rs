@@ -14,18 +14,52 @@ use super::catalog::{owner, Kind};
 use super::servers::{joined, reinitialize, server, session_gone, upstream_of, Upstream};
 use super::*;
 
+/// Where a request names what it is about: the JSON pointer into `params`
+/// of the name or URI, and the kind of item it names.
+#[derive(Clone, Copy)]
+pub(super) struct Target {
+    pub(super) kind: Kind,
+    pub(super) pointer: &'static str,
+}
+
+impl Target {
+    /// `params.name` or `params.uri`, as the kind has it.
+    pub(super) fn of(kind: Kind) -> Self {
+        let pointer = match kind {
+            Kind::Resources | Kind::ResourceTemplates => "/uri",
+            Kind::Tools | Kind::Prompts => "/name",
+        };
+        Self { kind, pointer }
+    }
+
+    /// `completion/complete`: `params.ref` names a prompt or a resource template.
+    pub(super) fn completion(params: &Value) -> Self {
+        match params.pointer("/ref/type").and_then(Value::as_str) {
+            Some("ref/resource") => Self {
+                kind: Kind::ResourceTemplates,
+                pointer: "/ref/uri",
+            },
+            _ => Self {
+                kind: Kind::Prompts,
+                pointer: "/ref/name",
+            },
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn call(
     gateway: &Gateway,
     runtime: &Runtime,
     route: &McpRoute,
     session: &SessionState,
-    kind: Kind,
+    target: Target,
     method: &str,
     mut params: Value,
     id: &RawValue,
     exchange: &mut Exchange,
 ) -> Result<Served, McpError> {
+    let kind = target.kind;
     let unknown = |name: &str| {
         McpError::new(
             StatusCode::OK,
@@ -35,7 +69,7 @@ pub(super) async fn call(
         )
     };
     let name = params
-        .get(kind.field())
+        .pointer(target.pointer)
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
@@ -56,14 +90,14 @@ pub(super) async fn call(
         return Err(unknown(&name));
     };
     exchange.record.upstream = Some(runtime.backends[backend.backend].name.clone());
-    if kind == Kind::Tools {
+    if kind == Kind::Tools && method == "tools/call" {
         exchange.record.tool = Some(upstream_name.clone());
     }
     let server = match server {
         Upstream::Http(server) => server,
         Upstream::Demo(_) => {
             let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
-            let result = (kind == Kind::Tools)
+            let result = (method == "tools/call")
                 .then(|| demo::call(&upstream_name, &arguments))
                 .flatten()
                 .ok_or_else(|| unknown(&name))?;
@@ -86,7 +120,9 @@ pub(super) async fn call(
                         format!("Session not found: the stdio server {server_name} runs on another gateway process"),
                     )
                 })?;
-            params[kind.field()] = Value::String(upstream_name);
+            if let Some(slot) = params.pointer_mut(target.pointer) {
+                *slot = Value::String(upstream_name);
+            }
             let answer = process.request(method, params, timeout).await?;
             let mut answer = answer;
             answer["id"] = serde_json::from_str(id.get()).unwrap_or(Value::Null);
@@ -96,7 +132,9 @@ pub(super) async fn call(
             )));
         }
     };
-    params[kind.field()] = Value::String(upstream_name);
+    if let Some(slot) = params.pointer_mut(target.pointer) {
+        *slot = Value::String(upstream_name);
+    }
     let request_id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
     let message = json!({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params});
     let message = Bytes::from(message.to_string());
@@ -143,10 +181,12 @@ pub(super) async fn call(
     // The upstream's answer (JSON, or SSE with progress and other related
     // messages first) goes to the client as it comes.
     let kind = if reply.is_sse() {
-        BodyKind::McpRelay {
+        BodyKind::McpRelay(Box::new(relay::Relay::new(
+            relay::StreamKind::Call,
             position,
-            request_id: request_id.clone(),
-        }
+            backend.prefix.clone(),
+            request_id.clone(),
+        )))
     } else {
         BodyKind::Opaque
     };
@@ -279,7 +319,9 @@ pub(super) async fn end_session(
 }
 
 /// `GET`: the servers' own streams for this session, merged; 405 when no
-/// server offers one.
+/// server offers one. With `Last-Event-ID`, the server that issued that
+/// event replays what followed it: only that stream for a call's answer;
+/// for the session's stream, that server resumes and the others start anew.
 pub(super) async fn open_stream(
     gateway: &Gateway,
     runtime: &Runtime,
@@ -289,14 +331,37 @@ pub(super) async fn open_stream(
     exchange: &mut Exchange,
 ) -> Result<Served, McpError> {
     let session = open_session(gateway, runtime, route, request.headers(), tenant)?;
+    let resume = match request.headers().get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(relay::parse_event_id)
+                .ok_or_else(|| {
+                    McpError::new(
+                        StatusCode::BAD_REQUEST,
+                        -32000,
+                        "bad_request",
+                        "Bad Request: Last-Event-ID is not an event id of this gateway",
+                    )
+                })?,
+        ),
+    };
     let opens = joined(gateway, runtime, route, &session)
         .into_iter()
         .filter_map(|j| {
             let id = j.current?;
+            let (kind, last) = match resume {
+                Some((kind, position, last)) if position == j.position => (kind, Some(last)),
+                // Resuming a call's answer: that stream only.
+                Some((relay::StreamKind::Call, ..)) => return None,
+                _ => (relay::StreamKind::Session, None),
+            };
             Some(async move {
                 match j
                     .server
-                    .open_stream(&gateway.upstreams, &id, &j.upstream.version)
+                    .open_stream(&gateway.upstreams, &id, &j.upstream.version, last)
                     .await
                 {
                     Ok(reply) if reply.response.status().is_success() && reply.is_sse() => {
@@ -304,7 +369,9 @@ pub(super) async fn open_stream(
                         Some(super::stream::Source::new(
                             response.into_body(),
                             conn,
+                            kind,
                             j.position,
+                            route.backends[j.position].prefix.clone(),
                         ))
                     }
                     Ok(_) => None,

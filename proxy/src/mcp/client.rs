@@ -147,6 +147,7 @@ impl McpServer<'_> {
         pool: &Arc<Pool>,
         session: &str,
         version: &str,
+        last_event_id: Option<&str>,
     ) -> Result<Reply, McpClientError> {
         let mut request = Request::new(Full::new(Bytes::new()));
         *request.method_mut() = Method::GET;
@@ -154,6 +155,9 @@ impl McpServer<'_> {
             http::header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
+        if let Some(value) = last_event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            request.headers_mut().insert("last-event-id", value);
+        }
         self.common_headers(request.headers_mut(), Some(session), Some(version));
         self.send(pool, request).await
     }

@@ -33,7 +33,9 @@ use crate::gateway::Gateway;
 use crate::llm::observe::{BodyKind, ObservedBody};
 use crate::runtime::{BackendKind, Runtime};
 use crate::telemetry::Exchange;
-use calls::{call, end_session, forward_notification, open_stream, relay_answer, set_level};
+use calls::{
+    call, end_session, forward_notification, open_stream, relay_answer, set_level, Target,
+};
 use catalog::{list, Kind};
 use client::{McpClientError, McpServer};
 use servers::initialize;
@@ -297,27 +299,20 @@ async fn serve(
             set_level(gateway, runtime, route, &session, params).await;
             Ok(Served::Local(result_response(id_raw, json!({}))))
         }
-        "resources/read" => call(
-            gateway,
-            runtime,
-            route,
-            &session,
-            Kind::Resources,
-            method,
-            params,
-            id_raw,
-            exchange,
-        )
-        .await
-        .map_err(with_id),
-        "tools/call" | "prompts/get" => {
-            let kind = if method == "tools/call" {
-                Kind::Tools
-            } else {
-                Kind::Prompts
+        "tools/call"
+        | "prompts/get"
+        | "resources/read"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "completion/complete" => {
+            let target = match method {
+                "tools/call" => Target::of(Kind::Tools),
+                "prompts/get" => Target::of(Kind::Prompts),
+                "completion/complete" => Target::completion(&params),
+                _ => Target::of(Kind::Resources),
             };
             call(
-                gateway, runtime, route, &session, kind, method, params, id_raw, exchange,
+                gateway, runtime, route, &session, target, method, params, id_raw, exchange,
             )
             .await
             .map_err(with_id)

@@ -3,30 +3,74 @@
 //! belong to the upstream's id space, so on the way out each id is wrapped
 //! with the position of its upstream (`s2c.{position}.{id}`); when the
 //! client answers, the wrapper tells which upstream gets the answer and
-//! with which original id. Upstream SSE event ids are dropped: resuming a
-//! stream (GET + `Last-Event-ID`) is not served. Knows nothing of sessions
-//! or HTTP.
+//! with which original id. Upstream SSE event ids are kept, prefixed with
+//! the kind of stream and the upstream's position (`c1.{id}` in a call's
+//! answer, `g1.{id}` on the session's stream), so that a client resuming
+//! with `Last-Event-ID` can be sent to the server that issued the id.
+//! Knows nothing of sessions or HTTP.
 
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
+use super::names::{outward, URI_SEPARATOR};
 use crate::llm::sse::{last_boundary, next_event_len};
 
 const PREFIX: &str = "s2c.";
 
+/// Which stream an event id came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// The SSE answer to one of the client's requests.
+    Call,
+    /// The session's own stream (`GET`).
+    Session,
+}
+
+impl StreamKind {
+    fn tag(self) -> char {
+        match self {
+            Self::Call => 'c',
+            Self::Session => 'g',
+        }
+    }
+}
+
+/// A client's `Last-Event-ID`, read back: the stream kind, the upstream's
+/// position and that upstream's own event id.
+pub fn parse_event_id(id: &str) -> Option<(StreamKind, usize, &str)> {
+    let kind = match id.as_bytes().first()? {
+        b'c' => StreamKind::Call,
+        b'g' => StreamKind::Session,
+        _ => return None,
+    };
+    let (position, upstream) = id.get(1..)?.split_once('.')?;
+    let position = position.parse().ok()?;
+    (!upstream.is_empty()).then_some((kind, position, upstream))
+}
+
 /// Rewrites one upstream SSE stream on its way to the client.
 pub struct Relay {
+    kind: StreamKind,
     position: usize,
+    /// The upstream's prefix for resource URIs, if the route gives one.
+    prefix: Option<String>,
     /// The client's request this stream answers.
     request_id: Value,
     pending: BytesMut,
 }
 
 impl Relay {
-    /// A relay for the upstream at this route position.
-    pub fn new(position: usize, request_id: Value) -> Self {
+    /// A relay for a stream of the upstream at this route position.
+    pub fn new(
+        kind: StreamKind,
+        position: usize,
+        prefix: Option<String>,
+        request_id: Value,
+    ) -> Self {
         Self {
+            kind,
             position,
+            prefix,
             request_id,
             pending: BytesMut::new(),
         }
@@ -71,9 +115,7 @@ impl Relay {
             out.extend_from_slice(event);
             return;
         };
-        let kept = |line: &&str| {
-            !line.is_empty() && !line.starts_with("data:") && !line.starts_with("id:")
-        };
+        let kept = |line: &&str| !line.is_empty() && !line.starts_with("data:");
         let data: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
@@ -83,12 +125,41 @@ impl Relay {
             .then(|| serde_json::from_str(&data.join("\n")).ok())
             .flatten();
         for line in text.lines().filter(kept) {
-            out.extend_from_slice(line.as_bytes());
-            out.extend_from_slice(b"\n");
+            match line.strip_prefix("id:") {
+                Some(id) => {
+                    let id = id.strip_prefix(' ').unwrap_or(id);
+                    if !id.is_empty() {
+                        let prefix = format!("id: {}{}.", self.kind.tag(), self.position);
+                        out.extend_from_slice(prefix.as_bytes());
+                        out.extend_from_slice(id.as_bytes());
+                        out.extend_from_slice(b"\n");
+                    }
+                }
+                None => {
+                    out.extend_from_slice(line.as_bytes());
+                    out.extend_from_slice(b"\n");
+                }
+            }
         }
         match message {
             Some(mut message) if message.get("method").is_some() && message.get("id").is_some() => {
                 message["id"] = Value::String(wrap(self.position, &message["id"]));
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(message.to_string().as_bytes());
+                out.extend_from_slice(b"\n");
+            }
+            // A subscribed resource changed: the client knows it by its
+            // prefixed URI.
+            Some(mut message)
+                if self.prefix.is_some()
+                    && message["method"] == "notifications/resources/updated" =>
+            {
+                if let (Some(prefix), Some(uri)) =
+                    (self.prefix.as_deref(), message["params"]["uri"].as_str())
+                {
+                    message["params"]["uri"] =
+                        Value::String(outward(Some(prefix), URI_SEPARATOR, uri));
+                }
                 out.extend_from_slice(b"data: ");
                 out.extend_from_slice(message.to_string().as_bytes());
                 out.extend_from_slice(b"\n");
@@ -123,7 +194,7 @@ mod tests {
 
     #[test]
     fn wraps_server_request_ids_and_leaves_the_rest() {
-        let mut relay = Relay::new(1, Value::Null);
+        let mut relay = Relay::new(StreamKind::Call, 1, None, Value::Null);
         let stream = concat!(
             "id: 1\ndata: \n\n",
             "event: message\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n",
@@ -136,20 +207,39 @@ mod tests {
         out.extend_from_slice(&relay.finish());
         let text = String::from_utf8(out).unwrap();
         assert!(
-            !text.contains("id: "),
-            "event ids are dropped (no resumption): {text}"
-        );
-        assert!(
-            text.starts_with("data: \n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\""),
+            text.starts_with("id: c1.1\ndata: \n\nevent: message\nid: c1.2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\""),
             "{text}"
         );
         assert!(text.contains("\"id\":\"s2c.1.7\""), "{text}");
         assert!(
             text.ends_with(
-                "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n"
+                "event: message\nid: c1.4\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n"
             ),
             "the response keeps the client's id: {text}"
         );
+    }
+
+    #[test]
+    fn event_ids_name_their_stream_and_server() {
+        let mut relay = Relay::new(StreamKind::Session, 2, Some("kiwi".into()), Value::Null);
+        let out = relay.on_data(Bytes::from_static(b"id: abc_1.2\nretry: 500\ndata: \n\n"));
+        assert_eq!(&out[..], b"id: g2.abc_1.2\nretry: 500\ndata: \n\n");
+        let updated = b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/updated\",\"params\":{\"uri\":\"demo://a\"}}\n\n";
+        let out = relay.on_data(Bytes::from_static(updated));
+        assert!(
+            std::str::from_utf8(&out)
+                .unwrap()
+                .contains("\"uri\":\"kiwi+demo://a\""),
+            "{out:?}"
+        );
+        assert_eq!(
+            parse_event_id("g2.abc_1.2"),
+            Some((StreamKind::Session, 2, "abc_1.2"))
+        );
+        assert_eq!(parse_event_id("c0.7"), Some((StreamKind::Call, 0, "7")));
+        for bad in ["", "c", "c1", "c1.", "x1.2", "cx.2", "7"] {
+            assert_eq!(parse_event_id(bad), None, "{bad}");
+        }
     }
 
     #[test]

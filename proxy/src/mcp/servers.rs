@@ -177,8 +177,15 @@ pub(super) async fn initialize(
                         }
                     }
                 }
-                if offered.get("logging").is_some() {
-                    capabilities.insert("logging".into(), json!({}));
+                if offered.pointer("/resources/subscribe") == Some(&Value::Bool(true)) {
+                    if let Some(ours) = capabilities.get_mut("resources") {
+                        ours["subscribe"] = Value::Bool(true);
+                    }
+                }
+                for kind in ["logging", "completions"] {
+                    if offered.get(kind).is_some() {
+                        capabilities.insert(kind.into(), json!({}));
+                    }
                 }
                 upstreams.push(upstream);
             }

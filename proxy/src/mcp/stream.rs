@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 
-use super::relay::Relay;
+use super::relay::{Relay, StreamKind};
 use crate::body::BoxError;
 use crate::telemetry::Exchange;
 use crate::upstream::Conn;
@@ -25,12 +25,19 @@ pub struct Source {
 }
 
 impl Source {
-    /// A server's stream, at its route position.
-    pub fn new(body: Incoming, conn: Box<Conn>, position: usize) -> Self {
+    /// A server's stream, at its route position: the session's stream, or
+    /// a call's answer resumed with `Last-Event-ID`.
+    pub fn new(
+        body: Incoming,
+        conn: Box<Conn>,
+        kind: StreamKind,
+        position: usize,
+        prefix: Option<String>,
+    ) -> Self {
         Self {
             body,
             conn,
-            relay: Relay::new(position, serde_json::Value::Null),
+            relay: Relay::new(kind, position, prefix, serde_json::Value::Null),
         }
     }
 }
