@@ -393,7 +393,7 @@ fn compile_route(
             Some(&index)
                 if matches!(
                     backend_targets[index],
-                    Target::Mcp { .. } | Target::McpStdio { .. }
+                    Target::Mcp { .. } | Target::McpSse { .. } | Target::McpStdio { .. }
                 ) =>
             {
                 errors.push(
@@ -549,10 +549,19 @@ fn compile_backend(
                     Target::Demo
                 }
             },
-            Some(endpoint) => match mcp_url(endpoint) {
-                Ok(url) => Target::Mcp { url },
-                Err(e) => {
+            Some(endpoint) => match (mcp_url(endpoint), spec.transport.as_deref()) {
+                (Err(e), _) => {
                     errors.push(&id, "spec.endpoint", e);
+                    Target::Demo
+                }
+                (Ok(url), None | Some("StreamableHTTP")) => Target::Mcp { url },
+                (Ok(url), Some("SSE")) => Target::McpSse { url },
+                (Ok(_), Some(other)) => {
+                    errors.push(
+                        &id,
+                        "spec.transport",
+                        format!("unknown transport `{other}`: StreamableHTTP (the default) or SSE"),
+                    );
                     Target::Demo
                 }
             },
@@ -579,6 +588,13 @@ fn compile_backend(
         .auth
         .as_ref()
         .and_then(|auth| compile_credential(&id, auth, secrets, errors));
+    if spec.transport.is_some() && (provider != Provider::Mcp || spec.endpoint.is_none()) {
+        errors.push(
+            &id,
+            "spec.transport",
+            "only an MCP backend with an `endpoint` takes a transport",
+        );
+    }
     if spec.command.is_some() && provider != Provider::Mcp {
         errors.push(&id, "spec.command", "only MCP backends run a command");
     } else if spec.command.is_some() && spec.endpoint.is_some() {

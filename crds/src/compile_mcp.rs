@@ -94,7 +94,7 @@ pub(crate) fn compile_mcp_routes(
             };
             if !matches!(
                 backends[index].target,
-                Target::Mcp { .. } | Target::McpStdio { .. } | Target::Demo
+                Target::Mcp { .. } | Target::McpSse { .. } | Target::McpStdio { .. } | Target::Demo
             ) {
                 push(
                     format!("{field}.backend"),

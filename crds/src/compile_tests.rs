@@ -379,3 +379,73 @@ spec:
     }
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
 }
+
+#[test]
+fn mcp_backends_choose_their_transport() {
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec: {llm: {routes: []}}
+---
+kind: Backend
+metadata: {name: legacy}
+spec: {provider: MCP, endpoint: "http://127.0.0.1:3001/sse", transport: SSE}
+---
+kind: Backend
+metadata: {name: modern}
+spec: {provider: MCP, endpoint: "http://127.0.0.1:3001/mcp", transport: StreamableHTTP}
+"#;
+    let snapshot = compile_text(text).unwrap();
+    let target = |name: &str| {
+        snapshot
+            .backends
+            .iter()
+            .find(|b| &*b.name.0 == name)
+            .unwrap()
+            .target
+            .clone()
+    };
+    assert_eq!(
+        target("legacy"),
+        Target::McpSse {
+            url: "http://127.0.0.1:3001/sse".into()
+        }
+    );
+    assert_eq!(
+        target("modern"),
+        Target::Mcp {
+            url: "http://127.0.0.1:3001/mcp".into()
+        }
+    );
+
+    let bad = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec: {llm: {routes: []}}
+---
+kind: Backend
+metadata: {name: odd}
+spec: {provider: MCP, endpoint: "http://127.0.0.1:3001/mcp", transport: WebSocket}
+---
+kind: Backend
+metadata: {name: local}
+spec: {provider: MCP, command: [server], transport: SSE}
+---
+kind: Backend
+metadata: {name: llm}
+spec: {provider: OpenAI, transport: SSE}
+"#;
+    let errors = compile_text(bad).unwrap_err();
+    let expect = [
+        "Backend/odd: spec.transport: unknown transport `WebSocket`",
+        "Backend/local: spec.transport: only an MCP backend with an `endpoint`",
+        "Backend/llm: spec.transport: only an MCP backend with an `endpoint`",
+    ];
+    for want in expect {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+}

@@ -306,6 +306,11 @@ pub struct BackendSpec {
     /// `endpoint`; standalone only): one process per client session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// How an MCP server at `endpoint` is spoken to: `StreamableHTTP` (the
+    /// default) or `SSE`, the legacy HTTP+SSE transport of MCP 2024-11-05
+    /// (`endpoint` is then its SSE URL, e.g. `http://host:3001/sse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// Upstream credentials of a Backend.

@@ -346,6 +346,11 @@ pub enum Target {
         /// The server's MCP endpoint, e.g. `https://mcp.example.com/mcp`.
         url: String,
     },
+    /// An MCP server over the legacy HTTP+SSE transport (2024-11-05).
+    McpSse {
+        /// Its SSE endpoint, e.g. `http://127.0.0.1:3001/sse`.
+        url: String,
+    },
     /// An MCP server run as a local process over stdio (standalone only).
     McpStdio {
         /// Program and arguments.

@@ -29,7 +29,7 @@ pub struct Gateway {
     /// Upstream MCP sessions re-initialised after they expired.
     pub mcp_renewals: crate::mcp::renew::Renewals,
     /// Stdio MCP servers running for sessions of this process.
-    pub mcp_stdio: crate::mcp::stdio::StdioServers,
+    pub mcp_channels: crate::mcp::channel::Channels,
     draining: AtomicBool,
     request_prefix: u64,
     request_seq: AtomicU64,
@@ -43,7 +43,7 @@ impl Gateway {
             upstreams: crate::upstream::Pool::new(),
             telemetry,
             mcp_renewals: crate::mcp::renew::Renewals::default(),
-            mcp_stdio: crate::mcp::stdio::StdioServers::default(),
+            mcp_channels: crate::mcp::channel::Channels::default(),
             draining: AtomicBool::new(false),
             request_prefix: fastrand::u64(..) & 0xffff_ffff,
             request_seq: AtomicU64::new(0),

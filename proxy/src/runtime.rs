@@ -35,6 +35,13 @@ pub enum BackendKind {
         /// The injected credential.
         credential: Option<(HeaderName, HeaderValue)>,
     },
+    /// An MCP server over the legacy HTTP+SSE transport.
+    McpSse {
+        /// Its SSE endpoint.
+        url: String,
+        /// The injected credential.
+        credential: Option<(HeaderName, HeaderValue)>,
+    },
     /// An MCP server run as a local process (stdio).
     McpStdio {
         /// Program and arguments.
@@ -149,6 +156,10 @@ impl Runtime {
                         credential,
                     },
                     Target::Mcp { url } => BackendKind::Mcp {
+                        url: url.clone(),
+                        credential,
+                    },
+                    Target::McpSse { url } => BackendKind::McpSse {
                         url: url.clone(),
                         credential,
                     },

@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use sluice_crds::snapshot::McpRoute;
 
 use super::catalog::{owner, Kind};
-use super::servers::{joined, reinitialize, server, session_gone, upstream_of, Upstream};
+use super::servers::{
+    channel_of, joined, reinitialize, server, session_gone, upstream_of, Upstream,
+};
 use super::*;
 
 /// Where a request names what it is about: the JSON pointer into `params`
@@ -103,33 +105,29 @@ pub(super) async fn call(
                 .ok_or_else(|| unknown(&name))?;
             return Ok(Served::Local(result_response(id, result)));
         }
-        Upstream::Stdio {
-            name: server_name,
-            timeout,
-            ..
-        } => {
-            let process = upstream
-                .session
-                .as_deref()
-                .and_then(|token| gateway.mcp_stdio.get(token))
-                .ok_or_else(|| {
-                    McpError::new(
-                        StatusCode::NOT_FOUND,
-                        -32001,
-                        "session_not_found",
-                        format!("Session not found: the stdio server {server_name} runs on another gateway process"),
-                    )
-                })?;
+        Upstream::Stdio { .. } | Upstream::LegacySse(_) => {
+            let (server_name, timeout) = server.channel_timeout().unwrap_or_default();
+            let channel = channel_of(gateway, server_name, upstream).map_err(|_| {
+                McpError::new(
+                    StatusCode::NOT_FOUND,
+                    -32001,
+                    "session_not_found",
+                    format!("Session not found: the session of {server_name} is held by another gateway process, or has ended"),
+                )
+            })?;
             if let Some(slot) = params.pointer_mut(target.pointer) {
                 *slot = Value::String(upstream_name);
             }
-            let answer = process.request(method, params, timeout).await?;
-            let mut answer = answer;
-            answer["id"] = serde_json::from_str(id.get()).unwrap_or(Value::Null);
-            return Ok(Served::Local(json_response(
-                StatusCode::OK,
-                Bytes::from(answer.to_string()),
-            )));
+            let stream = channel.start_call(method, params)?;
+            let request_id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
+            let source = super::stream::Source::call(
+                stream,
+                position,
+                backend.prefix.clone(),
+                request_id,
+                timeout,
+            );
+            return Ok(sse_response(vec![source], exchange));
         }
     };
     if let Some(slot) = params.pointer_mut(target.pointer) {
@@ -225,13 +223,21 @@ pub(super) async fn relay_answer(
             "This answer does not match any request relayed by this gateway",
         ));
     };
-    let (Some(Upstream::Http(server)), Some(upstream)) = (
+    let (Some(server), Some(upstream)) = (
         server(runtime, route, position),
         upstream_of(session, runtime, route, position),
     ) else {
         return Err(bad("The server that asked is not part of this session"));
     };
     answer["id"] = original;
+    let server = match server {
+        Upstream::Http(server) => server,
+        Upstream::Demo(_) => return Err(bad("The server that asked is not part of this session")),
+        Upstream::Stdio { .. } | Upstream::LegacySse(_) => {
+            let (name, _) = server.channel_timeout().unwrap_or_default();
+            return Ok(channel_of(gateway, name, upstream)?.send(answer)?);
+        }
+    };
     let current = gateway.mcp_renewals.current(upstream.session.as_deref());
     let message = Bytes::from(answer.to_string());
     server
@@ -273,6 +279,33 @@ pub(super) async fn forward_notification(
             }
         });
     futures_util::future::join_all(sends).await;
+    if let Ok(message) = serde_json::from_slice::<Value>(body) {
+        for (_, channel) in channels(gateway, runtime, route, session) {
+            if let Err(error) = channel.send(message.clone()) {
+                tracing::debug!(%error, "notification not taken by an MCP server");
+            }
+        }
+    }
+}
+
+/// The channels (stdio and legacy SSE servers) of a session held here,
+/// with their route positions.
+fn channels(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+) -> Vec<(usize, std::sync::Arc<super::channel::Channel>)> {
+    (0..route.backends.len())
+        .filter_map(|position| {
+            let server = server(runtime, route, position)?;
+            let (name, _) = server.channel_timeout()?;
+            let upstream = upstream_of(session, runtime, route, position)?;
+            channel_of(gateway, name, upstream)
+                .ok()
+                .map(|channel| (position, channel))
+        })
+        .collect()
 }
 
 pub(super) async fn end_session(
@@ -284,12 +317,12 @@ pub(super) async fn end_session(
 ) -> Result<Served, McpError> {
     let session = open_session(gateway, runtime, route, request.headers(), tenant)?;
     for position in 0..route.backends.len() {
-        if let (Some(Upstream::Stdio { .. }), Some(upstream)) = (
+        if let (Some(Upstream::Stdio { .. } | Upstream::LegacySse(_)), Some(upstream)) = (
             server(runtime, route, position),
             upstream_of(&session, runtime, route, position),
         ) {
             if let Some(token) = &upstream.session {
-                gateway.mcp_stdio.end(token);
+                gateway.mcp_channels.end(token);
             }
         }
     }
@@ -361,7 +394,12 @@ pub(super) async fn open_stream(
             Some(async move {
                 match j
                     .server
-                    .open_stream(&gateway.upstreams, &id, &j.upstream.version, last)
+                    .open_stream(
+                        &gateway.upstreams,
+                        Some(&id),
+                        Some(&j.upstream.version),
+                        last,
+                    )
                     .await
                 {
                     Ok(reply) if reply.response.status().is_success() && reply.is_sse() => {
@@ -382,11 +420,19 @@ pub(super) async fn open_stream(
                 }
             })
         });
-    let sources: Vec<_> = futures_util::future::join_all(opens)
+    let mut sources: Vec<_> = futures_util::future::join_all(opens)
         .await
         .into_iter()
         .flatten()
         .collect();
+    if resume.is_none() {
+        for (position, channel) in channels(gateway, runtime, route, &session) {
+            if let Some(messages) = channel.open_session_stream() {
+                let prefix = route.backends[position].prefix.clone();
+                sources.push(super::stream::Source::session(messages, position, prefix));
+            }
+        }
+    }
     if sources.is_empty() {
         let mut response = json_response(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
         response.headers_mut().insert(
@@ -395,6 +441,11 @@ pub(super) async fn open_stream(
         );
         return Ok(Served::Local(response));
     }
+    Ok(sse_response(sources, exchange))
+}
+
+/// An SSE answer merged from `sources`, logged when it ends.
+fn sse_response(sources: Vec<super::stream::Source>, exchange: &mut Exchange) -> Served {
     let mut streamed = exchange.hand_off();
     streamed.record.status = 200;
     let merged = super::stream::MergedStream::new(sources, streamed);
@@ -407,7 +458,7 @@ pub(super) async fn open_stream(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-cache"),
     );
-    Ok(Served::Upstream(response))
+    Served::Upstream(response)
 }
 
 /// `logging/setLevel` goes to every server of the session.
@@ -440,5 +491,23 @@ pub(super) async fn set_level(
                 }
             }
         });
-    futures_util::future::join_all(sends).await;
+    let channel_sends =
+        channels(gateway, runtime, route, session)
+            .into_iter()
+            .map(|(position, channel)| {
+                let params = params.clone();
+                let timeout = server(runtime, route, position)
+                    .and_then(|s| s.channel_timeout().map(|(_, t)| t))
+                    .unwrap_or_default();
+                async move {
+                    if let Err(error) = channel.call("logging/setLevel", params, timeout).await {
+                        tracing::debug!(%error, "logging/setLevel not taken by an MCP server");
+                    }
+                }
+            });
+    futures_util::future::join(
+        futures_util::future::join_all(sends),
+        futures_util::future::join_all(channel_sends),
+    )
+    .await;
 }

@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sluice_crds::snapshot::McpRoute;
 
-use super::servers::{reinitialize, server, session_gone, upstream_of, Upstream};
+use super::servers::{channel_of, reinitialize, server, session_gone, upstream_of, Upstream};
 use super::*;
 
 /// The things a route aggregates from its servers.
@@ -64,24 +64,15 @@ impl Kind {
     }
 }
 
-/// A list of a stdio server, every page.
-async fn list_stdio(
+/// A list of a stdio or legacy SSE server, every page.
+async fn list_channel(
     gateway: &Gateway,
     name: &str,
     timeout: std::time::Duration,
     upstream: &UpstreamSession,
     kind: Kind,
 ) -> Result<Vec<Value>, McpClientError> {
-    let process = upstream
-        .session
-        .as_deref()
-        .and_then(|token| gateway.mcp_stdio.get(token))
-        .ok_or_else(|| {
-            McpClientError::Unreachable(
-                name.to_owned(),
-                "its process is not on this gateway process".into(),
-            )
-        })?;
+    let process = channel_of(gateway, name, upstream)?;
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
@@ -113,8 +104,9 @@ pub(super) async fn list_one(
         Upstream::Http(server) => server,
         Upstream::Demo(_) if kind == Kind::Tools => return Ok(demo::tools()),
         Upstream::Demo(_) => return Ok(Vec::new()),
-        Upstream::Stdio { name, timeout, .. } => {
-            return list_stdio(gateway, name, *timeout, upstream, kind).await
+        Upstream::Stdio { .. } | Upstream::LegacySse(_) => {
+            let (name, timeout) = server.channel_timeout().unwrap_or_default();
+            return list_channel(gateway, name, timeout, upstream, kind).await;
         }
     };
     let method = kind.list_method();

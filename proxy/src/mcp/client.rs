@@ -145,8 +145,8 @@ impl McpServer<'_> {
     pub async fn open_stream(
         &self,
         pool: &Arc<Pool>,
-        session: &str,
-        version: &str,
+        session: Option<&str>,
+        version: Option<&str>,
         last_event_id: Option<&str>,
     ) -> Result<Reply, McpClientError> {
         let mut request = Request::new(Full::new(Bytes::new()));
@@ -158,7 +158,7 @@ impl McpServer<'_> {
         if let Some(value) = last_event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
             request.headers_mut().insert("last-event-id", value);
         }
-        self.common_headers(request.headers_mut(), Some(session), Some(version));
+        self.common_headers(request.headers_mut(), session, version);
         self.send(pool, request).await
     }
 

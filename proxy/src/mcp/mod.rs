@@ -7,8 +7,10 @@
 
 mod calls;
 mod catalog;
+pub mod channel;
 pub mod client;
 mod demo;
+pub mod legacy_sse;
 mod names;
 pub mod relay;
 pub mod renew;

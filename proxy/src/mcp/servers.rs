@@ -1,6 +1,8 @@
 //! The servers of a route: which ones there are and how each is reached
-//! (HTTP, or the built-in demo), the parallel `initialize` that opens a
-//! session, and initialising an upstream again when its session expired.
+//! (streamable HTTP, a channel of this process for stdio and legacy
+//! HTTP+SSE servers, or the built-in demo), the parallel `initialize` that
+//! opens a session, and initialising an upstream again when its session
+//! expired.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -20,6 +22,38 @@ pub(super) enum Upstream<'a> {
         command: &'a [String],
         timeout: std::time::Duration,
     },
+    /// A legacy HTTP+SSE server: one SSE stream per session, held here.
+    LegacySse(McpServer<'a>),
+}
+
+impl Upstream<'_> {
+    /// Stdio and legacy SSE servers: reached through a channel of this process.
+    pub(super) fn channel_timeout(&self) -> Option<(&str, std::time::Duration)> {
+        match self {
+            Upstream::Stdio { name, timeout, .. } => Some((name, *timeout)),
+            Upstream::LegacySse(server) => Some((server.name, server.timeout)),
+            Upstream::Http(_) | Upstream::Demo(_) => None,
+        }
+    }
+}
+
+/// The channel of a session's stdio or legacy SSE server, if this process
+/// holds it.
+pub(super) fn channel_of(
+    gateway: &Gateway,
+    name: &str,
+    upstream: &UpstreamSession,
+) -> Result<std::sync::Arc<super::channel::Channel>, McpClientError> {
+    upstream
+        .session
+        .as_deref()
+        .and_then(|token| gateway.mcp_channels.get(token))
+        .ok_or_else(|| {
+            McpClientError::Unreachable(
+                name.to_owned(),
+                "its session is held by another gateway process, or has ended".into(),
+            )
+        })
 }
 
 /// The server at a route position.
@@ -37,6 +71,12 @@ pub(super) fn server<'a>(
             timeout: backend.timeout,
         })),
         BackendKind::Demo => Some(Upstream::Demo(&backend.name)),
+        BackendKind::McpSse { url, credential } => Some(Upstream::LegacySse(McpServer {
+            name: &backend.name,
+            url,
+            credential: credential.as_ref(),
+            timeout: backend.timeout,
+        })),
         BackendKind::McpStdio { command } => Some(Upstream::Stdio {
             name: &backend.name,
             command,
@@ -46,25 +86,24 @@ pub(super) fn server<'a>(
     }
 }
 
-/// Starts a stdio server for a new session and initialises it.
-async fn start_stdio(
+/// Initialises a new session's stdio or legacy SSE server on its channel.
+async fn start_channel(
     gateway: &Gateway,
     name: &str,
-    command: &[String],
+    channel: std::sync::Arc<super::channel::Channel>,
     timeout: std::time::Duration,
     params: Value,
     version: &str,
 ) -> Result<(UpstreamSession, Value), McpClientError> {
-    let process = super::stdio::StdioProcess::spawn(name, command)?;
     let started = async {
-        let result = process.call("initialize", params, timeout).await?;
-        process.notify("notifications/initialized").await?;
+        let result = channel.call("initialize", params, timeout).await?;
+        channel.notify("notifications/initialized")?;
         Ok::<_, McpClientError>(result)
     };
     let result = match started.await {
         Ok(result) => result,
         Err(error) => {
-            process.kill();
+            channel.close();
             return Err(error);
         }
     };
@@ -73,7 +112,7 @@ async fn start_stdio(
         .and_then(Value::as_str)
         .unwrap_or(version)
         .to_owned();
-    let token = gateway.mcp_stdio.keep(process);
+    let token = gateway.mcp_channels.keep(channel);
     let upstream = UpstreamSession {
         backend: name.to_owned(),
         session: Some(token),
@@ -123,7 +162,28 @@ pub(super) async fn initialize(
                         command,
                         timeout,
                     } => {
-                        return start_stdio(gateway, name, command, timeout, params, version).await;
+                        let channel = super::stdio::spawn(name, command)?;
+                        return start_channel(gateway, name, channel, timeout, params, version)
+                            .await;
+                    }
+                    Upstream::LegacySse(server) => {
+                        let channel = super::legacy_sse::connect(
+                            pool,
+                            server.name,
+                            server.url,
+                            server.credential,
+                            server.timeout,
+                        )
+                        .await?;
+                        return start_channel(
+                            gateway,
+                            server.name,
+                            channel,
+                            server.timeout,
+                            params,
+                            version,
+                        )
+                        .await;
                     }
                 };
                 let (result, session) = server

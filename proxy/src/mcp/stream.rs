@@ -3,25 +3,46 @@
 //! client. Server-to-client requests on it are relayed like those inside a
 //! call's answer, so the client's answers find their way back. Events go
 //! out as soon as any server sends them; the stream ends when every server
-//! has ended its own, or the client leaves.
+//! has ended its own, or the client leaves. Also the answer to a call on a
+//! channel (stdio and legacy SSE servers), which ends with its response.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
 
+use super::channel::CallStream;
 use super::relay::{Relay, StreamKind};
 use crate::body::BoxError;
 use crate::telemetry::Exchange;
 use crate::upstream::Conn;
 
-/// One server's stream.
+/// One server's stream: an HTTP response body, or the messages of a
+/// channel (stdio and legacy SSE servers).
 pub struct Source {
-    body: Incoming,
-    conn: Box<Conn>,
+    from: From,
     relay: Relay,
+    /// For a call over a channel: the gateway's id of the request, whose
+    /// response ends the stream (it goes out under the client's id).
+    call: Option<(String, serde_json::Value)>,
+    /// Longest wait for the next message of a call over a channel.
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+}
+
+enum From {
+    Http { body: Incoming, conn: Box<Conn> },
+    Channel(ChannelMessages),
+}
+
+enum ChannelMessages {
+    Call(CallStream),
+    Session(mpsc::UnboundedReceiver<serde_json::Value>),
 }
 
 impl Source {
@@ -35,11 +56,127 @@ impl Source {
         prefix: Option<String>,
     ) -> Self {
         Self {
-            body,
-            conn,
+            from: From::Http { body, conn },
             relay: Relay::new(kind, position, prefix, serde_json::Value::Null),
+            call: None,
+            idle: None,
         }
     }
+
+    /// What a channel's server sends outside any call.
+    pub fn session(
+        messages: mpsc::UnboundedReceiver<serde_json::Value>,
+        position: usize,
+        prefix: Option<String>,
+    ) -> Self {
+        Self {
+            from: From::Channel(ChannelMessages::Session(messages)),
+            relay: Relay::new(
+                StreamKind::Session,
+                position,
+                prefix,
+                serde_json::Value::Null,
+            ),
+            call: None,
+            idle: None,
+        }
+    }
+
+    /// A call over a channel, answered to the client's `request_id`; ends
+    /// with its response, or with an error after `timeout` without a message.
+    pub fn call(
+        stream: CallStream,
+        position: usize,
+        prefix: Option<String>,
+        request_id: serde_json::Value,
+        timeout: Duration,
+    ) -> Self {
+        let id = stream.id().to_owned();
+        Self {
+            from: From::Channel(ChannelMessages::Call(stream)),
+            relay: Relay::new(StreamKind::Call, position, prefix, request_id.clone()),
+            call: Some((id, request_id)),
+            idle: Some((timeout, Box::pin(tokio::time::sleep(timeout)))),
+        }
+    }
+
+    /// Polls for more bytes for the client: `Ready(None)` when the stream ended.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        match &mut self.from {
+            From::Http { body, conn } => {
+                conn.drive(cx);
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(
+                        frame
+                            .into_data()
+                            .map(|data| self.relay.on_data(data))
+                            .unwrap_or_default(),
+                    )),
+                    Poll::Ready(Some(Err(_)) | None) => {
+                        let rest = self.relay.finish();
+                        self.from = From::Channel(ChannelMessages::Session(closed_receiver()));
+                        Poll::Ready((!rest.is_empty()).then_some(rest))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            From::Channel(messages) => {
+                let receiver = match messages {
+                    ChannelMessages::Call(stream) => &mut stream.receiver,
+                    ChannelMessages::Session(receiver) => receiver,
+                };
+                match receiver.poll_recv(cx) {
+                    Poll::Ready(Some(mut message)) => {
+                        if let Some((timeout, sleep)) = &mut self.idle {
+                            sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
+                        }
+                        let mut ended = false;
+                        if let Some((id, client_id)) = &self.call {
+                            if message.get("method").is_none()
+                                && message.get("id").and_then(serde_json::Value::as_str)
+                                    == Some(id.as_str())
+                            {
+                                message["id"] = client_id.clone();
+                                ended = true;
+                            }
+                        }
+                        let event = format!("event: message\ndata: {message}\n\n");
+                        let out = self.relay.on_data(Bytes::from(event));
+                        if ended {
+                            self.from = From::Channel(ChannelMessages::Session(closed_receiver()));
+                            self.idle = None;
+                        }
+                        Poll::Ready(Some(out))
+                    }
+                    Poll::Ready(None) if self.call.is_some() && self.idle.is_some() => {
+                        self.idle = None;
+                        Poll::Ready(Some(self.relay.fail("the server is gone")))
+                    }
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => {
+                        let expired = self
+                            .idle
+                            .as_mut()
+                            .is_some_and(|(_, sleep)| sleep.as_mut().poll(cx).is_ready());
+                        if !expired {
+                            return Poll::Pending;
+                        }
+                        self.idle = None;
+                        self.from = From::Channel(ChannelMessages::Session(closed_receiver()));
+                        Poll::Ready(Some(
+                            self.relay
+                                .fail("the server sent nothing within its timeout"),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A receiver that is already at its end.
+fn closed_receiver() -> mpsc::UnboundedReceiver<serde_json::Value> {
+    mpsc::unbounded_channel().1
 }
 
 /// Several servers' streams as one body.
@@ -79,15 +216,9 @@ impl Body for MergedStream {
             let index = (start + k) % count;
             let source = &mut this.sources[index];
             loop {
-                source.conn.drive(cx);
-                match Pin::new(&mut source.body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            out.extend_from_slice(&source.relay.on_data(data));
-                        }
-                    }
-                    Poll::Ready(Some(Err(_)) | None) => {
-                        out.extend_from_slice(&source.relay.finish());
+                match source.poll_next(cx) {
+                    Poll::Ready(Some(bytes)) => out.extend_from_slice(&bytes),
+                    Poll::Ready(None) => {
                         finished.push(index);
                         break;
                     }
