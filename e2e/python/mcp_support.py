@@ -1,4 +1,4 @@
-"""MCP peers and clients for the MCP gateway's e2e tests (test_mcp.py).
+"""MCP peers and clients for the MCP gateway's e2e tests (test_mcp*.py).
 
 - The peer: `@modelcontextprotocol/server-everything`, the reference MCP
   server, pinned in e2e/mcp/package-lock.json and installed by e2e/lib.sh's
@@ -9,6 +9,10 @@
   for what an agent does, and `RawMcp`, plain httpx JSON-RPC, for what the SDK
   will not send (a tampered session id, a foreign Origin, no key) and for
   moving a session between gateways.
+- The conformance suite (`@modelcontextprotocol/conformance`, `server`
+  mode): running it and reading its results, its baselines, and its fixture
+  server e2e/mcp/conformance-server.mjs; shared by test_mcp_conformance.py
+  and test_mcp_conformance_fixture.py.
 
 Every wait is bounded: MCP_TIMEOUT_S per call, MCP_SESSION_TIMEOUT_S for a
 whole SDK session, STARTUP_TIMEOUT_S for a process to listen.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import time
@@ -381,3 +387,225 @@ class RawMcp:
         if self.protocol_version is not None:
             h["mcp-protocol-version"] = self.protocol_version
         return httpx.delete(self.url, headers=h, timeout=MCP_TIMEOUT_S)
+
+
+# --------------------------------------------------------------------------
+# The conformance suite (test_mcp_conformance*.py)
+#
+# `@modelcontextprotocol/conformance` (pinned in e2e/mcp/package-lock.json) is
+# an MCP client that runs scenarios against a server (`conformance server
+# --url URL`) and writes each scenario's checks to `checks.json`.
+
+# One whole suite run (30-odd scenarios; about 2 s against a healthy server,
+# but a hung request waits for the SDK's own 60 s timeout).
+CONFORMANCE_SUITE_TIMEOUT_S = 240.0
+DNS_REBINDING = "dns-rebinding-protection"
+
+
+def package_dir(node_modules: Path, name: str) -> Path:
+    return node_modules / "node_modules" / Path(*name.split("/"))
+
+
+def conformance_entry(node_modules: Path) -> Path:
+    entry = package_dir(node_modules, "@modelcontextprotocol/conformance") / "dist" / "index.js"
+    if not entry.is_file():
+        pytest.fail(
+            f"no @modelcontextprotocol/conformance under {node_modules}: run e2e/test-all.sh, "
+            "or unset $SLUICE_MCP_NODE_MODULES",
+            pytrace=False,
+        )
+    return entry
+
+
+def conformance_version(node_modules: Path) -> str:
+    package = package_dir(node_modules, "@modelcontextprotocol/conformance") / "package.json"
+    return json.loads(package.read_text())["version"]
+
+
+@dataclass
+class Scenario:
+    """One scenario's checks from one run."""
+
+    name: str
+    checks: list[dict]
+
+    @property
+    def passed(self) -> bool:
+        """No check is FAILURE or WARNING (the suite's own rule for its baselines)."""
+        return bool(self.checks) and not any(c.get("status") in ("FAILURE", "WARNING") for c in self.checks)
+
+    def failures(self) -> list[str]:
+        """The failing checks, `id [STATUS] message`."""
+        return [
+            f"{c.get('id')} [{c.get('status')}] {c.get('errorMessage') or c.get('description') or ''}".strip()
+            for c in self.checks
+            if c.get("status") in ("FAILURE", "WARNING")
+        ] or (["no checks"] if not self.checks else [])
+
+    def summary(self) -> str:
+        return "PASS" if self.passed else "FAIL: " + "; ".join(self.failures())
+
+
+@dataclass
+class SuiteRun:
+    """A whole `conformance server` run: its scenarios in suite order."""
+
+    label: str
+    url: str
+    scenarios: dict[str, Scenario]
+    log: Path
+
+
+# Result folders are `server-<scenario>-<ISO timestamp with - for : and .>`.
+RESULT_DIR = re.compile(r"^server-(?P<name>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
+SCENARIO_LINE = re.compile(r"^=== Running scenario: (?P<name>\S+) ===$", re.M)
+
+
+def run_suite(entry: Path, url: str, workdir: Path, label: str, suite: str = "active") -> SuiteRun:
+    """Runs the suite's `suite` scenarios (active, all or pending) against `url` and reads their checks."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    out_dir = workdir / f"results-{label}"
+    log = workdir / f"conformance-{label}.log"
+    argv = ["node", str(entry), "server", "--url", url, "--suite", suite, "--output-dir", str(out_dir)]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "NO_COLOR": "1"}
+    with open(log, "wb") as output:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd=workdir, env=env
+        )
+        try:
+            code = proc.wait(timeout=CONFORMANCE_SUITE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    text = log.read_text(errors="replace")
+    tail = "\n".join(text.splitlines()[-40:])
+    if code is None:
+        pytest.fail(
+            f"the conformance suite ({label}) did not finish within {CONFORMANCE_SUITE_TIMEOUT_S:.0f}s; "
+            f"{log}:\n{tail}",
+            pytrace=False,
+        )
+    # 0: every scenario passed; 1: some failed. Anything else: it did not run.
+    if code not in (0, 1) or "=== SUMMARY ===" not in text:
+        pytest.fail(f"the conformance suite ({label}) exited with {code} and no summary; {log}:\n{tail}", pytrace=False)
+
+    names = SCENARIO_LINE.findall(text)
+    if not names:
+        pytest.fail(f"the conformance suite ({label}) ran no scenario; {log}:\n{tail}", pytrace=False)
+    found: dict[str, list[dict]] = {}
+    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        match = RESULT_DIR.match(folder.name)
+        if match and (folder / "checks.json").is_file():
+            found[match.group("name")] = json.loads((folder / "checks.json").read_text())
+    scenarios = {}
+    for name in names:
+        # A scenario that threw writes no folder; the suite counts it failed.
+        checks = found.get(name) or [
+            {"id": name, "status": "FAILURE", "errorMessage": f"no checks.json (the scenario could not run; see {log})"}
+        ]
+        scenarios[name] = Scenario(name, checks)
+    return SuiteRun(label, url, scenarios, log)
+
+
+def read_baseline(node_modules: Path, path: Path, sections: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """A baseline file's `sections`, each a map scenario -> one-line reason
+    (a missing or empty section is an empty map; any other key is an error).
+    Parsed by the `yaml` package the suite itself depends on."""
+    candidates = [
+        package_dir(node_modules, "yaml"),
+        package_dir(node_modules, "@modelcontextprotocol/conformance") / "node_modules" / "yaml",
+    ]
+    yaml_package = next((c for c in candidates if (c / "package.json").is_file()), candidates[0])
+    script = (
+        "const Y = require(process.argv[1]);"
+        "const doc = Y.parse(require('fs').readFileSync(process.argv[2], 'utf8'));"
+        "process.stdout.write(JSON.stringify(doc === undefined ? null : doc));"
+    )
+    result = subprocess.run(
+        ["node", "-e", script, str(yaml_package), str(path)], capture_output=True, text=True, timeout=30
+    )
+    if result.returncode != 0:
+        pytest.fail(f"cannot read {path}:\n{result.stderr}", pytrace=False)
+    doc = json.loads(result.stdout)
+    if doc is not None and not isinstance(doc, dict):
+        pytest.fail(f"{path}: want a map with the keys {', '.join(sections)}, got {doc!r}", pytrace=False)
+    unknown = sorted(set(doc or {}) - set(sections))
+    if unknown:
+        pytest.fail(f"{path}: unknown keys {unknown} (want {', '.join(sections)})", pytrace=False)
+    baseline = {}
+    for section in sections:
+        entries = (doc or {}).get(section) or {}
+        if not isinstance(entries, dict):
+            pytest.fail(f"{path}: `{section}` must map scenario names to reasons", pytrace=False)
+        for name, reason in entries.items():
+            if not isinstance(reason, str) or not reason.strip() or "\n" in reason.strip():
+                pytest.fail(f"{path}: {section}.{name} needs a one-line reason, got {reason!r}", pytrace=False)
+        baseline[section] = {str(name): reason.strip() for name, reason in entries.items()}
+    return baseline
+
+
+def results_table(header: list[str], direct: SuiteRun, gateway: SuiteRun, notes: dict[str, list[str]]) -> str:
+    """Both runs side by side, one row per scenario of the direct run; `notes`
+    (e.g. baseline reasons) go first in a scenario's note column."""
+    rows = [*header, "", "| scenario | direct | gateway | note |", "| --- | --- | --- | --- |"]
+    for name, here in direct.scenarios.items():
+        through = gateway.scenarios.get(name)
+        row_notes = list(notes.get(name, []))
+        if through is not None and not through.passed:
+            if not here.passed and through.failures() == here.failures():
+                row_notes.append("both: " + "; ".join(here.failures())[:300])
+            else:
+                row_notes.append("gateway: " + "; ".join(through.failures())[:300])
+                if not here.passed:
+                    row_notes.append("direct: " + "; ".join(here.failures())[:300])
+        elif not here.passed:
+            row_notes.append("direct: " + "; ".join(here.failures())[:300])
+        note = " / ".join(row_notes).replace("|", "\\|")
+        rows.append(
+            f"| {name} | {'pass' if here.passed else 'FAIL'} | "
+            f"{'-' if through is None else 'pass' if through.passed else 'FAIL'} | {note} |"
+        )
+    return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------
+# The conformance fixture: e2e/mcp/conformance-server.mjs
+
+CONFORMANCE_SERVER = Path(__file__).resolve().parent.parent / "mcp" / "conformance-server.mjs"
+
+
+@dataclass
+class ConformanceServer:
+    """A running e2e/mcp/conformance-server.mjs (it listens on 127.0.0.1 only)."""
+
+    name: str
+    port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def sessions(self) -> int:
+        """How many sessions were opened so far (it logs each one on stdout)."""
+        return self.process.stdout.read_text(errors="replace").count("session opened:")
+
+
+def start_conformance_server(node_modules: Path, workdir: Path, name: str) -> ConformanceServer:
+    """Starts the fixture on a free port. ES modules resolve imports from the
+    script's own folder up (not NODE_PATH), so it runs from a copy in
+    workdir/conformance-<name>/ beside a symlink to the installed node_modules."""
+    folder = workdir / f"conformance-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / CONFORMANCE_SERVER.name
+    shutil.copyfile(CONFORMANCE_SERVER, script)
+    link = folder / "node_modules"
+    if not link.is_symlink():
+        link.symlink_to(node_modules / "node_modules", target_is_directory=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(folder), "PORT": "0"}
+    proc = Process.start(f"conformance-server-{name}", ["node", str(script)], folder, env)
+    match = proc.wait_for_stdout(r"conformance-server listening on 127\.0\.0\.1:(\d+)")
+    return ConformanceServer(name, int(match.group(1)), proc)
