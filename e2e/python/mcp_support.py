@@ -162,8 +162,12 @@ class EverythingServer:
         return self.process.stdout.read_text(errors="replace").count("Session initialized with ID")
 
 
-def start_everything(node_modules: Path, workdir: Path, name: str, port: int | None = None) -> EverythingServer:
-    """Starts server-everything on `port` (a free one by default)."""
+def start_everything(
+    node_modules: Path, workdir: Path, name: str, port: int | None = None, transport: str = "streamableHttp"
+) -> EverythingServer:
+    """Starts server-everything on `port` (a free one by default): streamable
+    HTTP at /mcp, or with transport="sse" the legacy HTTP+SSE transport
+    (GET /sse, POST /message)."""
     port = port or free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -173,7 +177,7 @@ def start_everything(node_modules: Path, workdir: Path, name: str, port: int | N
         "SLUICE_E2E_SERVER": name,
     }
     proc = Process.start(
-        f"everything-{name}", ["node", str(everything_entry(node_modules)), "streamableHttp"], workdir, env
+        f"everything-{name}", ["node", str(everything_entry(node_modules)), transport], workdir, env
     )
     startup_s = wait_accepting(port, proc)
     return EverythingServer(name, port, proc, startup_s)

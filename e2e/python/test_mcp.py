@@ -951,3 +951,114 @@ def test_a_stdio_server_runs_per_session_behind_the_route(
     assert over_http == echo_text("over http")
     assert "std__simple-prompt" in prompts
     assert after == before, "the session's DELETE stopped its stdio server"
+
+
+CHANNELS_CONFIG = (
+    GATEWAY
+    + """\
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Backend
+metadata: {name: local}
+spec: {provider: MCP, command: [node, "${EVERYTHING_ENTRY}", stdio]}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Backend
+metadata: {name: legacy}
+spec: {provider: MCP, endpoint: "http://127.0.0.1:${LEGACY_PORT}/sse", transport: SSE}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: MCPRoute
+metadata: {name: tools}
+spec:
+  path: /mcp
+  backends:
+    - {backend: local, prefix: std}
+    - {backend: legacy, prefix: old}
+"""
+)
+
+
+@pytest.mark.parametrize("prefix", ["std", "old"])
+def test_stdio_and_legacy_sse_servers_relay_their_own_messages(
+    sluice_bin: Path, keys: Keys, tmp_path: Path, prefix: str
+) -> None:
+    """A stdio server and a legacy HTTP+SSE server (server-everything in
+    `sse` mode) behind one route: listed and called like the others, their
+    progress notifications and sampling/elicitation requests relayed on the
+    call's stream, the client's answers sent back, log messages on the
+    session's stream."""
+    node_modules = mcp_node_modules()
+    legacy = start_everything(node_modules, tmp_path / "legacy", "legacy", transport="sse")
+    env = {
+        "TEAM_A_KEY": keys.team_a,
+        "SLUICE_SESSION_KEY": "sk-session-" + secrets.token_hex(16),
+        "EVERYTHING_ENTRY": str(everything_entry(node_modules)),
+        "LEGACY_PORT": str(legacy.port),
+    }
+    gateway = start_gateway(sluice_bin, tmp_path / "gateway", CHANNELS_CONFIG, env)
+    url = f"http://127.0.0.1:{gateway.port}/mcp"
+    seen: list[str] = []
+    progress: list[float] = []
+    logs: list[str] = []
+
+    async def sampling(context, params):
+        seen.append("sampling")
+        return mcp.types.CreateMessageResult(
+            role="assistant",
+            content=mcp.types.TextContent(type="text", text="sampled-by-the-e2e-client"),
+            model="e2e-model",
+            stopReason="endTurn",
+        )
+
+    async def elicitation(context, params):
+        seen.append("elicitation")
+        return mcp.types.ElicitResult(action="accept", content={"name": "Ada", "check": True, "color": "blue"})
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    async def on_log(params) -> None:
+        logs.append(str(params.data))
+
+    async def body():
+        async with mcp_client(
+            url,
+            {"authorization": f"Bearer {keys.team_a}"},
+            sampling_callback=sampling,
+            elicitation_callback=elicitation,
+            logging_callback=on_log,
+        ) as c:
+            names = [t.name for t in (await c.session.list_tools()).tools]
+            echoed = await c.call_text(f"{prefix}__echo", {"message": "hello"})
+            long = await c.session.call_tool(
+                f"{prefix}__trigger-long-running-operation",
+                {"duration": 0.6, "steps": 3},
+                progress_callback=on_progress,
+            )
+            sampled = await c.call_text(f"{prefix}__trigger-sampling-request", {"prompt": "hi", "maxTokens": 20})
+            elicited = await c.call_text(f"{prefix}__trigger-elicitation-request", {})
+            await c.session.set_logging_level("debug")
+            await c.call_text(f"{prefix}__toggle-simulated-logging", {})
+            try:
+                for _ in range(100):
+                    if logs:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await c.call_text(f"{prefix}__toggle-simulated-logging", {})
+            return names, echoed, tool_text(long), sampled, elicited
+
+    try:
+        names, echoed, long, sampled, elicited = run_mcp(body)
+    finally:
+        gateway.process.stop()
+        legacy.process.stop()
+    assert {"std__echo", "old__echo"} <= set(names), names
+    assert echoed == echo_text("hello")
+    assert "Long running operation completed" in long
+    assert progress == [1, 2, 3], progress
+    assert "sampled-by-the-e2e-client" in sampled
+    assert "Ada" in elicited
+    assert seen == ["sampling", "elicitation"]
+    assert logs, "no log message from the server reached the session's stream"
