@@ -790,8 +790,10 @@ def test_an_expired_upstream_session_is_initialised_again(
 
 
 def test_resources_are_prefixed_and_read_from_their_server(mcp_stack: McpStack) -> None:
-    """Resource URIs carry their server's prefix (`alpha+demo://...`);
-    reading one goes to that server with the original URI."""
+    """Resource URIs carry their server's prefix (`alpha+demo://...`), in
+    lists and inside answers (the contents of a read, resource links and
+    embedded resources in tool results); reading one goes to that server
+    with the original URI, so a link from a tool result reads back."""
 
     async def body():
         async with mcp_client(mcp_stack.url, mcp_stack.auth()) as c:
@@ -799,14 +801,22 @@ def test_resources_are_prefixed_and_read_from_their_server(mcp_stack: McpStack) 
             templates = (await c.session.list_resource_templates()).resourceTemplates
             first = next(r for r in resources if str(r.uri).startswith("b+"))
             read = await c.session.read_resource(first.uri)
-            return resources, templates, first, read
+            links = await c.session.call_tool("alpha__get-resource-links", {"count": 2})
+            link = next(b for b in links.content if isinstance(b, mcp.types.ResourceLink))
+            followed = await c.session.read_resource(link.uri)
+            embedded = await c.session.call_tool("alpha__get-resource-reference", {})
+            return resources, templates, first, read, link, followed, embedded
 
-    resources, templates, first, read = run_mcp(body)
+    resources, templates, first, read, link, followed, embedded = run_mcp(body)
     uris = [str(r.uri) for r in resources]
     assert any(u.startswith("alpha+demo://") for u in uris) and any(u.startswith("b+demo://") for u in uris)
     assert all(u.split("+", 1)[0] in ("alpha", "b") for u in uris)
     assert {t.uriTemplate.split("+", 1)[0] for t in templates} == {"alpha", "b"}
-    assert str(read.contents[0].uri) == str(first.uri).split("+", 1)[1], "the server saw its own URI"
+    assert str(read.contents[0].uri) == str(first.uri), "the read answers under the URI the client asked for"
+    assert str(link.uri).startswith("alpha+demo://"), link
+    assert str(followed.contents[0].uri) == str(link.uri)
+    resource = next(b for b in embedded.content if isinstance(b, mcp.types.EmbeddedResource))
+    assert str(resource.resource.uri).startswith("alpha+demo://"), resource
 
 
 def test_the_session_stream_carries_server_messages(mcp_stack: McpStack) -> None:

@@ -176,6 +176,23 @@ pub(super) async fn call(
             )
             .await?;
     }
+    // A JSON answer that may link resources is read whole, to prefix them.
+    let links = matches!(method, "tools/call" | "resources/read" | "prompts/get");
+    if let (true, false, true, Some(prefix)) = (
+        links,
+        reply.is_sse(),
+        reply.response.status().is_success(),
+        backend.prefix.as_deref(),
+    ) {
+        let body = tokio::time::timeout(server.timeout, reply.read())
+            .await
+            .map_err(|_| McpClientError::Timeout(server.name.to_owned()))?
+            .map_err(|e| McpClientError::Unreachable(server.name.to_owned(), e))?;
+        return Ok(Served::Local(json_response(
+            StatusCode::OK,
+            with_prefixed_uris(body, prefix),
+        )));
+    }
     // The upstream's answer (JSON, or SSE with progress and other related
     // messages first) goes to the client as it comes.
     let kind = if reply.is_sse() {
@@ -203,6 +220,25 @@ pub(super) async fn call(
         parts,
         ResponseBody::Upstream(Box::new(observed)),
     )))
+}
+
+/// A JSON-RPC response with the resource URIs in its result prefixed; as
+/// it is when it names none.
+fn with_prefixed_uris(body: Bytes, prefix: &str) -> Bytes {
+    if memchr::memmem::find(&body, b"\"uri\"").is_none() {
+        return body;
+    }
+    let Ok(mut message) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    let changed = message
+        .get_mut("result")
+        .is_some_and(|result| names::prefix_uris(result, prefix));
+    if changed {
+        Bytes::from(message.to_string())
+    } else {
+        body
+    }
 }
 
 /// Sends a client's answer to a relayed server request back to the upstream

@@ -12,7 +12,7 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use super::names::{outward, URI_SEPARATOR};
+use super::names::{outward, prefix_uris, URI_SEPARATOR};
 use crate::llm::sse::{last_boundary, next_event_len};
 
 const PREFIX: &str = "s2c.";
@@ -144,6 +144,21 @@ impl Relay {
         match message {
             Some(mut message) if message.get("method").is_some() && message.get("id").is_some() => {
                 message["id"] = Value::String(wrap(self.position, &message["id"]));
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(message.to_string().as_bytes());
+                out.extend_from_slice(b"\n");
+            }
+            // Links to resources in a result: the client reads them back
+            // through the gateway, under the prefix.
+            Some(mut message)
+                if self.prefix.is_some()
+                    && self.kind == StreamKind::Call
+                    && message.get("result").is_some()
+                    && text.contains("\"uri\"") =>
+            {
+                if let Some(prefix) = self.prefix.as_deref() {
+                    prefix_uris(&mut message["result"], prefix);
+                }
                 out.extend_from_slice(b"data: ");
                 out.extend_from_slice(message.to_string().as_bytes());
                 out.extend_from_slice(b"\n");
