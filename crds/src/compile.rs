@@ -219,12 +219,8 @@ fn compile_gateway(
                 Err(message) => errors.push(id, format!("{field}.valueFrom"), message),
             }
         }
-        if auth_spec.jwt.is_some() {
-            errors.push(
-                id,
-                "spec.auth.jwt",
-                "JWT authentication is not supported yet; use apiKeys",
-            );
+        if let Some(jwt) = &auth_spec.jwt {
+            auth.jwt = crate::compile_auth::compile_jwt(id, "spec.auth.jwt", jwt, &mut errors.0);
         }
         if let Some(tenant) = &auth_spec.anonymous_tenant {
             if tenant.is_empty() {

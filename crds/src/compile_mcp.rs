@@ -52,12 +52,6 @@ pub(crate) fn compile_mcp_routes(
                 format!("`{}` is already served by another MCPRoute", spec.path),
             );
         }
-        if spec.auth.as_ref().is_some_and(|a| a.oauth.is_some()) {
-            push(
-                "spec.auth.oauth".into(),
-                "OAuth for MCP routes is not supported yet; use the gateway's apiKeys".into(),
-            );
-        }
         let prefixing = match spec.prefix_mode.as_deref().unwrap_or("Always") {
             "Always" => true,
             "Conditional" => spec.backends.len() > 1,
@@ -185,12 +179,26 @@ pub(crate) fn compile_mcp_routes(
             }
             access = Some(compiled_access);
         }
+        let oauth = spec
+            .auth
+            .as_ref()
+            .and_then(|a| a.oauth.as_ref())
+            .and_then(|oauth| {
+                crate::compile_auth::compile_oauth(
+                    &id,
+                    "spec.auth.oauth",
+                    oauth,
+                    &spec.path,
+                    errors,
+                )
+            });
         if errors.len() == before {
             routes.push(McpRoute {
                 name: name.as_str().into(),
                 path: spec.path.clone(),
                 backends: compiled,
                 access,
+                oauth,
             });
         }
     }

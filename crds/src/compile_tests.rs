@@ -202,18 +202,16 @@ fn rejects_unsupported_fields_instead_of_ignoring_them() {
 kind: AIGateway
 metadata: {name: gw}
 spec:
-  auth: {jwt: {issuer: x, jwksUri: y}}
   telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}
   state: {redis: {url: "redis://127.0.0.1:6379"}}
 "#;
     let errors = compile_text(text).unwrap_err();
-    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_eq!(errors.len(), 2, "{errors:#?}");
     assert!(
-        errors[1].contains("spec.state.redis: set, but spec.state.type is memory"),
+        errors[0].contains("spec.state.redis: set, but spec.state.type is memory"),
         "{errors:#?}"
     );
-    assert!(errors[0].contains("spec.auth.jwt: JWT authentication is not supported yet"));
-    assert!(errors[2].contains("spec.telemetry.otlp: OTLP traces are not supported yet"));
+    assert!(errors[1].contains("spec.telemetry.otlp: OTLP traces are not supported yet"));
 }
 
 #[test]
@@ -356,7 +354,7 @@ spec:
   path: /v1/mcp
   prefixMode: Sometimes
   backends: [{backend: llm}, {backend: kiwi, prefix: "a__b"}, {backend: nowhere}]
-  auth: {oauth: {issuer: x, jwksUri: y}}
+  auth: {oauth: {issuer: "https://auth.example.com", audiences: [x], jwksUri: "https://auth.example.com/jwks", scopes: ["a b"]}}
 "#;
     let errors = compile_text(text).unwrap_err();
     let expect = [
@@ -365,11 +363,116 @@ spec:
         "MCPRoute/shadow: spec.path: `/chat/completions` is an LLM API path",
         "AIGateway/gw: spec.llm.routes[0].backends[0].backend: Backend `kiwi` is an MCP server",
         "MCPRoute/a: spec.path: paths under /v1 belong to the LLM API",
-        "MCPRoute/a: spec.auth.oauth: OAuth for MCP routes is not supported yet",
+        "MCPRoute/a: spec.auth.oauth.scopes[0]: `a b` is not a scope",
         "MCPRoute/a: spec.prefixMode: `Sometimes` is not one of",
         "MCPRoute/a: spec.backends[0].backend: Backend `llm` is not an MCP server",
         "MCPRoute/a: spec.backends[1].prefix: `a__b` must be",
         "MCPRoute/a: spec.backends[2].backend: no Backend named `nowhere`",
+    ];
+    for want in expect {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+}
+
+#[test]
+fn compiles_jwt_and_oauth() {
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  auth:
+    jwt:
+      issuer: "https://auth.example.com/"
+      audiences: [sluice]
+      jwksUri: "https://auth.example.com/.well-known/jwks.json?v=2"
+      tenantClaim: org_id
+---
+kind: Backend
+metadata: {name: demo}
+spec: {provider: Demo}
+---
+kind: MCPRoute
+metadata: {name: tools}
+spec:
+  path: /mcp
+  backends: [{backend: demo}]
+  auth:
+    oauth:
+      issuer: "http://127.0.0.1:8080"
+      audiences: ["https://gw.example.com/mcp"]
+      jwksUri: "http://127.0.0.1:8080/jwks"
+      scopes: [mcp:tools, "read:all"]
+      resource: "https://gw.example.com/mcp"
+      jwksRefetchInterval: 5s
+---
+kind: MCPRoute
+metadata: {name: root}
+spec:
+  path: /
+  backends: [{backend: demo}]
+  auth:
+    oauth: {issuer: "https://a.example", audiences: [x], jwksUri: "https://a.example/k", resource: "https://gw.example.com"}
+"#;
+    let snapshot = compile_text(text).unwrap();
+    let jwt = snapshot.auth.jwt.as_ref().unwrap();
+    assert_eq!(jwt.issuer, "https://auth.example.com/", "kept as written");
+    assert_eq!(jwt.audiences, ["sluice"]);
+    assert_eq!(jwt.tenant_claim, "org_id");
+    assert_eq!(jwt.jwks_refetch_interval, Duration::from_secs(30));
+    let oauth = snapshot.mcp_routes[0].oauth.as_ref().unwrap();
+    assert_eq!(oauth.jwt.tenant_claim, "sub", "the default claim");
+    assert_eq!(oauth.jwt.jwks_refetch_interval, Duration::from_secs(5));
+    assert_eq!(oauth.scopes, ["mcp:tools", "read:all"]);
+    assert_eq!(
+        oauth.resource.as_deref(),
+        Some("https://gw.example.com/mcp")
+    );
+    assert!(snapshot.mcp_routes[1].oauth.is_some());
+}
+
+#[test]
+fn rejects_bad_token_settings() {
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  auth:
+    jwt: {issuer: x, jwksUri: "ftp://keys", tenantClaim: "", jwksRefetchInterval: soon}
+---
+kind: Backend
+metadata: {name: demo}
+spec: {provider: Demo}
+---
+kind: MCPRoute
+metadata: {name: tools}
+spec:
+  path: /mcp
+  backends: [{backend: demo}]
+  auth:
+    oauth:
+      issuer: "https://auth.example.com#frag"
+      audiences: [""]
+      jwksUri: "https://"
+      scopes: ["", "quote\"d"]
+      resource: "https://gw.example.com/other"
+"#;
+    let errors = compile_text(text).unwrap_err();
+    let expect = [
+        "AIGateway/gw: spec.auth.jwt.issuer: `x` is not an http or https URL",
+        "AIGateway/gw: spec.auth.jwt.audiences: list at least one accepted audience",
+        "AIGateway/gw: spec.auth.jwt.jwksUri: `ftp://keys` is not an http or https URL",
+        "AIGateway/gw: spec.auth.jwt.tenantClaim: must not be empty",
+        "AIGateway/gw: spec.auth.jwt.jwksRefetchInterval: `soon` is not a duration",
+        "MCPRoute/tools: spec.auth.oauth.issuer: `https://auth.example.com#frag` must not contain spaces, quotes or a fragment",
+        "MCPRoute/tools: spec.auth.oauth.audiences[0]: must not be empty",
+        "MCPRoute/tools: spec.auth.oauth.jwksUri: `https://` has no valid host",
+        "MCPRoute/tools: spec.auth.oauth.scopes[0]: `` is not a scope",
+        "MCPRoute/tools: spec.auth.oauth.scopes[1]: `quote\"d` is not a scope",
+        "MCPRoute/tools: spec.auth.oauth.resource: the path of `https://gw.example.com/other` is `/other`, not the route's path `/mcp`",
     ];
     for want in expect {
         assert!(

@@ -7,6 +7,7 @@
 //! This crate knows nothing of HTTP, sockets or the hot path.
 
 pub mod compile;
+mod compile_auth;
 mod compile_mcp;
 pub mod defaults;
 pub mod error;

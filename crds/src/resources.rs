@@ -105,7 +105,8 @@ pub struct GatewayAuthSpec {
     /// or `x-api-key: KEY`. Keys are kept only as SHA-256 hashes in memory.
     #[serde(default)]
     pub api_keys: Vec<ApiKeySpec>,
-    /// JWT validation for LLM and MCP clients (not supported yet).
+    /// JWT bearer tokens for LLM and MCP clients, accepted besides `apiKeys`
+    /// (on MCPRoutes without `auth.oauth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSpec>,
     /// Tenant given to requests without a credential. Unset: every request
@@ -130,16 +131,21 @@ pub struct ApiKeySpec {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtSpec {
-    /// Expected `iss`.
+    /// Expected `iss`, compared exactly (an http or https URL).
     pub issuer: String,
-    /// Accepted `aud` values.
+    /// Accepted `aud` values: a token's `aud` must contain one of them.
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// Where the signing keys are published.
+    /// Where the issuer publishes its signing keys (a JWKS URL).
     pub jwks_uri: String,
-    /// Claim that names the tenant (default `sub`).
+    /// Top-level claim whose string value is the request's tenant (default `sub`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_claim: Option<String>,
+    /// Shortest time between two fetches of the JWKS (default `30s`): a
+    /// token signed with a key id not seen yet makes the gateway fetch the
+    /// keys again, at most this often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refetch_interval: Option<String>,
 }
 
 /// LLM routing.
@@ -358,7 +364,7 @@ pub struct PriceSpec {
 
 // ----------------------------------------------------------------- MCPRoute
 
-/// `MCPRoute`: many MCP servers behind one endpoint (not supported yet).
+/// `MCPRoute`: many MCP servers behind one endpoint.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MCPRouteSpec {
@@ -427,20 +433,38 @@ pub struct MCPRouteAuthSpec {
     pub oauth: Option<OAuthSpec>,
 }
 
-/// OAuth resource server.
+/// OAuth 2.1 resource server (MCP authorization): the route accepts only
+/// access tokens (JWTs) of this authorization server, and publishes RFC 9728
+/// Protected Resource Metadata at `/.well-known/oauth-protected-resource{path}`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OAuthSpec {
-    /// Authorization server issuer.
+    /// The authorization server's issuer identifier (an http or https URL):
+    /// the tokens' expected `iss`, and the metadata's `authorization_servers`.
     pub issuer: String,
-    /// Accepted audiences.
+    /// Accepted `aud` values: a token's `aud` must contain one of them
+    /// (usually the route's URL, as clients ask for it with RFC 8707 `resource`).
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// Signing keys.
+    /// Where the authorization server publishes its signing keys (a JWKS URL).
     pub jwks_uri: String,
-    /// Scopes required.
+    /// Scopes every token must carry (in `scope` or `scp`); also the
+    /// metadata's `scopes_supported`.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Top-level claim whose string value is the request's tenant (default `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_claim: Option<String>,
+    /// The route's public URL, e.g. `https://gw.example.com/mcp` (its path
+    /// must be the route's `path`). Default: built from each request's `Host`
+    /// (and `X-Forwarded-Proto`, else `http`) and the route's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Shortest time between two fetches of the JWKS (default `30s`): a
+    /// token signed with a key id not seen yet makes the gateway fetch the
+    /// keys again, at most this often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refetch_interval: Option<String>,
 }
 
 // ------------------------------------------------------------------- Budget

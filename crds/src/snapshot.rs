@@ -53,6 +53,34 @@ pub struct McpRoute {
     pub backends: Vec<McpRouteBackend>,
     /// Per-tenant tool allow-lists; `None`: every tenant sees every tool.
     pub access: Option<Vec<McpAccess>>,
+    /// OAuth resource server; `None`: clients use the gateway's `auth`.
+    pub oauth: Option<OAuth>,
+}
+
+/// How bearer JWTs are checked (`AIGateway` `auth.jwt`, `MCPRoute` `auth.oauth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtRules {
+    /// Expected `iss`, exactly.
+    pub issuer: String,
+    /// Accepted `aud` values (at least one).
+    pub audiences: Vec<String>,
+    /// The JWKS URL (http or https).
+    pub jwks_uri: String,
+    /// Top-level claim that names the tenant.
+    pub tenant_claim: String,
+    /// Shortest time between two JWKS fetches.
+    pub jwks_refetch_interval: Duration,
+}
+
+/// An MCP route's OAuth 2.1 resource-server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth {
+    /// How its access tokens are checked.
+    pub jwt: JwtRules,
+    /// Scopes every token must carry.
+    pub scopes: Vec<String>,
+    /// The configured public URL of the route; `None`: built per request.
+    pub resource: Option<String>,
 }
 
 impl McpRoute {
@@ -150,6 +178,8 @@ pub struct Auth {
     pub api_keys: Vec<ApiKey>,
     /// Tenant for requests without a credential; `None` requires one.
     pub anonymous_tenant: Option<TenantId>,
+    /// JWT bearer tokens accepted besides the keys.
+    pub jwt: Option<JwtRules>,
 }
 
 /// One client key, hashed.

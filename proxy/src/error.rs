@@ -15,6 +15,12 @@ pub enum GatewayError {
     /// No credential, or one the gateway does not know.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A JWT that does not pass its checks (signature, issuer, audience, expiry, tenant claim).
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// The keys that check JWTs cannot be fetched, so no token can be checked.
+    #[error("{0}")]
+    AuthUnavailable(String),
     /// No route serves the requested model.
     #[error(
         "model `{0}` is not served by this gateway; GET /v1/models lists the models it serves"
@@ -47,7 +53,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownModel(_) | Self::UnknownPath(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -64,7 +71,8 @@ impl GatewayError {
             | Self::UnknownPath(_)
             | Self::MethodNotAllowed(_) => "invalid_request_error",
             Self::PayloadTooLarge(_) => "invalid_request_error",
-            Self::Unauthorized(_) => "authentication_error",
+            Self::Unauthorized(_) | Self::InvalidToken(_) => "authentication_error",
+            Self::AuthUnavailable(_) => "server_error",
             Self::UpstreamFailed { .. } | Self::UpstreamTimeout(_) => "upstream_error",
         }
     }
@@ -74,6 +82,8 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized(_) => "invalid_api_key",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::AuthUnavailable(_) => "jwks_unavailable",
             Self::UnknownModel(_) => "model_not_found",
             Self::UnknownPath(_) => "unknown_path",
             Self::MethodNotAllowed(_) => "method_not_allowed",
@@ -96,11 +106,10 @@ impl GatewayError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if matches!(self, Self::Unauthorized(_)) {
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+        if let Some(challenge) = self.challenge() {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge);
         }
         if self.before_body() {
             // The request body was not read: the connection cannot carry
@@ -112,16 +121,42 @@ impl GatewayError {
         response
     }
 
+    /// The `WWW-Authenticate` value of a 401 (RFC 6750).
+    pub fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            Self::Unauthorized(_) => Some(HeaderValue::from_static("Bearer")),
+            Self::InvalidToken(reason) => HeaderValue::from_str(&format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                quotable(reason)
+            ))
+            .ok(),
+            _ => None,
+        }
+    }
+
     /// Whether the gateway answers before reading the request body.
     fn before_body(&self) -> bool {
         matches!(
             self,
             Self::Unauthorized(_)
+                | Self::InvalidToken(_)
+                | Self::AuthUnavailable(_)
                 | Self::PayloadTooLarge(_)
                 | Self::MethodNotAllowed(_)
                 | Self::UnknownPath(_)
         )
     }
+}
+
+/// `text` as the inside of an HTTP quoted-string: printable ASCII, with
+/// `"` and `\` (and anything else) replaced by `'`.
+pub fn quotable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '\'',
+        })
+        .collect()
 }
 
 /// `{"error":{"message","type","param":null,"code"}}`.
@@ -157,5 +192,14 @@ mod tests {
         assert!(unauthorized
             .headers()
             .contains_key(http::header::WWW_AUTHENTICATE));
+        let invalid = GatewayError::InvalidToken("the \"token\" has expired".into()).response();
+        assert_eq!(invalid.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            invalid.headers()[http::header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\", error_description=\"the 'token' has expired\""
+        );
+        let unavailable = GatewayError::AuthUnavailable("keys down".into());
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.code(), "jwks_unavailable");
     }
 }

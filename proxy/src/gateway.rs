@@ -105,6 +105,12 @@ impl Gateway {
         let mut response = match (mcp_route, endpoint) {
             (Some(route), _) => crate::mcp::handle(self, runtime, route, request, exchange).await,
             (None, Some(endpoint)) => llm::handle(self, runtime, request, endpoint, exchange).await,
+            (None, None) if runtime.oauth_metadata.contains_key(request.uri().path()) => {
+                let response = crate::mcp::oauth::metadata(&runtime, &request);
+                exchange.record.status = response.status().as_u16();
+                exchange.finish();
+                response
+            }
             (None, None) => {
                 let error = GatewayError::UnknownPath(
                     request.uri().path().chars().take(MAX_ID_LEN).collect(),

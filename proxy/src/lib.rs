@@ -8,6 +8,7 @@ pub mod body;
 pub mod config_source;
 pub mod error;
 pub mod gateway;
+pub mod jwt;
 pub mod llm;
 pub mod mcp;
 pub mod routing;

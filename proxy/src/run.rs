@@ -142,8 +142,13 @@ fn print_banner(
                 .iter()
                 .map(|b| &*runtime.backends[b.backend].name)
                 .collect();
+            let oauth = route
+                .oauth
+                .as_ref()
+                .map(|o| format!("   (OAuth: tokens of {})", o.jwt.issuer))
+                .unwrap_or_default();
             lines.push(format!(
-                "    MCP http://{listen}{} -> {}",
+                "    MCP http://{listen}{} -> {}{oauth}",
                 route.path,
                 backends.join(", ")
             ));

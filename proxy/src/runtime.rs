@@ -84,6 +84,12 @@ pub struct Runtime {
     pub mcp_paths: HashMap<String, usize>,
     /// Seals and opens MCP session ids.
     pub session_codec: crate::mcp::session::SessionCodec,
+    /// JWT bearer tokens accepted besides the keys (`auth.jwt`).
+    pub jwt: Option<crate::jwt::Validator>,
+    /// Token checks of MCP routes with `auth.oauth`, indexed as the routes.
+    pub mcp_oauth: Vec<Option<crate::jwt::Validator>>,
+    /// Protected Resource Metadata paths, to the MCP route each describes.
+    pub oauth_metadata: HashMap<String, usize>,
 }
 
 /// Why a snapshot could not be turned into a runtime.
@@ -183,6 +189,26 @@ impl Runtime {
             .enumerate()
             .map(|(i, r)| (r.path.clone(), i))
             .collect();
+        // One key cache per JWKS URL, shared by every check that uses it.
+        let mut caches: HashMap<(String, std::time::Duration), Arc<crate::jwt::jwks::Jwks>> =
+            HashMap::new();
+        let mut validator = |rules: &sluice_crds::snapshot::JwtRules| {
+            let key = (rules.jwks_uri.clone(), rules.jwks_refetch_interval);
+            let jwks = caches.entry(key).or_insert_with(|| {
+                Arc::new(crate::jwt::jwks::Jwks::new(
+                    &rules.jwks_uri,
+                    rules.jwks_refetch_interval,
+                ))
+            });
+            crate::jwt::Validator::new(rules.clone(), jwks.clone())
+        };
+        let jwt = snapshot.auth.jwt.as_ref().map(&mut validator);
+        let mcp_oauth = snapshot
+            .mcp_routes
+            .iter()
+            .map(|route| route.oauth.as_ref().map(|oauth| validator(&oauth.jwt)))
+            .collect();
+        let oauth_metadata = crate::mcp::oauth::metadata_paths(&snapshot.mcp_routes);
         let session_codec = match &snapshot.session_key {
             Some(key) => crate::mcp::session::SessionCodec::from_secret(key.expose().as_bytes()),
             None => crate::mcp::session::SessionCodec::process_local(),
@@ -199,6 +225,9 @@ impl Runtime {
             models_body,
             mcp_paths,
             session_codec,
+            jwt,
+            mcp_oauth,
+            oauth_metadata,
         })
     }
 

@@ -124,7 +124,7 @@ async fn serve(
     if request.method() != expected {
         return Err(GatewayError::MethodNotAllowed(request.method().to_string()));
     }
-    let principal = authenticate(runtime, request.headers())?;
+    let principal = authenticate(runtime, &gateway.upstreams, request.headers()).await?;
     exchange.record.tenant = Some(principal.tenant);
     if endpoint == Endpoint::Models {
         return Ok(Served::Local(json_response(

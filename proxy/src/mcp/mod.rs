@@ -12,6 +12,7 @@ pub mod client;
 mod demo;
 pub mod legacy_sse;
 mod names;
+pub mod oauth;
 pub mod relay;
 pub mod renew;
 mod servers;
@@ -54,6 +55,8 @@ struct McpError {
     code: i64,
     message: String,
     label: &'static str,
+    /// `WWW-Authenticate` of a 401 or 403 (default for a 401: `Bearer`).
+    challenge: Option<HeaderValue>,
 }
 
 impl McpError {
@@ -63,7 +66,13 @@ impl McpError {
             code,
             message: message.into(),
             label,
+            challenge: None,
         }
+    }
+
+    fn with_challenge(mut self, challenge: HeaderValue) -> Self {
+        self.challenge = Some(challenge);
+        self
     }
 
     fn response(&self, id: Option<&RawValue>) -> Response<ResponseBody> {
@@ -72,15 +81,26 @@ impl McpError {
             .unwrap_or(Value::Null);
         let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.code, "message": self.message}});
         let mut response = json_response(self.status, Bytes::from(body.to_string()));
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+        match &self.challenge {
+            Some(challenge) => {
+                response
+                    .headers_mut()
+                    .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            None if self.status == StatusCode::UNAUTHORIZED => {
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+            }
+            None => {}
         }
         if matches!(
             self.status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::PAYLOAD_TOO_LARGE
+            StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::SERVICE_UNAVAILABLE
         ) {
             // Refused before the body was read: the connection cannot be reused.
             response
@@ -127,8 +147,9 @@ pub async fn handle(
     request: Request<Incoming>,
     mut exchange: Exchange,
 ) -> Response<ResponseBody> {
+    let oauth = runtime.mcp_oauth.get(route).and_then(Option::as_ref);
     let route = &runtime.snapshot.mcp_routes[route];
-    match serve(gateway, &runtime, route, request, &mut exchange).await {
+    match serve(gateway, &runtime, route, oauth, request, &mut exchange).await {
         Ok(Served::Upstream(response)) => response,
         Ok(Served::Local(response)) => {
             exchange.record.status = response.status().as_u16();
@@ -162,6 +183,7 @@ async fn serve(
     gateway: &Gateway,
     runtime: &Arc<Runtime>,
     route: &McpRoute,
+    oauth: Option<&crate::jwt::Validator>,
     request: Request<Incoming>,
     exchange: &mut Exchange,
 ) -> Result<Served, Failure> {
@@ -181,15 +203,32 @@ async fn serve(
             "Origin not allowed: only loopback origins may call this MCP endpoint",
         )));
     }
-    let principal = authenticate(runtime, request.headers()).map_err(|e| {
-        fail(McpError::new(
-            StatusCode::UNAUTHORIZED,
-            -32001,
-            "invalid_api_key",
-            e.to_string(),
-        ))
-    })?;
-    exchange.record.tenant = Some(principal.tenant.clone());
+    // A route with OAuth takes only its own access tokens (MCP
+    // authorization: no other token is accepted); the others take the
+    // gateway's credentials.
+    let tenant = match oauth {
+        Some(validator) => oauth::authorize(gateway, runtime, route, validator, &request)
+            .await
+            .map_err(fail)?,
+        None => {
+            authenticate(runtime, &gateway.upstreams, request.headers())
+                .await
+                .map_err(|e| {
+                    let code = if e.status() == StatusCode::UNAUTHORIZED {
+                        -32001
+                    } else {
+                        -32603
+                    };
+                    let error = McpError::new(e.status(), code, e.code(), e.to_string());
+                    fail(match e.challenge() {
+                        Some(challenge) => error.with_challenge(challenge),
+                        None => error,
+                    })
+                })?
+                .tenant
+        }
+    };
+    exchange.record.tenant = Some(tenant.clone());
     if exchange.record.session_id.is_none() {
         exchange.record.session_id = request
             .headers()
@@ -197,7 +236,6 @@ async fn serve(
             .and_then(|v| v.to_str().ok())
             .map(session::log_name);
     }
-    let tenant = principal.tenant;
 
     match *request.method() {
         Method::POST => {}

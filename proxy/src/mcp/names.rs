@@ -115,6 +115,7 @@ mod tests {
             path: "/mcp".into(),
             backends: vec![backend(Some("kiwi")), backend(Some("cal"))],
             access: None,
+            oauth: None,
         };
         assert_eq!(
             outward(Some("kiwi"), SEPARATOR, "search-flight"),

@@ -170,7 +170,11 @@ pub fn dechunk(mut body: &[u8]) -> Vec<Vec<u8>> {
 
 /// Contents of `tests/fixtures/NAME`.
 pub fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Read at run time: cargo may reuse a test binary built from another
+    // checkout (the shared target dir), whose compile-time path is gone.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = PathBuf::from(manifest_dir)
         .join("tests/fixtures")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
