@@ -3,19 +3,26 @@
 //! One downstream session fans out to one upstream session per server;
 //! tools and prompts are listed from all of them under each server's
 //! prefix, and calls go to the server that owns the name. Knows nothing of
-//! the LLM endpoints.
+//! the LLM endpoints. The stateless revision 2026-07-28 is served on the
+//! same endpoints by `stateless` (with `mrtr` and `listen`), over upstream
+//! sessions kept by `upstream_cache`.
 
+mod call_stream;
 mod calls;
 mod catalog;
 pub mod client;
 mod demo;
+mod listen;
+mod mrtr;
 mod names;
 pub mod relay;
 pub mod renew;
 mod servers;
 pub mod session;
+pub mod stateless;
 pub mod stdio;
 pub mod stream;
+mod upstream_cache;
 
 use std::sync::Arc;
 
@@ -194,6 +201,10 @@ async fn serve(
             .map(session::log_name);
     }
     let tenant = principal.tenant;
+
+    if stateless::applies(request.headers()) {
+        return stateless::serve(gateway, runtime, route, request, &tenant, exchange).await;
+    }
 
     match *request.method() {
         Method::POST => {}
