@@ -288,6 +288,17 @@ async fn the_revision_refusals() {
         .unwrap();
     assert_eq!(init.status(), 200);
     assert!(init.headers().get("mcp-session-id").is_some());
+    // Also when it sends a version header the session path does not list.
+    let init = client()
+        .post(&url)
+        .header("authorization", "Bearer sk-team-a")
+        .header("mcp-protocol-version", "2024-11-05")
+        .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2024-11-05"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    assert!(init.headers().get("mcp-session-id").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,9 +87,10 @@ struct HasResultType<'a> {
 }
 
 /// A server's response as the client's: its id, and `resultType` in a
-/// result (session-based servers do not send it). Spliced as text: a tool
-/// result can be large, and only its first byte changes.
-pub(super) fn answer_bytes(client_id: &str, message: &[u8]) -> Option<Bytes> {
+/// result (session-based servers do not send it), with the cache hints a
+/// `resources/read` result needs in 2026-07-28 (none: `ttlMs` 0). Spliced as
+/// text: a tool result can be large, and only its first bytes change.
+pub(super) fn answer_bytes(client_id: &str, message: &[u8], method: &str) -> Option<Bytes> {
     let peek: Peek<'_> = serde_json::from_slice(message).ok()?;
     if peek.method.is_some() {
         return None;
@@ -105,7 +106,12 @@ pub(super) fn answer_bytes(client_id: &str, message: &[u8]) -> Option<Bytes> {
                 Some(rest) if !typed => {
                     let rest = rest.trim_start();
                     let comma = if rest.starts_with('}') { "" } else { "," };
-                    format!(r#"{{"resultType":"complete"{comma}{rest}"#)
+                    let hints = if method == "resources/read" {
+                        r#","ttlMs":0,"cacheScope":"private""#
+                    } else {
+                        ""
+                    };
+                    format!(r#"{{"resultType":"complete"{hints}{comma}{rest}"#)
                 }
                 _ => raw.to_owned(),
             };
@@ -316,7 +322,7 @@ impl CallBody {
                 sse_event(&mut self.out, data.as_bytes());
             }
             (None, Some(id)) if id.get() == held.upstream_id => {
-                match answer_bytes(&self.client_id, data.as_bytes()) {
+                match answer_bytes(&self.client_id, data.as_bytes(), &self.origin.method) {
                     Some(answer) => sse_event(&mut self.out, &answer),
                     None => self.fail("its response is malformed"),
                 }
@@ -441,7 +447,12 @@ mod tests {
     #[test]
     fn answers_carry_the_client_id_and_a_result_type() {
         let answer = |message: &str| {
-            String::from_utf8(answer_bytes("7", message.as_bytes()).unwrap().to_vec()).unwrap()
+            String::from_utf8(
+                answer_bytes("7", message.as_bytes(), "tools/call")
+                    .unwrap()
+                    .to_vec(),
+            )
+            .unwrap()
         };
         assert_eq!(
             answer(
@@ -468,8 +479,12 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(parsed["result"]["text"], "a \"quoted\" }{ brace");
-        assert!(answer_bytes("7", br#"{"method":"x","id":1}"#).is_none());
-        assert!(answer_bytes("7", b"not json").is_none());
+        assert!(answer_bytes("7", br#"{"method":"x","id":1}"#, "tools/call").is_none());
+        assert!(answer_bytes("7", b"not json", "tools/call").is_none());
+        assert_eq!(
+            &answer_bytes("1", br#"{"id":1,"result":{"contents":[]}}"#, "resources/read").unwrap()[..],
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","ttlMs":0,"cacheScope":"private","contents":[]}}"#
+        );
     }
 
     #[test]

@@ -239,7 +239,8 @@ pub(super) async fn call(
                     )
                 })?;
             let answer = process.request(call.method, params, timeout).await?;
-            let body = answer_bytes(id.get(), answer.to_string().as_bytes()).unwrap_or_default();
+            let body = answer_bytes(id.get(), answer.to_string().as_bytes(), call.method)
+                .unwrap_or_default();
             return Ok(Served::Local(json_response(StatusCode::OK, body)));
         }
     };
@@ -288,7 +289,7 @@ pub(super) async fn call(
             .await
             .map_err(|_| McpClientError::Timeout(server.name.to_owned()))?
             .map_err(|e| McpClientError::Unreachable(server.name.to_owned(), e))?;
-        let answer = answer_bytes(id.get(), &body).ok_or_else(|| {
+        let answer = answer_bytes(id.get(), &body, call.method).ok_or_else(|| {
             McpClientError::Malformed(server.name.to_owned(), "not a JSON-RPC response".into())
         })?;
         return Ok(Served::Local(json_response(StatusCode::OK, answer)));
@@ -423,7 +424,7 @@ fn route_index(runtime: &Runtime, route: &McpRoute) -> usize {
 
 /// A server's refusal, its JSON-RPC id made the client's.
 fn refused(status: StatusCode, client_id: &str, body: &[u8]) -> Response<ResponseBody> {
-    match answer_bytes(client_id, body) {
+    match answer_bytes(client_id, body, "") {
         Some(answer) => json_response(status, answer),
         None => {
             let error = json!({"jsonrpc": "2.0", "id": serde_json::from_str::<Value>(client_id).unwrap_or(Value::Null),

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 use sluice_crds::snapshot::McpRoute;
 
 use super::catalog::{merged, owner, Kind};
-use super::servers::{server, upstream_of, Upstream};
+use super::servers::{initialize, server, upstream_of, Upstream};
 use super::upstream_cache::{Ready, UpstreamCache};
 use super::*;
 
@@ -273,6 +273,20 @@ pub(super) async fn serve(
         )));
     };
     let params = message.params.unwrap_or(Value::Null);
+    if method == "initialize"
+        && parts
+            .headers
+            .get("mcp-protocol-version")
+            .map(HeaderValue::as_bytes)
+            != Some(VERSION.as_bytes())
+    {
+        // A session-based client that sent a version header the session path
+        // does not know (2024-11-05, say): initialise it as that path would.
+        return initialize(gateway, runtime, route, tenant, params, Some(id_raw))
+            .await
+            .map(Served::Local)
+            .map_err(with_id);
+    }
     let envelope = match check(&parts.headers, &method, &params) {
         Ok(envelope) => envelope,
         Err(Refusal::Error(error)) => return Err(with_id(error)),
