@@ -12,8 +12,11 @@
     reason = "tests"
 )]
 
+#[path = "support/fake_mcp.rs"]
+mod fake_mcp;
 mod support;
 
+use fake_mcp::FakeMcp;
 use serde_json::{json, Value};
 use support::{client, Sluice};
 
@@ -26,10 +29,20 @@ fn config() -> String {
 const ENV: &[(&str, &str)] = &[("TEAM_A_KEY", "sk-team-a")];
 
 /// A 2026-07-28 request: `_meta` envelope and mirrored headers.
-fn request(id: u64, method: &str, mut params: Value) -> (Value, Vec<(String, String)>) {
+fn request(id: u64, method: &str, params: Value) -> (Value, Vec<(String, String)>) {
+    request_with(id, method, params, json!({}))
+}
+
+/// The same, with client capabilities.
+fn request_with(
+    id: u64,
+    method: &str,
+    mut params: Value,
+    capabilities: Value,
+) -> (Value, Vec<(String, String)>) {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": VERSION,
-        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
         "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"},
     });
     let mut headers = vec![
@@ -335,4 +348,177 @@ async fn listen_acknowledges_what_it_can_honour() {
     );
     // The demo servers announce no list changes: nothing is honoured.
     assert_eq!(acknowledged["params"]["notifications"], json!({}));
+}
+
+/// The JSON-RPC messages of an SSE body.
+fn sse_messages(text: &str) -> Vec<Value> {
+    text.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
+        })
+        .collect()
+}
+
+async fn post_sse(url: &str, body: &Value, headers: &[(String, String)]) -> Vec<Value> {
+    let mut request = client()
+        .post(url)
+        .header("authorization", "Bearer sk-team-a")
+        .header("accept", "application/json, text/event-stream")
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    sse_messages(&response.text().await.unwrap())
+}
+
+fn fake_config(url: &str) -> String {
+    format!(
+        "kind: AIGateway\nmetadata: {{name: gw}}\nspec:\n  auth:\n    apiKeys: [{{name: ci, tenant: team-a, valueFrom: {{env: TEAM_A_KEY}}}}]\n---\nkind: Backend\nmetadata: {{name: fake}}\nspec: {{provider: MCP, endpoint: \"{url}\", timeout: 10s}}\n---\nkind: MCPRoute\nmetadata: {{name: tools}}\nspec:\n  path: /mcp\n  backends:\n    - {{backend: fake}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_based_server_behind_a_stateless_client() {
+    let fake = FakeMcp::start().await;
+    let sluice = Sluice::start(&fake_config(&fake.url), ENV);
+    let url = format!("{}/mcp", sluice.url);
+    let elicit = json!({"elicitation": {}});
+
+    // The upstream session is opened with the client's capabilities, once.
+    let (body, headers) = request_with(1, "tools/list", json!({}), elicit.clone());
+    let (status, tools) = post(&url, &body, &headers).await;
+    assert_eq!(status, 200, "{tools}");
+    assert_eq!(tools["result"]["tools"][0]["name"], "fake__ask");
+    let (body, headers) = request_with(2, "tools/list", json!({}), elicit.clone());
+    assert_eq!(post(&url, &body, &headers).await.0, 200);
+    assert_eq!(fake.seen.lock().unwrap().initialized, vec![elicit.clone()]);
+
+    // The server elicits during the call: input_required, then the retry.
+    let ask = json!({"name": "fake__ask", "arguments": {}, "_meta": {"progressToken": "p"}});
+    let (body, headers) = request_with(3, "tools/call", ask.clone(), elicit.clone());
+    let messages = post_sse(&url, &body, &headers).await;
+    assert_eq!(
+        messages[0]["method"], "notifications/progress",
+        "{messages:?}"
+    );
+    let first = messages.last().unwrap();
+    assert_eq!(first["id"], 3);
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let (key, asked) = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(asked["method"], "elicitation/create");
+    assert_eq!(asked["params"]["message"], "Your name?");
+    let mut retry = ask.clone();
+    retry["requestState"] = result["requestState"].clone();
+    retry["inputResponses"] = json!({key: {"action": "accept", "content": {"name": "Ada"}}});
+    let (body, headers) = request_with(4, "tools/call", retry.clone(), elicit.clone());
+    let messages = post_sse(&url, &body, &headers).await;
+    let done = messages.last().unwrap();
+    assert_eq!(done["id"], 4);
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(done["result"]["content"][0]["text"], "hello Ada");
+    let (body, headers) = request_with(5, "tools/call", retry, elicit.clone());
+    let (status, spent) = post(&url, &body, &headers).await;
+    assert_eq!(
+        (status.as_u16(), &spent["error"]["code"]),
+        (400, &json!(-32602))
+    );
+
+    // Without the capability, the client is not asked: the server is refused.
+    let (body, headers) = request(6, "tools/call", ask);
+    let messages = post_sse(&url, &body, &headers).await;
+    assert_eq!(
+        messages.last().unwrap()["result"]["content"][0]["text"],
+        "hello nobody"
+    );
+    assert_eq!(
+        fake.seen.lock().unwrap().initialized,
+        vec![elicit.clone(), json!({})],
+        "other capabilities, other upstream session"
+    );
+
+    // A listen stream hears the server's list change.
+    let (body, headers) = request_with(
+        7,
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true, "resourcesListChanged": true}}),
+        elicit.clone(),
+    );
+    let mut listen = client()
+        .post(&url)
+        .header("authorization", "Bearer sk-team-a")
+        .json(&body);
+    for (name, value) in &headers {
+        listen = listen.header(name, value);
+    }
+    let mut stream = listen.send().await.unwrap();
+    let mut seen = String::new();
+    let mut read_until = async |needle: &str, seen: &mut String| {
+        while !seen.contains(needle) {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+                .await
+                .expect("the listen stream went quiet")
+                .unwrap()
+                .expect("the listen stream ended");
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    };
+    read_until("acknowledged", &mut seen).await;
+    let ack = &sse_messages(&seen)[0];
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true})
+    );
+    // The feed opens the server's stream in the background: wait for it.
+    for _ in 0..200 {
+        if !fake.seen.lock().unwrap().streams.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (body, headers) = request_with(
+        8,
+        "tools/call",
+        json!({"name": "fake__touch"}),
+        elicit.clone(),
+    );
+    assert_eq!(post(&url, &body, &headers).await.0, 200);
+    read_until("list_changed", &mut seen).await;
+    let changed = sse_messages(&seen)
+        .into_iter()
+        .find(|m| m["method"] == "notifications/tools/list_changed")
+        .unwrap();
+    assert_eq!(
+        changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        7
+    );
+
+    // A server that forgot its sessions gets new ones, unnoticed.
+    let (body, headers) = request_with(
+        9,
+        "tools/call",
+        json!({"name": "fake__forget"}),
+        elicit.clone(),
+    );
+    assert_eq!(post(&url, &body, &headers).await.0, 200);
+    let (body, headers) = request_with(10, "tools/list", json!({}), elicit.clone());
+    let (status, again) = post(&url, &body, &headers).await;
+    assert_eq!(
+        (status.as_u16(), &again["result"]["tools"][0]["name"]),
+        (200, &json!("fake__ask"))
+    );
+    assert_eq!(fake.seen.lock().unwrap().initialized.len(), 3);
 }
