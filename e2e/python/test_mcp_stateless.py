@@ -154,9 +154,23 @@ def test_a_2026_client_discovers_lists_and_calls(stack: StatelessStack) -> None:
                 prompt = await client.get_prompt("everything__args-prompt", {"city": "Paris"})
                 resources = (await client.list_resources()).resources
                 read = await client.read_resource(resources[0].uri)
-                return client.session.protocol_version, client.session.server_info, tools, echoed, flights, prompt, resources, read
+                completed = await client.complete(
+                    types.PromptReference(type="ref/prompt", name="everything__completable-prompt"),
+                    {"name": "department", "value": "Eng"},
+                )
+                return (
+                    client.session.protocol_version,
+                    client.session.server_info,
+                    tools,
+                    echoed,
+                    flights,
+                    prompt,
+                    resources,
+                    read,
+                    completed,
+                )
 
-    version, info, tools, echoed, flights, prompt, resources, read = run_mcp(body)
+    version, info, tools, echoed, flights, prompt, resources, read, completed = run_mcp(body)
     assert version == VERSION, "the SDK's discover probe chose the stateless revision"
     assert info is not None and info.name == "sluice"
     assert {"everything__echo", "everything__get-sum", "flights__search-flight"} <= tools, sorted(tools)
@@ -166,8 +180,9 @@ def test_a_2026_client_discovers_lists_and_calls(stack: StatelessStack) -> None:
     assert "Paris" in prompt.messages[0].content.text
     assert resources[0].uri.startswith("everything+")
     assert read.contents
+    assert completed.completion.values == ["Engineering"], completed
 
-    lines = stack.gateway.logs_for_session(session_id, 7)
+    lines = stack.gateway.logs_for_session(session_id, 8)
     echo = next(l for l in lines if l.get("tool") == "echo")
     assert echo["mcp_method"] == "tools/call" and echo["upstream"] == "everything" and echo["status"] == 200
     assert {l["mcp_method"] for l in lines} >= {"server/discover", "tools/list", "tools/call", "prompts/get"}
