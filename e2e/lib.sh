@@ -39,14 +39,15 @@ export_cargo_target_dir() {
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLUICE_CACHE/target-$rustc_version}"
 }
 
-# Prints the path of a virtualenv with e2e/python/requirements.txt installed,
+# Prints the path of a virtualenv with e2e/python/requirements.txt installed
+# (or the requirements file given, e.g. e2e/python/requirements-mcp2.txt),
 # creating it on first use. The venv is keyed by the Python version and a hash
 # of the requirements file; a marker file says the install finished, so an
 # interrupted install is redone rather than reused.
-ensure_venv() {
+ensure_venv() { # [REQUIREMENTS]
     local root requirements py_version req_hash venv
     root="$(repo_root)" || return 1
-    requirements="$root/e2e/python/requirements.txt"
+    requirements="${1:-$root/e2e/python/requirements.txt}"
     py_version="$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')" || return 1
     req_hash="$(sha256sum "$requirements" | cut -c1-12)" || return 1
     venv="$SLUICE_CACHE/venv-py$py_version-$req_hash"

@@ -5,12 +5,15 @@
 #   2. cargo clippy --workspace --all-targets -- -D warnings
 #   3. cargo test --workspace
 #   4. cargo build --workspace --bins       (debug binaries for the e2e tests)
-#   5. the Python virtualenv for e2e/python (pinned openai and mcp SDKs + pytest)
+#   5. the Python virtualenvs for e2e/python (pinned openai and mcp SDKs + pytest;
+#      a second one with the MCP SDK's 2.x line for the 2026-07-28 tests)
 #   6. the MCP peers for e2e/python         (npm ci of e2e/mcp: the pinned
 #                                            @modelcontextprotocol/server-everything)
 #   7. pytest e2e/python                    (real sluice, sluice-test-upstream and
 #                                            server-everything processes, the
-#                                            official OpenAI and MCP SDKs)
+#                                            official OpenAI and MCP SDKs; run
+#                                            once per venv, each collecting the
+#                                            modules its MCP SDK line runs)
 #
 # Usage: e2e/test-all.sh [--quick] [--e2e] [--no-e2e] [-k EXPR] [-- PYTEST_ARGS...]
 #   --quick     skip clippy (the slowest check that is not a test)
@@ -18,7 +21,9 @@
 #   --no-e2e    skip the e2e tests (steps 5 to 7)
 #   -k EXPR     run only the e2e tests matching EXPR (pytest -k)
 #   -- ARGS     pass ARGS on to pytest, e.g. `-- -x -vv` or
-#               `-- e2e/python/test_errors.py` (test paths replace e2e/python)
+#               `-- e2e/python/test_errors.py` (test paths replace e2e/python;
+#               e2e/python/test_mcp_stateless.py runs in the MCP 2.x venv only,
+#               so name it alone)
 #
 # A failing step does not stop the later ones, except that the e2e tests need
 # the binaries and the virtualenv (without the MCP peers only the MCP tests
@@ -27,7 +32,8 @@
 #
 # Where things live (all outside the clone, reused between runs):
 #   CARGO_TARGET_DIR  ~/.cache/sluice/target-<rustc version> unless already set
-#   virtualenv        ~/.cache/sluice/venv-py<version>-<hash of requirements.txt>
+#   virtualenvs       ~/.cache/sluice/venv-py<version>-<hash of requirements.txt>
+#                     and of requirements-mcp2.txt
 #   MCP peers         ~/.cache/sluice/node-mcp-<hash of e2e/mcp/package-lock.json>
 #   logs              ~/.cache/sluice/test-logs/ (cargo test output, pytest's
 #                     junit XML, and each e2e test's process logs and configs)
@@ -108,9 +114,17 @@ cargo_test() {
 }
 
 # shellcheck disable=SC2317 # called through run_step
+sdk_versions='import importlib.metadata as m; print("    " + " / ".join(p + " " + m.version(p) for p in ("openai", "mcp", "pytest")))'
+
+# shellcheck disable=SC2317 # called through run_step
 make_venv() {
-    venv="$(ensure_venv)" && note "venv: $venv" && "$venv/bin/python" -c \
-        'import importlib.metadata as m; print("    " + " / ".join(p + " " + m.version(p) for p in ("openai", "mcp", "pytest")))'
+    venv="$(ensure_venv)" && note "venv: $venv" && "$venv/bin/python" -c "$sdk_versions"
+}
+
+# shellcheck disable=SC2317 # called through run_step
+make_venv_mcp2() {
+    venv_mcp2="$(ensure_venv e2e/python/requirements-mcp2.txt)" && note "venv: $venv_mcp2" \
+        && "$venv_mcp2/bin/python" -c "$sdk_versions"
 }
 
 # shellcheck disable=SC2317 # called through run_step
@@ -130,14 +144,36 @@ run_pytest() {
     note "SLUICE_BIN=$SLUICE_BIN"
     note "SLUICE_UPSTREAM_BIN=$SLUICE_UPSTREAM_BIN"
     # Run e2e/python unless the arguments name test files or folders themselves.
-    local targets=(e2e/python) arg
+    local targets=(e2e/python) arg rc=0 rc_mcp2=5 mcp2=1
     for arg in ${pytest_args[@]+"${pytest_args[@]}"}; do
-        [[ "$arg" != -* && -e "${arg%%::*}" ]] && targets=()
+        if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then
+            targets=()
+            [[ "$arg" == *test_mcp_stateless* ]] || mcp2=0
+        fi
     done
     PYTHONDONTWRITEBYTECODE=1 timeout --kill-after=30 "${SLUICE_E2E_TIMEOUT:-1200}" \
         "$venv/bin/python" -m pytest ${targets[@]+"${targets[@]}"} \
         --basetemp="$logs/pytest" --junitxml="$logs/pytest.xml" \
-        ${pytest_args[@]+"${pytest_args[@]}"}
+        ${pytest_args[@]+"${pytest_args[@]}"} || rc=$?
+    # The 2026-07-28 tests, with the MCP SDK's 2.x line (conftest.py collects
+    # only them there).
+    if ((mcp2)) && [[ -z "$venv_mcp2" ]]; then
+        echo "    the MCP 2.x venv is missing: the 2026-07-28 tests did not run"
+        rc_mcp2=1
+    elif ((mcp2)); then
+        rc_mcp2=0
+        PYTHONDONTWRITEBYTECODE=1 timeout --kill-after=30 "${SLUICE_E2E_TIMEOUT:-1200}" \
+            "$venv_mcp2/bin/python" -m pytest ${targets[@]+"${targets[@]}"} \
+            --basetemp="$logs/pytest-mcp2" --junitxml="$logs/pytest-mcp2.xml" \
+            ${pytest_args[@]+"${pytest_args[@]}"} || rc_mcp2=$?
+    fi
+    # Exit 5 (no test collected) from one venv is fine when the other ran some.
+    if ((rc == 5 && rc_mcp2 == 5)); then
+        return 5
+    fi
+    ((rc == 5)) && rc=0
+    ((rc_mcp2 == 5)) && rc_mcp2=0
+    ((rc == 0 && rc_mcp2 == 0))
 }
 
 if ((e2e_only)); then
@@ -157,14 +193,16 @@ fi
 built=0
 run_step "cargo build (bins)" cargo build --workspace --bins && built=1
 
-venv=""
+venv="" venv_mcp2=""
 if ((no_e2e)); then
     skip_step "python venv" "--no-e2e"
+    skip_step "python venv (MCP 2.x)" "--no-e2e"
     skip_step "MCP peers (npm ci)" "--no-e2e"
     skip_step "e2e tests (pytest)" "--no-e2e"
 else
     have_venv=0
     run_step "python venv" make_venv && have_venv=1
+    run_step "python venv (MCP 2.x)" make_venv_mcp2 || true
     # Without them the MCP tests fail (they try the install once more); the
     # other e2e tests still run.
     run_step "MCP peers (npm ci)" make_mcp_peers || true
@@ -189,14 +227,16 @@ count_tests() {
                 if ($(i) ~ /^ignored/) s += $(i - 1)
             }
         } END { printf "%d %d %d", p, f, s }' "$logs/cargo-test.log" 2>/dev/null || echo "0 0 0")"
-    pytest_counts="$(python3 - "$logs/pytest.xml" <<'EOF' 2>/dev/null || echo "0 0 0"
+    pytest_counts="$(python3 - "$logs/pytest.xml" "$logs/pytest-mcp2.xml" <<'EOF' 2>/dev/null || echo "0 0 0"
 import sys, xml.etree.ElementTree as ET
 p = f = s = 0
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-except (OSError, ET.ParseError):
-    root = None
-for suite in ([] if root is None else root.iter("testsuite")):
+suites = []
+for path in sys.argv[1:]:
+    try:
+        suites += list(ET.parse(path).getroot().iter("testsuite"))
+    except (OSError, ET.ParseError):
+        pass
+for suite in suites:
     n = int(suite.get("tests", 0))
     bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
     skipped = int(suite.get("skipped", 0))

@@ -39,7 +39,10 @@ import mcp.types
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import McpError
+try:
+    from mcp.shared.exceptions import McpError
+except ImportError:  # the SDK's 2.x line (requirements-mcp2.txt) names it MCPError
+    from mcp.shared.exceptions import MCPError as McpError
 
 from conftest import STARTUP_TIMEOUT_S, Process, free_port
 

@@ -21,6 +21,8 @@ pub enum ResponseBody {
     Upstream(Box<ObservedBody>),
     /// Several MCP servers' streams merged into one.
     Merged(Box<crate::mcp::stream::MergedStream>),
+    /// A streamed answer to a stateless (MCP 2026-07-28) client.
+    Stateless(Box<crate::mcp::stateless::StatelessBody>),
 }
 
 impl ResponseBody {
@@ -47,6 +49,7 @@ impl Body for ResponseBody {
             ),
             Self::Upstream(observed) => Pin::new(observed.as_mut()).poll_frame(cx),
             Self::Merged(merged) => Pin::new(merged.as_mut()).poll_frame(cx),
+            Self::Stateless(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -55,6 +58,7 @@ impl Body for ResponseBody {
             Self::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             Self::Upstream(observed) => observed.is_end_stream(),
             Self::Merged(merged) => merged.is_end_stream(),
+            Self::Stateless(body) => body.is_end_stream(),
         }
     }
 
@@ -62,7 +66,7 @@ impl Body for ResponseBody {
         match self {
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream(observed) => observed.size_hint(),
-            Self::Merged(_) => SizeHint::default(),
+            Self::Merged(_) | Self::Stateless(_) => SizeHint::default(),
         }
     }
 }

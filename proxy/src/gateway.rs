@@ -30,6 +30,8 @@ pub struct Gateway {
     pub mcp_renewals: crate::mcp::renew::Renewals,
     /// Stdio MCP servers running for sessions of this process.
     pub mcp_channels: crate::mcp::channel::Channels,
+    /// Upstream sessions and waiting calls of stateless MCP clients.
+    pub mcp_stateless: crate::mcp::stateless::Stateless,
     draining: AtomicBool,
     request_prefix: u64,
     request_seq: AtomicU64,
@@ -44,6 +46,7 @@ impl Gateway {
             telemetry,
             mcp_renewals: crate::mcp::renew::Renewals::default(),
             mcp_channels: crate::mcp::channel::Channels::default(),
+            mcp_stateless: crate::mcp::stateless::Stateless::default(),
             draining: AtomicBool::new(false),
             request_prefix: fastrand::u64(..) & 0xffff_ffff,
             request_seq: AtomicU64::new(0),
@@ -63,6 +66,7 @@ impl Gateway {
     /// Marks the gateway as draining (`/readyz` turns 503).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.mcp_stateless.start_draining();
     }
 
     /// Whether it is draining.

@@ -165,6 +165,20 @@ pub(super) async fn list(
     kind: Kind,
     id: &RawValue,
 ) -> Result<Served, McpError> {
+    let merged = merged(gateway, runtime, route, session, kind).await;
+    let mut result = serde_json::Map::new();
+    result.insert(kind.key().into(), Value::Array(merged));
+    Ok(Served::Local(result_response(id, Value::Object(result))))
+}
+
+/// Every server's list of one kind, filtered and renamed, in route order.
+pub(super) async fn merged(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    route: &McpRoute,
+    session: &SessionState,
+    kind: Kind,
+) -> Vec<Value> {
     let lists = (0..route.backends.len()).filter_map(|position| {
         let server = server(runtime, route, position)?;
         let upstream = upstream_of(session, runtime, route, position)?;
@@ -205,9 +219,7 @@ pub(super) async fn list(
             }
         }
     }
-    let mut result = serde_json::Map::new();
-    result.insert(kind.key().into(), Value::Array(merged));
-    Ok(Served::Local(result_response(id, Value::Object(result))))
+    merged
 }
 
 /// Finds which route backend owns an outward name, and the upstream's name.

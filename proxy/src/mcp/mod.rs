@@ -3,22 +3,29 @@
 //! One downstream session fans out to one upstream session per server;
 //! tools and prompts are listed from all of them under each server's
 //! prefix, and calls go to the server that owns the name. Knows nothing of
-//! the LLM endpoints.
+//! the LLM endpoints. The stateless revision 2026-07-28 is served on the
+//! same endpoints by `stateless` (with `mrtr` and `listen`), over upstream
+//! sessions kept by `upstream_cache`.
 
+mod call_stream;
 mod calls;
 mod catalog;
 pub mod channel;
 pub mod client;
 mod demo;
 pub mod legacy_sse;
+mod listen;
+mod mrtr;
 mod names;
 pub mod oauth;
 pub mod relay;
 pub mod renew;
 mod servers;
 pub mod session;
+pub mod stateless;
 pub mod stdio;
 pub mod stream;
+mod upstream_cache;
 
 use std::sync::Arc;
 
@@ -235,6 +242,10 @@ async fn serve(
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
             .map(session::log_name);
+    }
+
+    if stateless::applies(request.headers()) {
+        return stateless::serve(gateway, runtime, route, request, &tenant, exchange).await;
     }
 
     match *request.method() {

@@ -233,7 +233,9 @@ impl Metrics {
                 | "notifications/initialized"
                 | "notifications/cancelled"
                 | "logging/setLevel"
-                | "completion/complete" => method,
+                | "completion/complete"
+                | "server/discover"
+                | "subscriptions/listen" => method,
                 _ => "other",
             };
             let backend = record.upstream.as_deref().unwrap_or("").to_owned();
