@@ -12,11 +12,12 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::load::{Document, LoadedConfig};
 use crate::pattern::ModelPattern;
 use crate::resources::{
-    AIGatewaySpec, BackendAuthSpec, BackendSpec, PriceSpec, RetrySpec, RouteSpec, ValueFrom,
+    AIGatewaySpec, BackendAuthSpec, BackendSpec, BudgetSpec, PriceSpec, RetrySpec, RouteSpec,
+    ValueFrom,
 };
 use crate::snapshot::{
-    AccessLogTarget, ApiKey, ApiKeyHash, Auth, Backend, BackendName, Credential, Price, Provider,
-    Retry, Route, RouteBackend, Snapshot, Target, TenantId,
+    AccessLogTarget, ApiKey, ApiKeyHash, Auth, Backend, BackendName, Budget, Credential, Price,
+    Provider, Retry, Route, RouteBackend, Snapshot, StateStore, Target, TenantId,
 };
 use crate::values::{parse_duration, parse_size, MicroUsd, Secret};
 
@@ -78,22 +79,33 @@ pub fn compile(
     let mut gateways = Vec::new();
     let mut backend_specs: Vec<(String, &BackendSpec)> = Vec::new();
     let mut mcp_route_specs = Vec::new();
+    let mut budget_specs: Vec<(String, &BudgetSpec)> = Vec::new();
     for document in &loaded.documents {
         match document {
             Document::AIGateway(meta, spec) => gateways.push((meta.name.clone(), spec)),
             Document::Backend(meta, spec) => {
                 if backend_specs.iter().any(|(name, _)| *name == meta.name) {
-                    errors.push(&document.id(), "metadata.name", "a Backend of this name is defined twice");
+                    errors.push(
+                        &document.id(),
+                        "metadata.name",
+                        "a Backend of this name is defined twice",
+                    );
                 } else {
                     backend_specs.push((meta.name.clone(), spec));
                 }
             }
             Document::MCPRoute(meta, spec) => mcp_route_specs.push((meta.name.clone(), spec)),
-            Document::Budget(..) => errors.push(
-                &document.id(),
-                "",
-                "Budget is not supported yet: budgets and rate limits are not built in this version",
-            ),
+            Document::Budget(meta, spec) => {
+                if budget_specs.iter().any(|(name, _)| *name == meta.name) {
+                    errors.push(
+                        &document.id(),
+                        "metadata.name",
+                        "a Budget of this name is defined twice",
+                    );
+                } else {
+                    budget_specs.push((meta.name.clone(), spec));
+                }
+            }
         }
     }
 
@@ -142,6 +154,23 @@ pub fn compile(
         &known_backend,
         &mut errors.0,
     );
+    let key_names: Vec<&str> = gateway
+        .auth
+        .iter()
+        .flat_map(|auth| auth.api_keys.iter().map(|k| k.name.as_str()))
+        .collect();
+    let budgets: Vec<Budget> = budget_specs
+        .iter()
+        .filter_map(|(name, spec)| {
+            crate::compile_budget::compile_budget(
+                &format!("Budget/{name}"),
+                name,
+                spec,
+                &key_names,
+                &mut errors.0,
+            )
+        })
+        .collect();
     if !errors.0.is_empty() {
         return Err(ConfigErrors(errors.0));
     }
@@ -155,6 +184,12 @@ pub fn compile(
     snapshot.hash = loaded.hash.clone();
     snapshot.backends = backends;
     snapshot.mcp_routes = mcp_routes;
+    if !budgets.is_empty() {
+        if let StateStore::Memory { path: path @ None } = &mut snapshot.state {
+            *path = default_state_path();
+        }
+    }
+    snapshot.budgets = budgets;
     Ok(snapshot)
 }
 
@@ -277,38 +312,55 @@ fn compile_gateway(
         }
     }
 
-    if let Some(state) = &spec.state {
-        match state.kind.as_deref().unwrap_or("memory") {
-            "memory" => {}
-            "raft" | "redis" => errors.push(
+    let mut state = StateStore::Memory { path: None };
+    if let Some(spec) = &spec.state {
+        let kind = spec.kind.as_deref().unwrap_or("memory");
+        for (field, set, owner) in [
+            ("redis", spec.redis.is_some(), "redis"),
+            ("raft", spec.raft.is_some(), "raft"),
+            ("path", spec.path.is_some(), "memory"),
+        ] {
+            if set && kind != owner {
+                errors.push(
+                    id,
+                    format!("spec.state.{field}"),
+                    format!("set, but spec.state.type is {kind}; it belongs to type {owner}"),
+                );
+            }
+        }
+        match kind {
+            "memory" => {
+                state = StateStore::Memory {
+                    path: spec.path.as_deref().map(PathBuf::from),
+                }
+            }
+            "redis" => match spec.redis.as_ref().map(|r| r.url.as_str()) {
+                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                    state = StateStore::Redis {
+                        url: url.to_owned(),
+                    }
+                }
+                Some(url) => errors.push(
+                    id,
+                    "spec.state.redis.url",
+                    format!("`{url}` is not a redis:// or rediss:// URL"),
+                ),
+                None => errors.push(
+                    id,
+                    "spec.state.redis",
+                    "required for type redis: {url: redis://host:6379}",
+                ),
+            },
+            "raft" => errors.push(
                 id,
                 "spec.state.type",
-                format!(
-                    "`{}` is not supported yet; use `memory`",
-                    state.kind.as_deref().unwrap_or_default()
-                ),
+                "`raft` is not supported yet; use `memory` or `redis`",
             ),
             other => errors.push(
                 id,
                 "spec.state.type",
                 format!("`{other}` is not one of memory, raft, redis"),
             ),
-        }
-        if state.kind.as_deref().unwrap_or("memory") == "memory" {
-            for (field, set) in [
-                ("redis", state.redis.is_some()),
-                ("raft", state.raft.is_some()),
-            ] {
-                if set {
-                    errors.push(
-                        id,
-                        format!("spec.state.{field}"),
-                        format!(
-                            "set, but spec.state.type is memory; set `type: {field}` or remove it"
-                        ),
-                    );
-                }
-            }
         }
     }
 
@@ -350,7 +402,20 @@ fn compile_gateway(
         access_log,
         session_key,
         mcp_routes: Vec::new(),
+        budgets: Vec::new(),
+        state,
     })
+}
+
+/// `$XDG_STATE_HOME/sluice/counters.log`, else `~/.local/state/sluice/counters.log`.
+fn default_state_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local").join("state"))
+        })?;
+    Some(base.join("sluice").join("counters.log"))
 }
 
 fn compile_route(

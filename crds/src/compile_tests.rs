@@ -171,7 +171,7 @@ spec: {path: /mcp}
     let errors = compile_text(text).unwrap_err();
     let expect = [
         "MCPRoute/tools: spec.backends: list at least one MCP backend",
-        "Budget/team-a: Budget is not supported yet",
+        "Budget/team-a: spec.limits: list at least one limit",
         "Backend/claude: spec.provider: provider `Anthropic` is not supported yet",
         "Backend/weird: spec.provider: unknown provider `Skynet`",
         "Backend/local: spec.endpoint: required for provider OpenAICompatible",
@@ -183,7 +183,7 @@ spec: {path: /mcp}
         "AIGateway/gw: spec.llm.routes[0].retry.attempts: must be between 1 and 10",
         "AIGateway/gw: spec.llm.routes[0].retry.on[0]: `sometimes` is not one of",
         "AIGateway/gw: spec.llm.routes[0].timeout: `forever` is not a duration",
-        "AIGateway/gw: spec.state.type: `redis` is not supported yet",
+        "AIGateway/gw: spec.state.redis: required for type redis",
     ];
     for want in expect {
         assert!(
@@ -543,6 +543,134 @@ spec: {provider: OpenAI, transport: SSE}
         "Backend/odd: spec.transport: unknown transport `WebSocket`",
         "Backend/local: spec.transport: only an MCP backend with an `endpoint`",
         "Backend/llm: spec.transport: only an MCP backend with an `endpoint`",
+    ];
+    for want in expect {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+}
+
+#[test]
+fn compiles_budgets() {
+    use crate::snapshot::{
+        Enforcement, FailureMode, Limit, Metric, Period, StateStore, TokenKind, Window,
+    };
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  auth:
+    apiKeys: [{name: ci, tenant: team-a, valueFrom: {env: TEAM_A_KEY}}]
+  llm: {routes: []}
+  state: {type: memory, path: /tmp/sluice-counters.log}
+---
+kind: Budget
+metadata: {name: team-a}
+spec:
+  tenant: team-a
+  models: ["gpt-4o*"]
+  apiKey: ci
+  limits:
+    - {cost: "100.00", period: Monthly, timeZone: Europe/Paris}
+    - {tokens: 2000000, period: Daily}
+    - {tokensPerMinute: 100000, tokenType: output}
+    - {requestsPerMinute: 600}
+    - {requests: 50, window: 24h, name: burst}
+  enforcement: Lenient
+  failureMode: FailOpen
+  alertsAt: [80, 50, 100]
+"#;
+    let snapshot = compile_text(text).unwrap();
+    let budget = &snapshot.budgets[0];
+    assert_eq!((&*budget.name, &*budget.tenant), ("team-a", "team-a"));
+    assert_eq!(budget.api_key.as_deref(), Some("ci"));
+    assert_eq!(budget.enforcement, Enforcement::Lenient);
+    assert_eq!(budget.failure_mode, FailureMode::FailOpen);
+    assert_eq!(budget.alerts_at, [50, 80, 100]);
+    assert_eq!(
+        budget.limits[0],
+        Limit {
+            name: "cost-monthly".into(),
+            metric: Metric::Cost,
+            amount: 100_000_000,
+            window: Window::Calendar {
+                period: Period::Monthly,
+                time_zone: "Europe/Paris".into()
+            },
+        }
+    );
+    assert_eq!(budget.limits[1].name, "tokens-daily");
+    assert_eq!(
+        budget.limits[2],
+        Limit {
+            name: "output-tokens-per-minute".into(),
+            metric: Metric::Tokens(TokenKind::Output),
+            amount: 100_000,
+            window: Window::Rolling(Duration::from_secs(60)),
+        }
+    );
+    assert_eq!(budget.limits[3].name, "requests-per-minute");
+    assert_eq!(budget.limits[4].name, "burst");
+    assert_eq!(
+        budget.limits[4].window,
+        Window::Rolling(Duration::from_secs(86_400))
+    );
+    assert_eq!(
+        snapshot.state,
+        StateStore::Memory {
+            path: Some("/tmp/sluice-counters.log".into())
+        }
+    );
+}
+
+#[test]
+fn rejects_bad_budgets() {
+    let text = r#"
+kind: AIGateway
+metadata: {name: gw}
+spec: {llm: {routes: []}, state: {type: redis, redis: {url: "http://x"}}}
+---
+kind: Budget
+metadata: {name: b}
+spec:
+  tenant: ""
+  apiKey: nobody
+  models: [""]
+  limits:
+    - {cost: "1.2345678", period: Monthly}
+    - {tokens: 10, requests: 5, period: Daily}
+    - {tokens: 10}
+    - {requests: 10, period: Yearly}
+    - {requests: 10, period: Daily, timeZone: Mars/Olympus}
+    - {requestsPerMinute: 5, period: Daily}
+    - {requests: 0, window: 1h}
+    - {requests: 1, window: 1h, period: Daily}
+    - {cost: "1", period: Daily, tokenType: input}
+  enforcement: Sometimes
+  failureMode: Maybe
+  alertsAt: [0]
+"#;
+    let errors = compile_text(text).unwrap_err();
+    let expect = [
+        "AIGateway/gw: spec.state.redis.url: `http://x` is not a redis://",
+        "Budget/b: spec.tenant: required",
+        "Budget/b: spec.apiKey: no API key named `nobody`",
+        "Budget/b: spec.models[0]:",
+        "Budget/b: spec.limits[0].cost:",
+        "Budget/b: spec.limits[1]: one metric per limit, not tokens and requests",
+        "Budget/b: spec.limits[2]: a tokens limit needs a `period`",
+        "Budget/b: spec.limits[3].period: `Yearly` is not one of",
+        "Budget/b: spec.limits[4].timeZone: `Mars/Olympus` is not an IANA time zone",
+        "Budget/b: spec.limits[5].period: a requestsPerMinute limit is per minute already",
+        "Budget/b: spec.limits[6].requests: must be more than 0",
+        "Budget/b: spec.limits[7]: set either `period` (calendar) or `window` (rolling), not both",
+        "Budget/b: spec.limits[8].tokenType: only a tokens or tokensPerMinute limit",
+        "Budget/b: spec.enforcement: `Sometimes` is not one of Strict, Lenient",
+        "Budget/b: spec.failureMode: `Maybe` is not one of FailClosed, FailOpen",
+        "Budget/b: spec.alertsAt[0]: 0 is not a percentage",
     ];
     for want in expect {
         assert!(

@@ -8,6 +8,7 @@
 
 pub mod compile;
 mod compile_auth;
+mod compile_budget;
 mod compile_mcp;
 pub mod defaults;
 pub mod error;

@@ -216,6 +216,11 @@ pub struct StateSpec {
     /// `memory` (default), `raft` or `redis`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// For `memory`: the file that keeps settled spend across restarts
+    /// (default `$XDG_STATE_HOME/sluice/counters.log`, else
+    /// `~/.local/state/sluice/counters.log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Redis settings (for `type: redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
@@ -469,7 +474,7 @@ pub struct OAuthSpec {
 
 // ------------------------------------------------------------------- Budget
 
-/// `Budget`: limits and spend per tenant (not supported yet).
+/// `Budget`: limits and spend per tenant.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BudgetSpec {
@@ -517,9 +522,17 @@ pub struct LimitSpec {
     /// `total` (default), `input` or `output`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
-    /// `Hourly`, `Daily`, `Weekly`, `Monthly` or `{rolling: 24h}`.
+    /// `Hourly`, `Daily`, `Weekly` (from Monday) or `Monthly`, aligned in
+    /// `timeZone`; for `cost`, `tokens` and `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub period: Option<serde_yaml::Value>,
+    pub period: Option<String>,
+    /// A rolling window instead of a calendar period, e.g. `24h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// A name for the limit in errors, headers and `/budgets` (default:
+    /// made from its metric and period, e.g. `cost-monthly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// IANA time zone the calendar period aligns to (default `UTC`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,

@@ -40,6 +40,10 @@ pub struct Snapshot {
     pub session_key: Option<Secret>,
     /// MCP routes.
     pub mcp_routes: Vec<McpRoute>,
+    /// Budgets and rate limits.
+    pub budgets: Vec<Budget>,
+    /// Where their counters live.
+    pub state: StateStore,
 }
 
 /// One MCP route: many MCP servers behind one path.
@@ -417,4 +421,120 @@ pub enum AccessLogTarget {
     Off,
     /// Appended to a file.
     File(PathBuf),
+}
+
+/// Where limit and budget counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateStore {
+    /// In this process; settled spend kept in a file across restarts.
+    Memory {
+        /// The file (`None`: no budget needs one, or the default could not be found).
+        path: Option<std::path::PathBuf>,
+    },
+    /// A Redis or Valkey server shared by the replicas.
+    Redis {
+        /// `redis://host:port[/db]`.
+        url: String,
+    },
+}
+
+/// A compiled Budget: limits on one tenant's traffic.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// `metadata.name`.
+    pub name: Arc<str>,
+    /// The tenant it applies to.
+    pub tenant: Arc<str>,
+    /// Models in scope; empty: every model (and MCP tool calls).
+    pub models: Vec<ModelPattern>,
+    /// The API key (by its `name` in `auth.apiKeys`) in scope, if only one.
+    pub api_key: Option<String>,
+    /// Every applicable limit must pass.
+    pub limits: Vec<Limit>,
+    /// What a stream that crosses a limit gets.
+    pub enforcement: Enforcement,
+    /// What happens when the counter store cannot be reached.
+    pub failure_mode: FailureMode,
+    /// Percentages of a limit that raise an alert, ascending.
+    pub alerts_at: Vec<u32>,
+}
+
+/// One limit of a budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Unique within its budget, e.g. `cost-monthly`.
+    pub name: String,
+    /// What is counted.
+    pub metric: Metric,
+    /// The most that may be spent per window: micro-USD, tokens or requests.
+    pub amount: u64,
+    /// Over which time.
+    pub window: Window,
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Spend in micro-USD.
+    Cost,
+    /// Tokens of this kind.
+    Tokens(TokenKind),
+    /// Requests (LLM requests and MCP tool calls).
+    Requests,
+}
+
+/// Which tokens a token limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Input plus output.
+    Total,
+    /// Prompt tokens.
+    Input,
+    /// Completion tokens.
+    Output,
+}
+
+/// The time a limit's amount is good for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Window {
+    /// A calendar period aligned in a time zone.
+    Calendar {
+        /// Hourly, daily, weekly or monthly.
+        period: Period,
+        /// IANA name, e.g. `Europe/Paris`.
+        time_zone: String,
+    },
+    /// The last `Duration`, sliding (per-minute limits are `Rolling(60 s)`).
+    Rolling(Duration),
+}
+
+/// A calendar period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// From the top of each hour.
+    Hourly,
+    /// From midnight.
+    Daily,
+    /// From Monday midnight.
+    Weekly,
+    /// From midnight on the 1st.
+    Monthly,
+}
+
+/// `Strict` or `Lenient`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcement {
+    /// A stream that outgrows what is left is ended with an error event.
+    Strict,
+    /// An admitted request finishes; its spend is charged.
+    Lenient,
+}
+
+/// `FailClosed` or `FailOpen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Refuse (503) what cannot be counted.
+    FailClosed,
+    /// Serve, count locally, and settle when the store is back.
+    FailOpen,
 }

@@ -9,6 +9,7 @@ pub mod config_source;
 pub mod error;
 pub mod gateway;
 pub mod jwt;
+pub mod limits;
 pub mod llm;
 pub mod mcp;
 pub mod routing;

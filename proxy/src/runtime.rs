@@ -103,6 +103,13 @@ pub struct RuntimeError {
 impl Runtime {
     /// Builds the tables.
     pub fn new(snapshot: Snapshot, version: u64) -> Result<Self, RuntimeError> {
+        if let Some(budget) = snapshot.budgets.first() {
+            // Compiled, not enforced yet: refuse rather than pretend.
+            return Err(RuntimeError {
+                backend: format!("(Budget/{})", budget.name),
+                message: "budgets are not enforced by this build yet".into(),
+            });
+        }
         let keys = snapshot
             .auth
             .api_keys

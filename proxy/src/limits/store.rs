@@ -1,0 +1,419 @@
+//! Where limit counters live: the [`CounterStore`] trait, a ledger of
+//! settled spend and outstanding leases per counter, and its in-process
+//! backend ([`MemoryStore`], settled spend journaled to a file). The Redis
+//! backend is in `redis.rs`. The hot path never calls a store per request:
+//! the [`Limiter`](super::Limiter) spends from leases and settles in
+//! batches. Knows nothing of HTTP, budgets or prices.
+//!
+//! The one rule every backend keeps, per counter:
+//! `settled + sum(outstanding leases) <= limit` when granting. Grants,
+//! settlements and lease expiries are the only writes. An expired lease
+//! counts as spent (its holder may have spent it and can no longer say),
+//! so the fleet under-uses a little rather than overspends.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+/// One counter: a limit in one window.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CounterKey {
+    /// The limit, stable across reloads while its definition stays the
+    /// same: `{budget}/{limit}/{hash of the definition}`.
+    pub id: Arc<str>,
+    /// Start of the window, Unix milliseconds.
+    pub start_ms: i64,
+    /// End of the window (exclusive), Unix milliseconds.
+    pub end_ms: i64,
+    /// The most that may be spent in the window.
+    pub limit: u64,
+    /// A rolling window: the previous window's settled spend counts too,
+    /// weighted by how much of it still overlaps the last `end - start`.
+    pub sliding: bool,
+}
+
+impl CounterKey {
+    /// The key's name in a store (one per window).
+    pub fn name(&self) -> String {
+        format!("{}@{}", self.id, self.start_ms)
+    }
+
+    /// The window before this one (for sliding windows).
+    pub fn previous(&self) -> CounterKey {
+        let len = self.end_ms - self.start_ms;
+        CounterKey {
+            start_ms: self.start_ms - len,
+            end_ms: self.start_ms,
+            ..self.clone()
+        }
+    }
+
+    /// How much of the previous window a sliding window still covers at
+    /// `now_ms`, in millionths (1_000_000 at the window's start).
+    pub fn previous_weight_ppm(&self, now_ms: i64) -> u64 {
+        let len = (self.end_ms - self.start_ms).max(1);
+        let left = (self.end_ms - now_ms).clamp(0, len);
+        u64::try_from(left as i128 * 1_000_000 / len as i128).unwrap_or(0)
+    }
+}
+
+/// What a grant gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// Added to the holder's lease; 0 when less than `at_least` was left.
+    pub granted: u64,
+    /// Settled plus leased (plus the previous window's weighted share for
+    /// a sliding window) after the grant, as the store sees it.
+    pub used: u64,
+}
+
+/// Spend to settle for one counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The counter.
+    pub key: CounterKey,
+    /// Spent: added to `settled`, taken from the holder's lease.
+    pub spent: u64,
+    /// Leased but not spent, handed back (the holder's lease shrinks).
+    pub unused: u64,
+}
+
+/// A counter's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Spend that happened.
+    pub settled: u64,
+    /// Allowance handed out in leases and not yet settled or expired.
+    pub leased: u64,
+}
+
+/// The store could not be reached or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+#[error("counter store: {0}")]
+pub struct StoreError(pub String);
+
+/// A ledger of limit counters shared by the replicas that use it.
+#[async_trait::async_trait]
+pub trait CounterStore: Send + Sync + 'static {
+    /// Leases up to `want` of what is left of `key` to `holder` (a replica)
+    /// for `ttl`: nothing if less than `at_least` is left. Expired leases of
+    /// any holder are counted as spent first. A holder's new grant extends
+    /// its lease's expiry.
+    async fn grant(
+        &self,
+        holder: &str,
+        key: &CounterKey,
+        want: u64,
+        at_least: u64,
+        ttl: Duration,
+    ) -> Result<Grant, StoreError>;
+
+    /// Settles spend and hands back unused lease, for several counters.
+    /// Spend beyond the holder's lease is settled all the same (a Lenient
+    /// stream that ran past its reservation). A settlement for a lease that
+    /// already expired adds nothing: the expiry counted it as spent.
+    async fn settle(&self, holder: &str, batch: &[Settlement]) -> Result<(), StoreError>;
+
+    /// A counter's totals, for reports.
+    async fn totals(&self, key: &CounterKey) -> Result<Totals, StoreError>;
+}
+
+/// One counter in the memory store.
+#[derive(Debug, Default)]
+struct Entry {
+    settled: u64,
+    /// holder -> (amount, expiry in Unix ms)
+    leases: HashMap<String, (u64, i64)>,
+}
+
+impl Entry {
+    fn leased(&self) -> u64 {
+        self.leases.values().map(|(amount, _)| amount).sum()
+    }
+
+    /// Expired leases count as spent.
+    fn expire(&mut self, now_ms: i64) -> u64 {
+        let mut expired = 0;
+        self.leases.retain(|_, (amount, until)| {
+            let keep = *until > now_ms;
+            if !keep {
+                expired += *amount;
+            }
+            keep
+        });
+        self.settled += expired;
+        expired
+    }
+}
+
+/// Counters in this process; settled spend is appended to a journal file
+/// (one line per batch: `name settled-delta`), replayed at start, so a
+/// restart loses none of it. Leases do not survive a restart: they belonged
+/// to this process.
+pub struct MemoryStore {
+    entries: Mutex<HashMap<String, Entry>>,
+    journal: Option<tokio::sync::Mutex<tokio::fs::File>>,
+    path: Option<PathBuf>,
+}
+
+impl MemoryStore {
+    /// A store without a file (tests, or no budget that needs one).
+    pub fn ephemeral() -> Self {
+        Self {
+            entries: Mutex::default(),
+            journal: None,
+            path: None,
+        }
+    }
+
+    /// Opens (creating) the journal at `path` and replays it.
+    pub async fn open(path: PathBuf) -> Result<Self, StoreError> {
+        let error = |e: std::io::Error| StoreError(format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(error)?;
+        }
+        let mut entries: HashMap<String, Entry> = HashMap::new();
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => {
+                for line in text.lines() {
+                    // A torn last line (a crash mid-write) is skipped.
+                    let Some((name, delta)) = line.rsplit_once(' ') else {
+                        continue;
+                    };
+                    if let Ok(delta) = delta.parse::<u64>() {
+                        entries.entry(name.to_owned()).or_default().settled += delta;
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(error(e)),
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(error)?;
+        Ok(Self {
+            entries: Mutex::new(entries),
+            journal: Some(tokio::sync::Mutex::new(file)),
+            path: Some(path),
+        })
+    }
+
+    /// The journal's path, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Entry>>, StoreError> {
+        self.entries
+            .lock()
+            .map_err(|_| StoreError("memory store poisoned".into()))
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[async_trait::async_trait]
+impl CounterStore for MemoryStore {
+    async fn grant(
+        &self,
+        holder: &str,
+        key: &CounterKey,
+        want: u64,
+        at_least: u64,
+        ttl: Duration,
+    ) -> Result<Grant, StoreError> {
+        let now = now_ms();
+        let mut entries = self.lock()?;
+        let previous = if key.sliding {
+            let weight = key.previous_weight_ppm(now);
+            let settled = entries.get(&key.previous().name()).map_or(0, |e| e.settled);
+            u64::try_from(settled as u128 * weight as u128 / 1_000_000).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        let entry = entries.entry(key.name()).or_default();
+        entry.expire(now);
+        let used = entry.settled + entry.leased() + previous;
+        let left = key.limit.saturating_sub(used);
+        let granted = if left < at_least { 0 } else { want.min(left) };
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let lease = entry.leases.entry(holder.to_owned()).or_insert((0, 0));
+        lease.0 += granted;
+        lease.1 = now.saturating_add(ttl_ms);
+        Ok(Grant {
+            granted,
+            used: used + granted,
+        })
+    }
+
+    async fn settle(&self, holder: &str, batch: &[Settlement]) -> Result<(), StoreError> {
+        let mut lines = String::new();
+        {
+            let now = now_ms();
+            let mut entries = self.lock()?;
+            for settlement in batch {
+                let name = settlement.key.name();
+                let entry = entries.entry(name.clone()).or_default();
+                entry.expire(now);
+                let Some(lease) = entry.leases.get_mut(holder) else {
+                    // The lease expired and was counted as spent already;
+                    // spend beyond it is still spend.
+                    continue;
+                };
+                let from_lease = lease.0.min(settlement.spent + settlement.unused);
+                lease.0 -= from_lease;
+                entry.settled += settlement.spent;
+                if settlement.spent > 0 {
+                    lines.push_str(&format!("{name} {}\n", settlement.spent));
+                }
+            }
+        }
+        if let (Some(journal), false) = (&self.journal, lines.is_empty()) {
+            let mut file = journal.lock().await;
+            let written = async {
+                file.write_all(lines.as_bytes()).await?;
+                file.sync_data().await
+            };
+            written
+                .await
+                .map_err(|e| StoreError(format!("writing the counter journal: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn totals(&self, key: &CounterKey) -> Result<Totals, StoreError> {
+        let now = now_ms();
+        let mut entries = self.lock()?;
+        let entry = entries.entry(key.name()).or_default();
+        entry.expire(now);
+        Ok(Totals {
+            settled: entry.settled,
+            leased: entry.leased(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(limit: u64) -> CounterKey {
+        let start = now_ms() - 1000;
+        CounterKey {
+            id: "b/cost/x".into(),
+            start_ms: start,
+            end_ms: start + 60_000,
+            limit,
+            sliding: false,
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn grants_never_exceed_the_limit() {
+        let store = MemoryStore::ephemeral();
+        let k = key(100);
+        assert_eq!(store.grant("a", &k, 60, 1, TTL).await.unwrap().granted, 60);
+        assert_eq!(store.grant("b", &k, 60, 1, TTL).await.unwrap().granted, 40);
+        assert_eq!(store.grant("b", &k, 10, 1, TTL).await.unwrap().granted, 0);
+        // a spends 50 of its 60 and hands back 10: 10 is free again.
+        let s = Settlement {
+            key: k.clone(),
+            spent: 50,
+            unused: 10,
+        };
+        store.settle("a", &[s]).await.unwrap();
+        assert_eq!(
+            store.totals(&k).await.unwrap(),
+            Totals {
+                settled: 50,
+                leased: 40
+            }
+        );
+        assert_eq!(
+            store.grant("a", &k, 60, 20, TTL).await.unwrap().granted,
+            0,
+            "at_least"
+        );
+        assert_eq!(store.grant("a", &k, 60, 5, TTL).await.unwrap().granted, 10);
+    }
+
+    #[tokio::test]
+    async fn expired_leases_count_as_spent() {
+        let store = MemoryStore::ephemeral();
+        let k = key(100);
+        store.grant("a", &k, 30, 1, Duration::ZERO).await.unwrap();
+        let totals = store.totals(&k).await.unwrap();
+        assert_eq!((totals.settled, totals.leased), (30, 0));
+        // A late settlement of the expired lease adds nothing.
+        let s = Settlement {
+            key: k.clone(),
+            spent: 30,
+            unused: 0,
+        };
+        store.settle("a", &[s]).await.unwrap();
+        assert_eq!(store.totals(&k).await.unwrap().settled, 30);
+    }
+
+    #[tokio::test]
+    async fn settled_spend_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("sluice-store-{}", fastrand::u64(..)));
+        let path = dir.join("counters.log");
+        let k = key(1000);
+        {
+            let store = MemoryStore::open(path.clone()).await.unwrap();
+            store.grant("a", &k, 100, 1, TTL).await.unwrap();
+            let s = Settlement {
+                key: k.clone(),
+                spent: 70,
+                unused: 0,
+            };
+            store.settle("a", &[s]).await.unwrap();
+        }
+        let store = MemoryStore::open(path).await.unwrap();
+        assert_eq!(
+            store.totals(&k).await.unwrap(),
+            Totals {
+                settled: 70,
+                leased: 0
+            }
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_sliding_window_weighs_the_previous_one() {
+        let store = MemoryStore::ephemeral();
+        let now = now_ms();
+        let current = CounterKey {
+            id: "b/rpm/x".into(),
+            start_ms: now - 30_000,
+            end_ms: now + 30_000,
+            limit: 100,
+            sliding: true,
+        };
+        let previous = current.previous();
+        store.grant("a", &previous, 80, 1, TTL).await.unwrap();
+        let s = Settlement {
+            key: previous.clone(),
+            spent: 80,
+            unused: 0,
+        };
+        store.settle("a", &[s]).await.unwrap();
+        // Half the previous window still overlaps: 40 of its 80 count.
+        let grant = store.grant("a", &current, 100, 1, TTL).await.unwrap();
+        assert!((59..=61).contains(&grant.granted), "{grant:?}");
+    }
+}
