@@ -142,7 +142,7 @@ fn validate_prints_every_error_with_object_and_field() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("Budget/team: Budget is not supported yet"),
+        stderr.contains("Budget/team: spec.limits: list at least one limit"),
         "{stderr}"
     );
     assert!(
