@@ -18,6 +18,8 @@ use crate::upstream::Pool;
 pub struct Principal {
     /// Its tenant.
     pub tenant: Arc<str>,
+    /// The name of its API key, if it used one.
+    pub key: Option<Arc<str>>,
 }
 
 /// The key a request presents, if any.
@@ -51,12 +53,14 @@ pub async fn authenticate(
         if let Some(entry) = runtime.keys.get(&ApiKeyHash::of(key)) {
             return Ok(Principal {
                 tenant: entry.tenant.clone(),
+                key: Some(entry.name.clone()),
             });
         }
         if let Some(jwt) = runtime.jwt.as_ref().filter(|_| looks_like_jwt(key)) {
             return match jwt.validate(pool, key).await {
                 Ok(verified) => Ok(Principal {
                     tenant: verified.tenant,
+                    key: None,
                 }),
                 Err(e @ TokenError::KeysUnavailable { .. }) => {
                     Err(GatewayError::AuthUnavailable(e.to_string()))
@@ -68,6 +72,7 @@ pub async fn authenticate(
     if let Some(tenant) = &runtime.anonymous_tenant {
         return Ok(Principal {
             tenant: tenant.clone(),
+            key: None,
         });
     }
     Err(GatewayError::Unauthorized(match key {

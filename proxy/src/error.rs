@@ -46,6 +46,40 @@ pub enum GatewayError {
     /// Every attempt timed out before response headers.
     #[error("upstream {0} did not answer in time")]
     UpstreamTimeout(String),
+    /// A budget or rate limit has no room for the request.
+    #[error("{}", describe_reached(.0))]
+    LimitReached(Box<crate::limits::Reached>),
+    /// The counter store cannot be reached and the budget fails closed.
+    #[error("limit {limit} cannot be checked (the counter store is unreachable: {detail}); the budget fails closed")]
+    LimitsUnavailable {
+        /// `budget/limit`.
+        limit: String,
+        /// What the store said.
+        detail: String,
+    },
+}
+
+/// What a client reads when a limit refuses it.
+fn describe_reached(reached: &crate::limits::Reached) -> String {
+    let amount = crate::limits::format_amount(reached.metric, reached.amount);
+    let left = crate::limits::format_amount(reached.metric, reached.remaining);
+    let needed = crate::limits::format_amount(reached.metric, reached.needed);
+    if reached.calendar {
+        format!(
+            "budget {}: limit {} reached ({amount} per period; {left} left, this request needs {needed}); it resets at {}",
+            reached.budget,
+            reached.limit,
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(u64::try_from(reached.resets_at_ms).unwrap_or(0))
+            )
+        )
+    } else {
+        format!(
+            "rate limit {}/{} reached ({amount} per window; {left} left, this request needs {needed}); retry in {}s",
+            reached.budget, reached.limit, reached.retry_after_s
+        )
+    }
 }
 
 impl GatewayError {
@@ -60,6 +94,8 @@ impl GatewayError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::LimitsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -74,6 +110,9 @@ impl GatewayError {
             Self::Unauthorized(_) | Self::InvalidToken(_) => "authentication_error",
             Self::AuthUnavailable(_) => "server_error",
             Self::UpstreamFailed { .. } | Self::UpstreamTimeout(_) => "upstream_error",
+            Self::LimitReached(reached) if reached.calendar => "insufficient_quota",
+            Self::LimitReached(_) => "rate_limit_exceeded",
+            Self::LimitsUnavailable { .. } => "server_error",
         }
     }
 
@@ -90,6 +129,18 @@ impl GatewayError {
             Self::PayloadTooLarge(_) => "request_too_large",
             Self::UpstreamFailed { .. } => "upstream_failed",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::LimitReached(reached) if reached.calendar => "budget_exceeded",
+            Self::LimitReached(_) => "rate_limited",
+            Self::LimitsUnavailable { .. } => "limits_unavailable",
+        }
+    }
+
+    /// `budget/limit` behind a limit refusal, for the access log.
+    pub fn limit(&self) -> Option<String> {
+        match self {
+            Self::LimitReached(r) => Some(format!("{}/{}", r.budget, r.limit)),
+            Self::LimitsUnavailable { limit, .. } => Some(limit.clone()),
+            _ => None,
         }
     }
 
@@ -110,6 +161,22 @@ impl GatewayError {
             response
                 .headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Self::LimitReached(reached) = self {
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(reached.retry_after_s),
+            );
+            crate::limits::insert_headroom(
+                headers,
+                &[crate::limits::Headroom {
+                    metric: crate::limits::metric_label(reached.metric),
+                    limit: reached.amount,
+                    remaining: reached.remaining,
+                    reset_s: reached.retry_after_s,
+                }],
+            );
         }
         if self.before_body() {
             // The request body was not read: the connection cannot carry

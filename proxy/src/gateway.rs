@@ -32,6 +32,8 @@ pub struct Gateway {
     pub mcp_channels: crate::mcp::channel::Channels,
     /// Upstream sessions and waiting calls of stateless MCP clients.
     pub mcp_stateless: crate::mcp::stateless::Stateless,
+    /// Budgets and rate limits: admission and settlement.
+    pub limiter: Arc<crate::limits::Limiter>,
     draining: AtomicBool,
     request_prefix: u64,
     request_seq: AtomicU64,
@@ -39,7 +41,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway around its first config.
-    pub fn new(runtime: Runtime, telemetry: Telemetry) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        telemetry: Telemetry,
+        limiter: Arc<crate::limits::Limiter>,
+    ) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             upstreams: crate::upstream::Pool::new(),
@@ -47,6 +53,7 @@ impl Gateway {
             mcp_renewals: crate::mcp::renew::Renewals::default(),
             mcp_channels: crate::mcp::channel::Channels::default(),
             mcp_stateless: crate::mcp::stateless::Stateless::default(),
+            limiter,
             draining: AtomicBool::new(false),
             request_prefix: fastrand::u64(..) & 0xffff_ffff,
             request_seq: AtomicU64::new(0),

@@ -35,7 +35,8 @@ pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Resul
     let admin_addr = admin_listener.local_addr()?;
     print_banner(&source, &runtime, listen, admin_addr);
 
-    let gateway = Arc::new(Gateway::new(runtime, telemetry));
+    let limiter = crate::limits::Limiter::open(&runtime.snapshot.state).await?;
+    let gateway = Arc::new(Gateway::new(runtime, telemetry, limiter));
     let shutdown = CancellationToken::new();
 
     let data_gateway = gateway.clone();
@@ -74,6 +75,8 @@ pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Resul
     if !drained {
         tracing::warn!("drain timed out; remaining connections were closed");
     }
+    // Settle what was spent and hand back unused leases.
+    gateway.limiter.settle_now(true).await;
     gateway.telemetry.shutdown();
     tracing::info!("stopped");
     Ok(())

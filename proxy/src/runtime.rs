@@ -60,6 +60,8 @@ pub enum BackendKind {
 pub struct KeyEntry {
     /// The tenant.
     pub tenant: Arc<str>,
+    /// The key's name (budgets may be scoped to it).
+    pub name: Arc<str>,
 }
 
 /// The running config.
@@ -90,6 +92,29 @@ pub struct Runtime {
     pub mcp_oauth: Vec<Option<crate::jwt::Validator>>,
     /// Protected Resource Metadata paths, to the MCP route each describes.
     pub oauth_metadata: HashMap<String, usize>,
+    /// Budgets, ready to count.
+    pub budgets: Vec<Arc<crate::limits::BudgetRuntime>>,
+}
+
+impl Runtime {
+    /// The budgets that cover a request: of its tenant, its key (by name)
+    /// and model (`None` for an MCP tool call). Empty for most gateways,
+    /// without allocating.
+    pub fn budgets_for(
+        &self,
+        tenant: &str,
+        key: Option<&str>,
+        model: Option<&str>,
+    ) -> Vec<Arc<crate::limits::BudgetRuntime>> {
+        if self.budgets.is_empty() {
+            return Vec::new();
+        }
+        self.budgets
+            .iter()
+            .filter(|b| b.covers(tenant, key, model))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Why a snapshot could not be turned into a runtime.
@@ -103,13 +128,6 @@ pub struct RuntimeError {
 impl Runtime {
     /// Builds the tables.
     pub fn new(snapshot: Snapshot, version: u64) -> Result<Self, RuntimeError> {
-        if let Some(budget) = snapshot.budgets.first() {
-            // Compiled, not enforced yet: refuse rather than pretend.
-            return Err(RuntimeError {
-                backend: format!("(Budget/{})", budget.name),
-                message: "budgets are not enforced by this build yet".into(),
-            });
-        }
         let keys = snapshot
             .auth
             .api_keys
@@ -119,6 +137,7 @@ impl Runtime {
                     key.hash,
                     KeyEntry {
                         tenant: key.tenant.0.clone(),
+                        name: key.name.clone(),
                     },
                 )
             })
@@ -220,6 +239,11 @@ impl Runtime {
             Some(key) => crate::mcp::session::SessionCodec::from_secret(key.expose().as_bytes()),
             None => crate::mcp::session::SessionCodec::process_local(),
         };
+        let snapshot_budgets = snapshot
+            .budgets
+            .iter()
+            .map(|b| Arc::new(crate::limits::BudgetRuntime::new(b)))
+            .collect();
         Ok(Self {
             snapshot,
             version,
@@ -235,6 +259,7 @@ impl Runtime {
             jwt,
             mcp_oauth,
             oauth_metadata,
+            budgets: snapshot_budgets,
         })
     }
 

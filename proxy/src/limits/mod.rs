@@ -1,7 +1,669 @@
 //! Budgets and rate limits: admission before a request is forwarded
 //! (reserve an estimate against every applicable limit), settlement after
 //! (charge what was used, hand back the rest), and what clients and
-//! operators see of it. Counters live in a [`store::CounterStore`].
+//! operators see of it. Counters live in a [`store::CounterStore`]; this
+//! module spends from leases the store grants, so a request waits on the
+//! store only when its counter's lease runs out, and settles in batches
+//! from a background task.
 
 pub mod store;
 pub mod window;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sluice_crds::snapshot::{
+    Budget, Enforcement, FailureMode, Limit, Metric, StateStore, TokenKind,
+};
+
+use store::{now_ms, CounterKey, CounterStore, Settlement, StoreError};
+use window::Clock;
+
+/// How long a lease lasts without a renewal; unused lease is handed back
+/// well before (after [`IDLE_RETURN`]).
+const LEASE_TTL: Duration = Duration::from_secs(60);
+/// A counter unused this long hands its lease back.
+const IDLE_RETURN_MS: i64 = 5_000;
+/// How often spend is settled with the store.
+pub const SETTLE_EVERY: Duration = Duration::from_millis(100);
+
+/// A limit ready to count: its budget's settings and its clock.
+#[derive(Debug, Clone)]
+pub struct LimitRuntime {
+    /// `{budget}/{limit}/{hash of the definition}`: counters survive a
+    /// reload that keeps the definition, and start afresh when it changes.
+    pub id: Arc<str>,
+    /// The limit as configured.
+    pub limit: Limit,
+    /// Its window.
+    pub clock: Clock,
+}
+
+/// A budget ready to count.
+#[derive(Debug, Clone)]
+pub struct BudgetRuntime {
+    /// As configured.
+    pub budget: Budget,
+    /// Its limits, in order.
+    pub limits: Vec<LimitRuntime>,
+}
+
+impl BudgetRuntime {
+    /// Prepares a compiled budget.
+    pub fn new(budget: &Budget) -> Self {
+        let limits = budget
+            .limits
+            .iter()
+            .map(|limit| {
+                let definition = format!(
+                    "{:?}",
+                    (&budget.tenant, &budget.models, &budget.api_key, limit)
+                );
+                let hash = Sha256::digest(definition.as_bytes());
+                let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+                LimitRuntime {
+                    id: Arc::from(format!("{}/{}/{short}", budget.name, limit.name)),
+                    clock: Clock::new(&limit.window),
+                    limit: limit.clone(),
+                }
+            })
+            .collect();
+        Self {
+            budget: budget.clone(),
+            limits,
+        }
+    }
+
+    /// Whether the budget covers a request of `tenant` with this key and
+    /// model (`None`: an MCP tool call, covered by budgets without models).
+    pub fn covers(&self, tenant: &str, key: Option<&str>, model: Option<&str>) -> bool {
+        *self.budget.tenant == *tenant
+            && self
+                .budget
+                .api_key
+                .as_deref()
+                .is_none_or(|wanted| key == Some(wanted))
+            && (self.budget.models.is_empty()
+                || model.is_some_and(|m| self.budget.models.iter().any(|p| p.matches(m))))
+    }
+}
+
+/// What a request needs, or used, in each metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amounts {
+    /// Input tokens.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Cost in micro-USD.
+    pub cost: u64,
+    /// Requests (1, or 0 for a refund).
+    pub requests: u64,
+}
+
+impl Amounts {
+    fn of(&self, metric: Metric) -> u64 {
+        match metric {
+            Metric::Cost => self.cost,
+            Metric::Requests => self.requests,
+            Metric::Tokens(TokenKind::Total) => self.input + self.output,
+            Metric::Tokens(TokenKind::Input) => self.input,
+            Metric::Tokens(TokenKind::Output) => self.output,
+        }
+    }
+}
+
+/// One counter as this process sees it.
+struct Local {
+    key: CounterKey,
+    /// Leased and not reserved; below 0 when spend outgrew reservations.
+    balance: AtomicI64,
+    /// Spent from leases, not yet settled with the store.
+    unsettled: AtomicU64,
+    /// Spent without a lease (FailOpen while the store was away).
+    unleased: AtomicU64,
+    /// Lease handed back at the next settlement.
+    returning: AtomicU64,
+    /// The store's `used` at the last grant, minus what this process has
+    /// reserved from it since: for the remaining-allowance headers.
+    used: AtomicU64,
+    last_use_ms: AtomicI64,
+    /// One grant in flight at a time.
+    refill: tokio::sync::Mutex<()>,
+    /// The store could not be reached at the last try.
+    degraded: AtomicBool,
+}
+
+impl Local {
+    fn new(key: CounterKey) -> Self {
+        Self {
+            key,
+            balance: AtomicI64::new(0),
+            unsettled: AtomicU64::new(0),
+            unleased: AtomicU64::new(0),
+            returning: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            last_use_ms: AtomicI64::new(now_ms()),
+            refill: tokio::sync::Mutex::new(()),
+            degraded: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes `amount` from the balance if it is there.
+    fn try_take(&self, amount: u64) -> bool {
+        let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+        self.balance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b >= amount).then(|| b - amount)
+            })
+            .is_ok()
+    }
+
+    fn remaining(&self) -> u64 {
+        let balance = u64::try_from(self.balance.load(Ordering::Acquire).max(0)).unwrap_or(0);
+        let used = self.used.load(Ordering::Acquire);
+        self.key.limit.saturating_sub(used.saturating_sub(balance))
+    }
+}
+
+/// The reservation a request holds on one counter.
+struct Take {
+    local: Arc<Local>,
+    limit: Arc<LimitRuntime>,
+    budget: Arc<str>,
+    reserved: u64,
+    leased: bool,
+}
+
+/// A request that passed admission: settle it when it is done (dropping it
+/// settles what was reserved as unused, i.e. refunds everything).
+pub struct Admission {
+    takes: Vec<Take>,
+    strict: bool,
+    settled: bool,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// A limit has no room for it.
+    Reached(Reached),
+    /// The store cannot be reached and the budget fails closed.
+    Unavailable {
+        /// `budget/limit`.
+        limit: String,
+        /// What the store said.
+        detail: String,
+    },
+}
+
+/// A limit that refused a request, for the 429.
+#[derive(Debug, Clone)]
+pub struct Reached {
+    /// The budget.
+    pub budget: String,
+    /// The limit's name.
+    pub limit: String,
+    /// What it counts.
+    pub metric: Metric,
+    /// Its amount.
+    pub amount: u64,
+    /// What this request would have needed.
+    pub needed: u64,
+    /// What is left now.
+    pub remaining: u64,
+    /// Whether it is a calendar budget (vs. a rolling rate limit).
+    pub calendar: bool,
+    /// Seconds until the window (or the rolling weight) frees room.
+    pub retry_after_s: u64,
+    /// When the calendar window resets, Unix ms.
+    pub resets_at_ms: i64,
+}
+
+/// One header row: the tightest limit of a metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headroom {
+    /// `requests`, `tokens` or `cost`.
+    pub metric: &'static str,
+    /// The limit's amount.
+    pub limit: u64,
+    /// What is left.
+    pub remaining: u64,
+    /// Seconds until it resets.
+    pub reset_s: u64,
+}
+
+/// `12.50 USD`, `1000 tokens`, `5 requests`.
+pub fn format_amount(metric: Metric, amount: u64) -> String {
+    match metric {
+        Metric::Cost => format!("{} USD", sluice_crds::values::MicroUsd(amount)),
+        Metric::Tokens(TokenKind::Input) => format!("{amount} input tokens"),
+        Metric::Tokens(TokenKind::Output) => format!("{amount} output tokens"),
+        Metric::Tokens(TokenKind::Total) => format!("{amount} tokens"),
+        Metric::Requests => format!("{amount} requests"),
+    }
+}
+
+/// Sets `x-ratelimit-limit-{metric}`, `x-ratelimit-remaining-{metric}` and
+/// `x-ratelimit-reset-{metric}` (seconds, as `12s`); cost in USD.
+pub fn insert_headroom(headers: &mut http::HeaderMap, rows: &[Headroom]) {
+    for row in rows {
+        let (limit, remaining) = if row.metric == "cost" {
+            (
+                sluice_crds::values::MicroUsd(row.limit).to_string(),
+                sluice_crds::values::MicroUsd(row.remaining).to_string(),
+            )
+        } else {
+            (row.limit.to_string(), row.remaining.to_string())
+        };
+        for (what, value) in [
+            ("limit", limit),
+            ("remaining", remaining),
+            ("reset", format!("{}s", row.reset_s)),
+        ] {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(
+                    format!("x-ratelimit-{what}-{}", row.metric).as_bytes(),
+                ),
+                http::HeaderValue::from_str(&value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
+/// `requests`, `tokens` or `cost`.
+pub fn metric_label(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Requests => "requests",
+        Metric::Tokens(_) => "tokens",
+        Metric::Cost => "cost",
+    }
+}
+
+impl Admission {
+    /// Admits everything (no budget applies).
+    pub fn none() -> Self {
+        Self {
+            takes: Vec::new(),
+            strict: false,
+            settled: true,
+        }
+    }
+
+    /// Whether any limit applies.
+    pub fn is_limited(&self) -> bool {
+        !self.takes.is_empty()
+    }
+
+    /// Whether a stream must be ended when it outgrows its reservation.
+    pub fn strict(&self) -> bool {
+        self.strict
+    }
+
+    /// `x-ratelimit-*` rows: per metric, the limit with the least left.
+    pub fn headroom(&self) -> Vec<Headroom> {
+        let now = now_ms();
+        let mut rows: Vec<Headroom> = Vec::new();
+        for take in &self.takes {
+            let metric = metric_label(take.limit.limit.metric);
+            let row = Headroom {
+                metric,
+                limit: take.local.key.limit,
+                remaining: take.local.remaining(),
+                reset_s: seconds_until(take.local.key.end_ms, now),
+            };
+            match rows.iter_mut().find(|r| r.metric == metric) {
+                Some(existing) if existing.remaining > row.remaining => *existing = row,
+                Some(_) => {}
+                None => rows.push(row),
+            }
+        }
+        rows
+    }
+
+    /// Draws `more` output tokens (and their cost) for a stream that
+    /// outgrew its reservation; false when a limit has no room left (a
+    /// Strict stream then ends). Local only: never waits on the store.
+    pub fn extend(&mut self, more: Amounts) -> bool {
+        let mut taken: Vec<(usize, u64)> = Vec::new();
+        for (i, take) in self.takes.iter().enumerate() {
+            let amount = more.of(take.limit.limit.metric);
+            if amount == 0 {
+                continue;
+            }
+            if take.leased && !take.local.try_take(amount) {
+                for (j, amount) in taken {
+                    let back = i64::try_from(amount).unwrap_or(0);
+                    self.takes[j]
+                        .local
+                        .balance
+                        .fetch_add(back, Ordering::AcqRel);
+                }
+                return false;
+            }
+            taken.push((i, amount));
+        }
+        for (i, amount) in taken {
+            self.takes[i].reserved += amount;
+        }
+        true
+    }
+
+    /// Charges what the request used; the rest of each reservation goes
+    /// back to the lease.
+    pub fn settle(mut self, used: Amounts) {
+        self.settle_with(used);
+    }
+
+    fn settle_with(&mut self, used: Amounts) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let now = now_ms();
+        for take in &self.takes {
+            let spent = used.of(take.limit.limit.metric);
+            take.local.last_use_ms.store(now, Ordering::Release);
+            if take.leased {
+                let back = i128::from(take.reserved) - i128::from(spent);
+                let back =
+                    i64::try_from(back).unwrap_or(if back > 0 { i64::MAX } else { i64::MIN });
+                take.local.balance.fetch_add(back, Ordering::AcqRel);
+                take.local.unsettled.fetch_add(spent, Ordering::AcqRel);
+            } else {
+                take.local.unleased.fetch_add(spent, Ordering::AcqRel);
+            }
+            take.local.used.fetch_add(spent, Ordering::AcqRel);
+            let _ = &take.budget;
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        // Never settled: refund everything.
+        self.settle_with(Amounts::default());
+    }
+}
+
+fn seconds_until(end_ms: i64, now_ms: i64) -> u64 {
+    u64::try_from((end_ms - now_ms).max(0))
+        .unwrap_or(0)
+        .div_ceil(1000)
+}
+
+/// The limiter of this process: counters by key, the store, and the task
+/// that settles with it.
+pub struct Limiter {
+    store: Arc<dyn CounterStore>,
+    holder: String,
+    /// Share of a limit one lease may take (1.0: the whole allowance, for
+    /// a store no other process shares).
+    lease_share: f64,
+    counters: Mutex<HashMap<CounterKey, Arc<Local>>>,
+}
+
+impl Limiter {
+    /// A limiter over `store`; `shared` when other replicas use it too
+    /// (leases are then a small share of each limit). Starts the
+    /// settlement task.
+    pub fn start(store: Arc<dyn CounterStore>, shared: bool) -> Arc<Self> {
+        let holder = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice".into()),
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        let limiter = Arc::new(Self {
+            store,
+            holder,
+            lease_share: if shared { 0.01 } else { 1.0 },
+            counters: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&limiter);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SETTLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(limiter) = weak.upgrade() else {
+                    return;
+                };
+                limiter.settle_now(false).await;
+            }
+        });
+        limiter
+    }
+
+    /// The limiter over the configured store. The memory store's journal
+    /// is opened only when a budget needs it; a Redis that is down at start
+    /// is not an error (calls then apply each budget's `failureMode`).
+    pub async fn open(state: &StateStore) -> anyhow::Result<Arc<Self>> {
+        match state {
+            StateStore::Memory { path: None } => Ok(Self::start(
+                Arc::new(store::MemoryStore::ephemeral()),
+                false,
+            )),
+            StateStore::Memory { path: Some(path) } => {
+                let store = store::MemoryStore::open(path.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot open the counter journal: {e}"))?;
+                Ok(Self::start(Arc::new(store), false))
+            }
+            StateStore::Redis { url } => {
+                anyhow::bail!("state type redis ({url}) is not available in this build yet")
+            }
+        }
+    }
+
+    /// The store behind it.
+    pub fn store(&self) -> &Arc<dyn CounterStore> {
+        &self.store
+    }
+
+    /// The counter of `limit` for the window holding `now`.
+    fn local(&self, limit: &LimitRuntime, now: i64) -> Arc<Local> {
+        let (start_ms, end_ms) = limit.clock.bounds(now);
+        let key = CounterKey {
+            id: limit.id.clone(),
+            start_ms,
+            end_ms,
+            limit: limit.limit.amount,
+            sliding: limit.clock.sliding(),
+        };
+        let mut counters = match self.counters.lock() {
+            Ok(counters) => counters,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        counters
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Local::new(key)))
+            .clone()
+    }
+
+    /// Reserves `need` against every limit of every budget that covers the
+    /// request. All or nothing: a refusal gives back what was taken.
+    pub async fn admit(
+        &self,
+        budgets: &[Arc<BudgetRuntime>],
+        need: Amounts,
+    ) -> Result<Admission, Refusal> {
+        let mut admission = Admission {
+            takes: Vec::new(),
+            strict: false,
+            settled: false,
+        };
+        let now = now_ms();
+        for budget in budgets {
+            admission.strict |= budget.budget.enforcement == Enforcement::Strict;
+            for limit in &budget.limits {
+                let amount = need.of(limit.limit.metric);
+                let local = self.local(limit, now);
+                local.last_use_ms.store(now, Ordering::Release);
+                let leased = match self.reserve(&local, amount).await {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        let refusal =
+                            Refusal::Reached(self.reached(budget, limit, &local, amount, now));
+                        return Err(refusal);
+                    }
+                    Err(error) => match budget.budget.failure_mode {
+                        FailureMode::FailClosed => {
+                            return Err(Refusal::Unavailable {
+                                limit: format!("{}/{}", budget.budget.name, limit.limit.name),
+                                detail: error.0,
+                            })
+                        }
+                        FailureMode::FailOpen => false,
+                    },
+                };
+                admission.takes.push(Take {
+                    local,
+                    limit: Arc::new(limit.clone()),
+                    budget: budget.budget.name.clone(),
+                    reserved: amount,
+                    leased,
+                });
+            }
+        }
+        Ok(admission)
+    }
+
+    /// Takes `amount` from the counter's lease, asking the store for more
+    /// when it runs short. `Ok(false)`: the limit has no room.
+    async fn reserve(&self, local: &Local, amount: u64) -> Result<bool, StoreError> {
+        if local.try_take(amount) {
+            return Ok(true);
+        }
+        let _one_at_a_time = local.refill.lock().await;
+        if local.try_take(amount) {
+            return Ok(true);
+        }
+        let balance = local.balance.load(Ordering::Acquire);
+        let short = u64::try_from(i128::from(amount) - i128::from(balance)).unwrap_or(u64::MAX);
+        let share = (local.key.limit as f64 * self.lease_share) as u64;
+        let want = short.max(share);
+        let granted = self
+            .store
+            .grant(&self.holder, &local.key, want, short, LEASE_TTL)
+            .await;
+        let grant = match granted {
+            Ok(grant) => {
+                local.degraded.store(false, Ordering::Release);
+                grant
+            }
+            Err(error) => {
+                if !local.degraded.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(counter = %local.key.id, %error, "counter store unreachable; budgets apply their failureMode");
+                }
+                return Err(error);
+            }
+        };
+        local.used.store(grant.used, Ordering::Release);
+        if grant.granted == 0 {
+            return Ok(false);
+        }
+        local.balance.fetch_add(
+            i64::try_from(grant.granted).unwrap_or(i64::MAX),
+            Ordering::AcqRel,
+        );
+        Ok(local.try_take(amount))
+    }
+
+    fn reached(
+        &self,
+        budget: &BudgetRuntime,
+        limit: &LimitRuntime,
+        local: &Local,
+        needed: u64,
+        now: i64,
+    ) -> Reached {
+        let calendar = !limit.clock.sliding();
+        let remaining = local.remaining();
+        // A rolling window frees room as the previous slot's weight falls;
+        // at the latest when the current slot ends.
+        let retry_after_s = if calendar {
+            seconds_until(local.key.end_ms, now)
+        } else {
+            let len = local.key.end_ms - local.key.start_ms;
+            let step = (len / 10).max(1000);
+            seconds_until(now + step, now).min(seconds_until(local.key.end_ms, now))
+        };
+        Reached {
+            budget: budget.budget.name.to_string(),
+            limit: limit.limit.name.clone(),
+            metric: limit.limit.metric,
+            amount: limit.limit.amount,
+            needed,
+            remaining,
+            calendar,
+            retry_after_s: retry_after_s.max(1),
+            resets_at_ms: local.key.end_ms,
+        }
+    }
+
+    /// Settles spend with the store; `all` hands back every lease too
+    /// (shutdown). Failed settlements stay for the next round.
+    pub async fn settle_now(&self, all: bool) {
+        let now = now_ms();
+        let locals: Vec<Arc<Local>> = match self.counters.lock() {
+            Ok(counters) => counters.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        };
+        let mut batch = Vec::new();
+        let mut taken = Vec::new();
+        for local in &locals {
+            let idle = now - local.last_use_ms.load(Ordering::Acquire) > IDLE_RETURN_MS;
+            let over = now >= local.key.end_ms;
+            if all || idle || over {
+                // Hand the unreserved lease back (only what is not reserved:
+                // requests in flight keep theirs).
+                let balance = local.balance.swap(0, Ordering::AcqRel);
+                if balance > 0 {
+                    local
+                        .returning
+                        .fetch_add(u64::try_from(balance).unwrap_or(0), Ordering::AcqRel);
+                } else if balance < 0 {
+                    local.balance.fetch_add(balance, Ordering::AcqRel);
+                }
+            }
+            let spent = local.unsettled.swap(0, Ordering::AcqRel);
+            let unleased = local.unleased.swap(0, Ordering::AcqRel);
+            let unused = local.returning.swap(0, Ordering::AcqRel);
+            if spent + unleased + unused > 0 {
+                batch.push(Settlement {
+                    key: local.key.clone(),
+                    spent,
+                    unused,
+                    unleased,
+                });
+                taken.push((local.clone(), spent, unleased, unused));
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(error) = self.store.settle(&self.holder, &batch).await {
+                tracing::debug!(%error, "settlement deferred");
+                for (local, spent, unleased, unused) in taken {
+                    local.unsettled.fetch_add(spent, Ordering::AcqRel);
+                    local.unleased.fetch_add(unleased, Ordering::AcqRel);
+                    local.returning.fetch_add(unused, Ordering::AcqRel);
+                }
+                return;
+            }
+        }
+        // Forget counters of windows that ended and owe nothing.
+        if let Ok(mut counters) = self.counters.lock() {
+            counters.retain(|key, local| {
+                now < key.end_ms + 1_000
+                    || local.unsettled.load(Ordering::Acquire) > 0
+                    || local.unleased.load(Ordering::Acquire) > 0
+                    || Arc::strong_count(local) > 1
+            });
+        }
+    }
+}

@@ -79,6 +79,9 @@ pub struct Settlement {
     pub spent: u64,
     /// Leased but not spent, handed back (the holder's lease shrinks).
     pub unused: u64,
+    /// Spent without a lease (admitted while the store was unreachable,
+    /// under `failureMode: FailOpen`): always added to `settled`.
+    pub unleased: u64,
 }
 
 /// A counter's totals.
@@ -266,16 +269,17 @@ impl CounterStore for MemoryStore {
                 let name = settlement.key.name();
                 let entry = entries.entry(name.clone()).or_default();
                 entry.expire(now);
-                let Some(lease) = entry.leases.get_mut(holder) else {
-                    // The lease expired and was counted as spent already;
-                    // spend beyond it is still spend.
-                    continue;
-                };
-                let from_lease = lease.0.min(settlement.spent + settlement.unused);
-                lease.0 -= from_lease;
-                entry.settled += settlement.spent;
-                if settlement.spent > 0 {
-                    lines.push_str(&format!("{name} {}\n", settlement.spent));
+                let mut added = settlement.unleased;
+                // Without a lease, the lease expired and was counted as
+                // spent already.
+                if let Some(lease) = entry.leases.get_mut(holder) {
+                    let from_lease = lease.0.min(settlement.spent + settlement.unused);
+                    lease.0 -= from_lease;
+                    added += settlement.spent;
+                }
+                entry.settled += added;
+                if added > 0 {
+                    lines.push_str(&format!("{name} {added}\n"));
                 }
             }
         }
@@ -333,6 +337,7 @@ mod tests {
             key: k.clone(),
             spent: 50,
             unused: 10,
+            unleased: 0,
         };
         store.settle("a", &[s]).await.unwrap();
         assert_eq!(
@@ -362,6 +367,7 @@ mod tests {
             key: k.clone(),
             spent: 30,
             unused: 0,
+            unleased: 0,
         };
         store.settle("a", &[s]).await.unwrap();
         assert_eq!(store.totals(&k).await.unwrap().settled, 30);
@@ -379,6 +385,7 @@ mod tests {
                 key: k.clone(),
                 spent: 70,
                 unused: 0,
+                unleased: 5,
             };
             store.settle("a", &[s]).await.unwrap();
         }
@@ -386,7 +393,7 @@ mod tests {
         assert_eq!(
             store.totals(&k).await.unwrap(),
             Totals {
-                settled: 70,
+                settled: 75,
                 leased: 0
             }
         );
@@ -410,6 +417,7 @@ mod tests {
             key: previous.clone(),
             spent: 80,
             unused: 0,
+            unleased: 0,
         };
         store.settle("a", &[s]).await.unwrap();
         // Half the previous window still overlaps: 40 of its 80 count.

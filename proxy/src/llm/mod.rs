@@ -4,6 +4,7 @@
 //! response back through the usage observer. Knows nothing of listeners or
 //! config loading.
 
+mod admit;
 pub mod demo;
 mod forward;
 pub mod observe;
@@ -125,7 +126,7 @@ async fn serve(
         return Err(GatewayError::MethodNotAllowed(request.method().to_string()));
     }
     let principal = authenticate(runtime, &gateway.upstreams, request.headers()).await?;
-    exchange.record.tenant = Some(principal.tenant);
+    exchange.record.tenant = Some(principal.tenant.clone());
     if endpoint == Endpoint::Models {
         return Ok(Served::Local(json_response(
             StatusCode::OK,
@@ -145,12 +146,59 @@ async fn serve(
     let route_index = route_index.ok_or(GatewayError::UnknownModel(model))?;
     let route = &runtime.snapshot.routes[route_index];
 
+    let headroom = admit::admit(
+        gateway,
+        runtime,
+        &principal.tenant,
+        principal.key.as_deref(),
+        route,
+        endpoint,
+        &body,
+        &fields,
+        exchange,
+    )
+    .await?;
+    let served = forward_and_respond(
+        gateway, runtime, route, endpoint, &parts, &body, &fields, exchange,
+    )
+    .await?;
+    Ok(with_headroom(served, &headroom))
+}
+
+/// Adds the `x-ratelimit-*` headers of a limited request.
+fn with_headroom(served: Served, headroom: &[crate::limits::Headroom]) -> Served {
+    if headroom.is_empty() {
+        return served;
+    }
+    match served {
+        Served::Upstream(mut r) => {
+            crate::limits::insert_headroom(r.headers_mut(), headroom);
+            Served::Upstream(r)
+        }
+        Served::Local(mut r) => {
+            crate::limits::insert_headroom(r.headers_mut(), headroom);
+            Served::Local(r)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_and_respond(
+    gateway: &Gateway,
+    runtime: &Arc<Runtime>,
+    route: &sluice_crds::snapshot::Route,
+    endpoint: Endpoint,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    fields: &request::RequestFields,
+    exchange: &mut Exchange,
+) -> Result<Served, GatewayError> {
     let ask_usage = endpoint.streams() && fields.stream && !fields.include_usage;
     let outgoing = forward::Outgoing {
         endpoint,
         headers: &parts.headers,
-        body: &body,
-        fields: &fields,
+        body,
+        fields,
         ask_usage,
     };
     match forward::forward(gateway, runtime, route, &outgoing, exchange).await {
@@ -158,7 +206,7 @@ async fn serve(
             let backend = &runtime.backends[backend];
             exchange.record.upstream = Some(backend.name.clone());
             exchange.record.provider = backend.provider;
-            let json: serde_json::Value = serde_json::from_slice(&body)
+            let json: serde_json::Value = serde_json::from_slice(body)
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
             let model = exchange.record.model.as_deref().unwrap_or_default();
             let reply = demo::reply(endpoint, &json, model, fields.stream, fields.include_usage);
@@ -178,7 +226,7 @@ async fn serve(
                 conn,
                 backend,
                 exchange,
-                &fields,
+                fields,
                 ask_usage,
                 body.len(),
             )))

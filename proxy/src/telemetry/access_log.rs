@@ -78,7 +78,11 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     tool: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     failed_attempts: Vec<FailedAttempt<'a>>,
 }
@@ -87,6 +91,12 @@ struct Line<'a> {
 struct FailedAttempt<'a> {
     upstream: &'a str,
     error: &'a str,
+}
+
+/// Micro-USD as an exact decimal JSON number (`0.000123`).
+fn usd_number(micro: u64) -> Option<serde_json::Number> {
+    let text = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+    serde_json::from_str(&text).ok()
 }
 
 fn millis(duration: std::time::Duration) -> f64 {
@@ -113,7 +123,9 @@ impl<'a> From<&'a AccessRecord> for Line<'a> {
             ttft_ms: r.ttft.map(millis),
             mcp_method: r.mcp_method.as_deref(),
             tool: r.tool.as_deref(),
+            cost_usd: r.cost_micro_usd.and_then(usd_number),
             error: r.error.as_deref(),
+            limit: r.limit.as_deref(),
             failed_attempts: r
                 .failed_attempts
                 .iter()

@@ -57,6 +57,10 @@ pub struct AccessRecord {
     pub mcp_method: Option<String>,
     /// The upstream tool of an MCP `tools/call`.
     pub tool: Option<String>,
+    /// What the request cost, in micro-USD, when a price is known.
+    pub cost_micro_usd: Option<u64>,
+    /// `budget/limit` that refused the request.
+    pub limit: Option<String>,
 }
 
 impl Default for AccessRecord {
@@ -81,6 +85,8 @@ impl Default for AccessRecord {
             stream: false,
             mcp_method: None,
             tool: None,
+            cost_micro_usd: None,
+            limit: None,
         }
     }
 }
@@ -93,7 +99,13 @@ pub struct Exchange {
     /// The record being filled in.
     pub record: AccessRecord,
     sent: bool,
+    /// Runs on the finished record just before it is sent (settles a
+    /// budget reservation and fills in the cost).
+    on_finish: Option<FinishHook>,
 }
+
+/// See [`Exchange::on_finish`].
+pub type FinishHook = Box<dyn FnOnce(&mut AccessRecord) + Send>;
 
 impl Exchange {
     /// Starts the record of a request.
@@ -114,6 +126,7 @@ impl Exchange {
                 ..AccessRecord::default()
             },
             sent: false,
+            on_finish: None,
         }
     }
 
@@ -138,7 +151,20 @@ impl Exchange {
             started: self.started,
             record: std::mem::take(&mut self.record),
             sent: false,
+            on_finish: self.on_finish.take(),
         }
+    }
+
+    /// Runs `hook` on the record when the request is done, whatever the
+    /// outcome (an earlier hook runs first).
+    pub fn on_finish(&mut self, hook: FinishHook) {
+        self.on_finish = Some(match self.on_finish.take() {
+            None => hook,
+            Some(first) => Box::new(move |record: &mut AccessRecord| {
+                first(record);
+                hook(record);
+            }),
+        });
     }
 
     /// Sends the record (once).
@@ -152,6 +178,9 @@ impl Exchange {
         }
         self.sent = true;
         self.record.latency = self.started.elapsed();
+        if let Some(hook) = self.on_finish.take() {
+            hook(&mut self.record);
+        }
         self.sink.send(std::mem::take(&mut self.record));
     }
 }
