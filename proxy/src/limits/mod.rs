@@ -186,6 +186,63 @@ pub struct Admission {
     settled: bool,
 }
 
+/// A budget's hold on a streamed response: as output grows past what was
+/// reserved, more is drawn from the leases (locally, no store round trip);
+/// when a limit has no more and the budget is Strict, the stream must end.
+pub struct StreamGuard {
+    admission: Arc<Mutex<Admission>>,
+    /// Output tokens reserved so far.
+    reserved_output: u64,
+    /// Micro-USD per million output tokens, for the cost of more output.
+    output_price: u64,
+}
+
+impl StreamGuard {
+    /// A guard over `admission` (shared with its settlement).
+    pub fn new(admission: Arc<Mutex<Admission>>, reserved_output: u64, output_price: u64) -> Self {
+        Self {
+            admission,
+            reserved_output,
+            output_price,
+        }
+    }
+
+    /// Output has reached `output` tokens: draw more if needed. `Err` names
+    /// the limit that has no room when the budget is Strict (the stream
+    /// must end); Lenient streams go on and are charged in full.
+    pub fn on_output(&mut self, output: u64) -> Result<(), String> {
+        if output <= self.reserved_output {
+            return Ok(());
+        }
+        // Draw in steps, not per token.
+        let more = (output - self.reserved_output).max(64);
+        let cost =
+            u64::try_from((u128::from(more) * u128::from(self.output_price)).div_ceil(1_000_000))
+                .unwrap_or(u64::MAX);
+        let Ok(mut admission) = self.admission.lock() else {
+            return Ok(());
+        };
+        let amounts = Amounts {
+            output: more,
+            cost,
+            ..Amounts::default()
+        };
+        match admission.extend(amounts) {
+            Ok(()) => {
+                self.reserved_output += more;
+                Ok(())
+            }
+            Err(limit) if admission.strict => Err(limit),
+            Err(_) => {
+                // Lenient: spend past the lease; settlement charges it.
+                admission.force_extend(amounts);
+                self.reserved_output += more;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone)]
 pub enum Refusal {
@@ -329,7 +386,7 @@ impl Admission {
     /// Draws `more` output tokens (and their cost) for a stream that
     /// outgrew its reservation; false when a limit has no room left (a
     /// Strict stream then ends). Local only: never waits on the store.
-    pub fn extend(&mut self, more: Amounts) -> bool {
+    pub fn extend(&mut self, more: Amounts) -> Result<(), String> {
         let mut taken: Vec<(usize, u64)> = Vec::new();
         for (i, take) in self.takes.iter().enumerate() {
             let amount = more.of(take.limit.limit.metric);
@@ -344,20 +401,39 @@ impl Admission {
                         .balance
                         .fetch_add(back, Ordering::AcqRel);
                 }
-                return false;
+                return Err(format!("{}/{}", take.budget, take.limit.limit.name));
             }
             taken.push((i, amount));
         }
         for (i, amount) in taken {
             self.takes[i].reserved += amount;
         }
-        true
+        Ok(())
+    }
+
+    /// Like [`extend`](Self::extend), past what the leases hold (Lenient).
+    fn force_extend(&mut self, more: Amounts) {
+        for take in &mut self.takes {
+            let amount = more.of(take.limit.limit.metric);
+            if take.leased {
+                let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+                take.local.balance.fetch_sub(amount, Ordering::AcqRel);
+            }
+            take.reserved += amount;
+        }
     }
 
     /// Charges what the request used; the rest of each reservation goes
     /// back to the lease.
     pub fn settle(mut self, used: Amounts) {
         self.settle_with(used);
+    }
+
+    /// Settles through a shared handle (see [`StreamGuard`]).
+    pub fn settle_shared(admission: &Mutex<Admission>, used: Amounts) {
+        if let Ok(mut admission) = admission.lock() {
+            admission.settle_with(used);
+        }
     }
 
     fn settle_with(&mut self, used: Amounts) {

@@ -4,7 +4,7 @@
 //! the budgets that cover it, and settlement of what it really used when
 //! its exchange finishes. Knows nothing of how counters are kept.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sluice_crds::snapshot::{Price, Route};
 
@@ -12,17 +12,24 @@ use super::request::RequestFields;
 use super::Endpoint;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::limits::{Amounts, Headroom, Refusal};
+use crate::limits::{Admission, Amounts, Headroom, Refusal, StreamGuard};
 use crate::runtime::Runtime;
 use crate::telemetry::{AccessRecord, Exchange};
 
 /// Output tokens reserved when a request names no `max_tokens`.
 pub const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;
 
+/// What admission gave a limited request.
+#[derive(Default)]
+pub(super) struct Admitted {
+    /// Rows for the response's `x-ratelimit-*` headers.
+    pub headroom: Vec<Headroom>,
+    /// For a streamed answer: draws more as output grows.
+    pub guard: Option<StreamGuard>,
+}
+
 /// Admits the request against the budgets covering it; on success its
-/// settlement is hooked to the exchange, and the headroom rows for the
-/// response's `x-ratelimit-*` headers are returned (empty when no budget
-/// applies).
+/// settlement is hooked to the exchange (nothing when no budget applies).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn admit(
     gateway: &Gateway,
@@ -34,24 +41,28 @@ pub(super) async fn admit(
     body: &[u8],
     fields: &RequestFields,
     exchange: &mut Exchange,
-) -> Result<Vec<Headroom>, GatewayError> {
+) -> Result<Admitted, GatewayError> {
     let model = exchange.record.model.as_deref();
     let budgets = runtime.budgets_for(tenant, key, model);
     if budgets.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Admitted::default());
     }
     let input = crate::llm::demo::approx_tokens_len(body.len());
     let output = match endpoint {
         Endpoint::Embeddings => 0,
         _ => fields.max_tokens.unwrap_or(DEFAULT_OUTPUT_RESERVATION),
     };
-    let cost = route
+    let prices: Vec<Price> = route
         .backends
         .iter()
         .filter_map(|b| price(runtime, b.backend, b.model.as_deref().or(model)))
-        .map(|p| cost_micro_usd(&p, input, output))
+        .collect();
+    let cost = prices
+        .iter()
+        .map(|p| cost_micro_usd(p, input, output))
         .max()
         .unwrap_or(0);
+    let output_price = prices.iter().map(|p| p.output.0).max().unwrap_or(0);
     let need = Amounts {
         input,
         output,
@@ -72,6 +83,10 @@ pub(super) async fn admit(
         }
     };
     let headroom = admission.headroom();
+    let admission = Arc::new(Mutex::new(admission));
+    let guard = fields
+        .stream
+        .then(|| StreamGuard::new(admission.clone(), output, output_price));
     let runtime = runtime.clone();
     let route_backends: Vec<(usize, Option<Arc<str>>)> = route
         .backends
@@ -80,9 +95,9 @@ pub(super) async fn admit(
         .collect();
     exchange.on_finish(Box::new(move |record: &mut AccessRecord| {
         let used = used(&runtime, &route_backends, record);
-        admission.settle(used);
+        Admission::settle_shared(&admission, used);
     }));
-    Ok(headroom)
+    Ok(Admitted { headroom, guard })
 }
 
 /// What the request used, from its finished record; fills in its cost.

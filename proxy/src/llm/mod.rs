@@ -146,7 +146,7 @@ async fn serve(
     let route_index = route_index.ok_or(GatewayError::UnknownModel(model))?;
     let route = &runtime.snapshot.routes[route_index];
 
-    let headroom = admit::admit(
+    let admitted = admit::admit(
         gateway,
         runtime,
         &principal.tenant,
@@ -159,10 +159,18 @@ async fn serve(
     )
     .await?;
     let served = forward_and_respond(
-        gateway, runtime, route, endpoint, &parts, &body, &fields, exchange,
+        gateway,
+        runtime,
+        route,
+        endpoint,
+        &parts,
+        &body,
+        &fields,
+        exchange,
+        admitted.guard,
     )
     .await?;
-    Ok(with_headroom(served, &headroom))
+    Ok(with_headroom(served, &admitted.headroom))
 }
 
 /// Adds the `x-ratelimit-*` headers of a limited request.
@@ -192,6 +200,7 @@ async fn forward_and_respond(
     body: &Bytes,
     fields: &request::RequestFields,
     exchange: &mut Exchange,
+    guard: Option<crate::limits::StreamGuard>,
 ) -> Result<Served, GatewayError> {
     let ask_usage = endpoint.streams() && fields.stream && !fields.include_usage;
     let outgoing = forward::Outgoing {
@@ -229,6 +238,7 @@ async fn forward_and_respond(
                 fields,
                 ask_usage,
                 body.len(),
+                guard,
             )))
         }
         Outcome::Failed(error) => Err(error),
@@ -244,6 +254,7 @@ fn respond(
     fields: &request::RequestFields,
     ask_usage: bool,
     body_len: usize,
+    guard: Option<crate::limits::StreamGuard>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = upstream.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -277,7 +288,7 @@ fn respond(
         exchange_out.record.error = Some("upstream_4xx".into());
     }
     let estimated_input = demo::approx_tokens_len(body_len);
-    let observed = ObservedBody::new(
+    let mut observed = ObservedBody::new(
         body,
         conn,
         kind,
@@ -285,6 +296,9 @@ fn respond(
         estimated_input,
         backend.timeout,
     );
+    if let Some(guard) = guard {
+        observed.guard(guard);
+    }
     Response::from_parts(parts, ResponseBody::Upstream(Box::new(observed)))
 }
 

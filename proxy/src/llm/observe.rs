@@ -50,6 +50,8 @@ pub struct ObservedBody {
     ended: bool,
     /// Held back while a batch of data went out first.
     deferred: Option<Deferred>,
+    /// A budget's hold on a stream's output.
+    guard: Option<crate::limits::StreamGuard>,
 }
 
 enum Deferred {
@@ -57,6 +59,8 @@ enum Deferred {
     Frame(Frame<Bytes>),
     /// The upstream failed right after data.
     Fail,
+    /// A Strict budget ran out mid-stream (`budget/limit`).
+    OverBudget(String),
 }
 
 /// Largest batch of ready frames sent as one.
@@ -151,7 +155,13 @@ impl ObservedBody {
             last_frame: now,
             ended: false,
             deferred: None,
+            guard: None,
         }
+    }
+
+    /// Holds a streamed answer to a budget.
+    pub fn guard(&mut self, guard: crate::limits::StreamGuard) {
+        self.guard = Some(guard);
     }
 
     fn on_data(&mut self, data: Bytes) -> Bytes {
@@ -169,7 +179,16 @@ impl ObservedBody {
                 }
                 data
             }
-            Mode::Sse(state) => state.on_data(data),
+            Mode::Sse(state) => {
+                let out = state.on_data(data);
+                if let Some(guard) = &mut self.guard {
+                    if let Err(limit) = guard.on_output(state.content_events) {
+                        self.guard = None;
+                        self.deferred = Some(Deferred::OverBudget(limit));
+                    }
+                }
+                out
+            }
             Mode::Opaque => data,
             Mode::McpRelay(relay) => relay.on_data(data),
         }
@@ -259,9 +278,14 @@ impl ObservedBody {
         self.finish(Some(code));
         match &mut self.mode {
             Mode::Sse(_) => {
+                let kind = if code == "budget_exceeded" {
+                    "insufficient_quota"
+                } else {
+                    "upstream_error"
+                };
                 let event = [
                     b"data: ".as_slice(),
-                    &error_body(message, "upstream_error", code),
+                    &error_body(message, kind, code),
                     b"\n\n",
                 ]
                 .concat();
@@ -286,6 +310,12 @@ impl Body for ObservedBody {
         match this.deferred.take() {
             Some(Deferred::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
             Some(Deferred::Fail) => return this.fail_midway(),
+            Some(Deferred::OverBudget(limit)) => {
+                return this.fail(
+                    "budget_exceeded",
+                    &format!("budget limit {limit} reached mid-stream: the response was cut (enforcement: Strict)"),
+                )
+            }
             None => {}
         }
         if this.ended {
@@ -310,7 +340,7 @@ impl Body for ObservedBody {
                                 out = this.end(out);
                             }
                             batch.push(out);
-                            if this.ended || batch.len() >= MAX_BATCH {
+                            if this.ended || batch.len() >= MAX_BATCH || this.deferred.is_some() {
                                 break;
                             }
                         }

@@ -14,6 +14,7 @@ pub mod channel;
 pub mod client;
 mod demo;
 pub mod legacy_sse;
+mod limit;
 mod listen;
 mod mrtr;
 mod names;
@@ -213,12 +214,15 @@ async fn serve(
     // A route with OAuth takes only its own access tokens (MCP
     // authorization: no other token is accepted); the others take the
     // gateway's credentials.
-    let tenant = match oauth {
-        Some(validator) => oauth::authorize(gateway, runtime, route, validator, &request)
-            .await
-            .map_err(fail)?,
+    let (tenant, key) = match oauth {
+        Some(validator) => (
+            oauth::authorize(gateway, runtime, route, validator, &request)
+                .await
+                .map_err(fail)?,
+            None,
+        ),
         None => {
-            authenticate(runtime, &gateway.upstreams, request.headers())
+            let principal = authenticate(runtime, &gateway.upstreams, request.headers())
                 .await
                 .map_err(|e| {
                     let code = if e.status() == StatusCode::UNAUTHORIZED {
@@ -231,8 +235,8 @@ async fn serve(
                         Some(challenge) => error.with_challenge(challenge),
                         None => error,
                     })
-                })?
-                .tenant
+                })?;
+            (principal.tenant, principal.key)
         }
     };
     exchange.record.tenant = Some(tenant.clone());
@@ -245,6 +249,13 @@ async fn serve(
     }
 
     if stateless::applies(request.headers()) {
+        // The revision names the method in a header (checked against the
+        // body by `stateless`): tool calls count against request limits.
+        if request.headers().get("mcp-method").map(|m| m.as_bytes()) == Some(b"tools/call") {
+            limit::admit_tool_call(gateway, runtime, &tenant, key.as_deref(), exchange)
+                .await
+                .map_err(fail)?;
+        }
         return stateless::serve(gateway, runtime, route, request, &tenant, exchange).await;
     }
 
@@ -362,6 +373,11 @@ async fn serve(
                 "completion/complete" => Target::completion(&params),
                 _ => Target::of(Kind::Resources),
             };
+            if method == "tools/call" {
+                limit::admit_tool_call(gateway, runtime, &tenant, key.as_deref(), exchange)
+                    .await
+                    .map_err(with_id)?;
+            }
             call(
                 gateway, runtime, route, &session, target, method, params, id_raw, exchange,
             )
