@@ -246,6 +246,7 @@ async fn forward_and_respond(
 }
 
 /// Builds the client's response around the upstream's.
+#[allow(clippy::too_many_arguments)]
 fn respond(
     upstream: Response<Incoming>,
     conn: Box<crate::upstream::Conn>,
