@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config`,
-//! `/cluster`. Loopback by default; serves no data-plane traffic.
+//! `/budgets`, `/cluster`. Loopback by default; serves no data-plane traffic.
 
 use std::sync::Arc;
 
@@ -37,6 +37,12 @@ pub async fn serve(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respons
             });
             (StatusCode::OK, "application/json", body.to_string())
         }
+        "/budgets" => {
+            let runtime = gateway.runtime();
+            let reports = crate::limits::report::report(&gateway.limiter, &runtime.budgets).await;
+            let body = serde_json::json!({ "budgets": reports });
+            (StatusCode::OK, "application/json", body.to_string())
+        }
         "/cluster" => {
             let body = serde_json::json!({"state": "memory", "members": [{"id": "local", "self": true, "leader": true}]});
             (StatusCode::OK, "application/json", body.to_string())
@@ -44,7 +50,7 @@ pub async fn serve(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respons
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics /healthz /readyz /config /cluster\n".to_owned(),
+            "not found; try /metrics /healthz /readyz /config /budgets /cluster\n".to_owned(),
         ),
     };
     let mut response = Response::new(ResponseBody::full(body));

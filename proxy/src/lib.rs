@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod budgets_cli;
 pub mod config_source;
 pub mod error;
 pub mod gateway;

@@ -1,4 +1,5 @@
-//! The `sluice` command line: `run` the gateway, `validate` a config.
+//! The `sluice` command line: `run` the gateway, `validate` a config,
+//! show `budgets`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,16 @@ enum Command {
         #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show each budget's spend, what is left and when it resets, from a
+    /// running gateway's admin listener (`GET /budgets`).
+    Budgets {
+        /// The gateway's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1976")]
+        admin: SocketAddr,
+        /// Print the JSON of `/budgets` instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -93,6 +104,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Budgets { admin, json } => match sluice::budgets_cli::fetch(admin) {
+            Ok(report) => {
+                let text = if json {
+                    format!("{report:#}\n")
+                } else {
+                    sluice::budgets_cli::table(&report)
+                };
+                let mut stdout = std::io::stdout();
+                let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Validate { files } => {
             let source = ConfigSource {
                 files: files.clone(),
@@ -102,11 +129,12 @@ fn main() -> ExitCode {
             match source.load() {
                 Ok(snapshot) => {
                     eprintln!(
-                        "ok: {} LLM route(s), {} MCP route(s), {} backend(s), {} API key(s)",
+                        "ok: {} LLM route(s), {} MCP route(s), {} backend(s), {} API key(s), {} budget(s)",
                         snapshot.routes.len(),
                         snapshot.mcp_routes.len(),
                         snapshot.backends.len(),
-                        snapshot.auth.api_keys.len()
+                        snapshot.auth.api_keys.len(),
+                        snapshot.budgets.len()
                     );
                     ExitCode::SUCCESS
                 }

@@ -38,6 +38,7 @@ pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Resul
     let limiter = crate::limits::Limiter::open(&runtime.snapshot.state).await?;
     let gateway = Arc::new(Gateway::new(runtime, telemetry, limiter));
     let shutdown = CancellationToken::new();
+    tokio::spawn(crate::limits::report::watch(gateway.clone()));
 
     let data_gateway = gateway.clone();
     let data_server = tokio::spawn(server::serve(
@@ -107,7 +108,7 @@ fn print_banner(
     let mut lines = vec![
         format!("Sluice {} - gateway for AI agent traffic", env!("CARGO_PKG_VERSION")),
         format!("  LLM API  http://{listen}/v1   (OpenAI-compatible: chat/completions, completions, embeddings, models)"),
-        format!("  admin    http://{admin}   (/metrics /healthz /readyz /config /cluster)"),
+        format!("  admin    http://{admin}   (/metrics /healthz /readyz /config /budgets /cluster)"),
     ];
     if source.is_default() {
         lines.push("  config   built-in default (no -f): anonymous access on loopback".into());

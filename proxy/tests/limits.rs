@@ -203,3 +203,94 @@ async fn budgets_apply_to_their_models_and_keys_only() {
         "gpt-4o is not in the budget's models"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_are_reported_on_the_admin_port_the_cli_and_metrics() {
+    let up = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = limited(
+        &up,
+        &dir.path().join("counters.log"),
+        "  alertsAt: [50, 90]\n  limits:\n    - {requests: 4, period: Daily, timeZone: America/New_York}\n    - {cost: \"10.00\", period: Monthly}\n",
+    );
+    let sluice = Sluice::start(&cfg, ENV);
+    for _ in 0..2 {
+        assert_eq!(sluice.chat(&chat(), &[]).await.status(), 200);
+    }
+    // Settled within 100 ms; the gauges and alerts refresh every second.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let report: Value = client()
+        .get(format!("{}/budgets", sluice.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let budget = &report["budgets"][0];
+    assert_eq!(budget["name"], "team-a");
+    assert_eq!(budget["enforcement"], "Strict");
+    let requests = &budget["limits"][0];
+    assert_eq!(requests["name"], "requests-daily");
+    assert_eq!(requests["spent"], 2);
+    assert_eq!(requests["remaining"], 2);
+    assert_eq!(requests["percent"], 50);
+    assert!(requests["resetsAt"].as_str().unwrap().ends_with('Z'));
+    let cost = &budget["limits"][1];
+    assert_eq!(cost["metric"], "cost");
+    assert_eq!(cost["limit"], "10.000000");
+    assert!(
+        cost["spent"].as_str().unwrap().starts_with("0.0000"),
+        "{cost}"
+    );
+
+    let admin = sluice.admin.trim_start_matches("http://").to_owned();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["budgets", "--admin", &admin])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.starts_with("BUDGET"), "{table}");
+    assert!(table.contains("requests-daily") && table.contains("cost-monthly"));
+
+    let metrics = client()
+        .get(format!("{}/metrics", sluice.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_budget_spent{budget=\"team-a\",limit=\"requests-daily\"} 2.0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_budget_remaining{budget=\"team-a\",limit=\"requests-daily\"} 2.0")
+    );
+    assert!(metrics.contains(
+        "sluice_budget_alerts_total{budget=\"team-a\",limit=\"requests-daily\",threshold=\"50\"} 1"
+    ));
+    assert!(sluice
+        .stderr()
+        .contains("budget alert: 50% of team-a/requests-daily spent"));
+
+    // Two more: the limit is spent; a refusal is counted.
+    for _ in 0..2 {
+        assert_eq!(sluice.chat(&chat(), &[]).await.status(), 200);
+    }
+    assert_eq!(sluice.chat(&chat(), &[]).await.status(), 429);
+    sluice.access_log(5);
+    let metrics = client()
+        .get(format!("{}/metrics", sluice.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(
+        "sluice_ratelimit_rejections_total{budget=\"team-a\",limit=\"requests-daily\"} 1"
+    ));
+}

@@ -6,6 +6,7 @@
 //! store only when its counter's lease runs out, and settles in batches
 //! from a background task.
 
+pub mod report;
 pub mod store;
 pub mod window;
 
@@ -482,6 +483,8 @@ pub struct Limiter {
     /// a store no other process shares).
     lease_share: f64,
     counters: Mutex<HashMap<CounterKey, Arc<Local>>>,
+    /// Alert thresholds already raised.
+    pub alerts: report::Alerts,
 }
 
 impl Limiter {
@@ -500,6 +503,7 @@ impl Limiter {
             holder,
             lease_share: if shared { 0.01 } else { 1.0 },
             counters: Mutex::default(),
+            alerts: report::Alerts::default(),
         });
         let weak = Arc::downgrade(&limiter);
         tokio::spawn(async move {
@@ -535,6 +539,34 @@ impl Limiter {
                 anyhow::bail!("state type redis ({url}) is not available in this build yet")
             }
         }
+    }
+
+    /// Spent in the current window of `limit`: settled in the store
+    /// (the previous window's share for a rolling one) plus what this
+    /// process has not settled yet.
+    pub async fn spent(&self, limit: &LimitRuntime) -> (CounterKey, Result<u64, StoreError>) {
+        let now = now_ms();
+        let local = self.local(limit, now);
+        let key = local.key.clone();
+        let pending =
+            local.unsettled.load(Ordering::Acquire) + local.unleased.load(Ordering::Acquire);
+        let current = match self.store.totals(&key).await {
+            Ok(totals) => totals.settled,
+            Err(e) => return (key, Err(e)),
+        };
+        let previous = if key.sliding {
+            match self.store.totals(&key.previous()).await {
+                Ok(totals) => u64::try_from(
+                    u128::from(totals.settled) * u128::from(key.previous_weight_ppm(now))
+                        / 1_000_000,
+                )
+                .unwrap_or(u64::MAX),
+                Err(e) => return (key, Err(e)),
+            }
+        } else {
+            0
+        };
+        (key, Ok(current + previous + pending))
     }
 
     /// The store behind it.

@@ -6,7 +6,10 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -54,6 +57,19 @@ struct McpLabels {
 struct ToolLabels {
     backend: String,
     tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    budget: String,
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    budget: String,
+    limit: String,
+    threshold: u32,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,6 +146,10 @@ pub struct Metrics {
     config_reloads: Family<ResultLabels, Counter>,
     mcp_request_duration: HistogramFamily<McpLabels>,
     mcp_tool_calls: Family<ToolLabels, Counter>,
+    ratelimit_rejections: Family<LimitLabels, Counter>,
+    budget_spent: Family<LimitLabels, Gauge<f64, AtomicU64>>,
+    budget_remaining: Family<LimitLabels, Gauge<f64, AtomicU64>>,
+    budget_alerts: Family<AlertLabels, Counter>,
 }
 
 impl Metrics {
@@ -192,8 +212,36 @@ impl Metrics {
             "MCP tools/call requests, by backend and upstream tool",
             Family::<ToolLabels, Counter>::default(),
         );
+        let ratelimit_rejections = register(
+            &mut registry,
+            "sluice_ratelimit_rejections",
+            "Requests refused by a budget or rate limit (429, or 503 when its store is away), by budget and limit",
+            Family::<LimitLabels, Counter>::default(),
+        );
+        let budget_spent = register(
+            &mut registry,
+            "sluice_budget_spent",
+            "Spent in the current window of each limit (USD for cost limits, else tokens or requests)",
+            Family::<LimitLabels, Gauge<f64, AtomicU64>>::default(),
+        );
+        let budget_remaining = register(
+            &mut registry,
+            "sluice_budget_remaining",
+            "Left in the current window of each limit (USD for cost limits, else tokens or requests)",
+            Family::<LimitLabels, Gauge<f64, AtomicU64>>::default(),
+        );
+        let budget_alerts = register(
+            &mut registry,
+            "sluice_budget_alerts",
+            "alertsAt thresholds crossed, by budget, limit and threshold (percent)",
+            Family::<AlertLabels, Counter>::default(),
+        );
         Self {
             registry,
+            ratelimit_rejections,
+            budget_spent,
+            budget_remaining,
+            budget_alerts,
             mcp_request_duration,
             mcp_tool_calls,
             requests,
@@ -216,8 +264,37 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets a limit's spent and remaining gauges.
+    pub fn budget(&self, budget: &str, limit: &str, spent: f64, remaining: f64) {
+        let labels = LimitLabels {
+            budget: budget.to_owned(),
+            limit: limit.to_owned(),
+        };
+        self.budget_spent.get_or_create(&labels).set(spent);
+        self.budget_remaining.get_or_create(&labels).set(remaining);
+    }
+
+    /// Counts an alert threshold crossed.
+    pub fn budget_alert(&self, budget: &str, limit: &str, threshold: u32) {
+        self.budget_alerts
+            .get_or_create(&AlertLabels {
+                budget: budget.to_owned(),
+                limit: limit.to_owned(),
+                threshold,
+            })
+            .inc();
+    }
+
     /// Updates the metrics from a finished request.
     pub fn observe(&self, record: &AccessRecord) {
+        if let Some((budget, limit)) = record.limit.as_deref().and_then(|l| l.split_once('/')) {
+            self.ratelimit_rejections
+                .get_or_create(&LimitLabels {
+                    budget: budget.to_owned(),
+                    limit: limit.to_owned(),
+                })
+                .inc();
+        }
         if let Some(method) = record.mcp_method.as_deref() {
             // Clients choose the method string: keep the label set bounded.
             let method = match method {
