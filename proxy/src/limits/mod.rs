@@ -132,6 +132,8 @@ struct Local {
     /// reserved from it since: for the remaining-allowance headers.
     used: AtomicU64,
     last_use_ms: AtomicI64,
+    /// When the store last granted (or renewed) this process's lease.
+    granted_ms: AtomicI64,
     /// One grant in flight at a time.
     refill: tokio::sync::Mutex<()>,
     /// The store could not be reached at the last try.
@@ -148,6 +150,7 @@ impl Local {
             returning: AtomicU64::new(0),
             used: AtomicU64::new(0),
             last_use_ms: AtomicI64::new(now_ms()),
+            granted_ms: AtomicI64::new(0),
             refill: tokio::sync::Mutex::new(()),
             degraded: AtomicBool::new(false),
         }
@@ -673,6 +676,7 @@ impl Limiter {
             }
         };
         local.used.store(grant.used, Ordering::Release);
+        local.granted_ms.store(now_ms(), Ordering::Release);
         if grant.granted == 0 {
             return Ok(false);
         }
@@ -764,6 +768,27 @@ impl Limiter {
                 return;
             }
         }
+        // Leases in use are renewed well before they expire (an expired
+        // lease counts as spent).
+        let renew_after = i64::try_from(LEASE_TTL.as_millis() / 3).unwrap_or(i64::MAX);
+        for local in &locals {
+            if local.balance.load(Ordering::Acquire) > 0
+                && now - local.granted_ms.load(Ordering::Acquire) > renew_after
+                && now < local.key.end_ms
+            {
+                match self
+                    .store
+                    .grant(&self.holder, &local.key, 0, 0, LEASE_TTL)
+                    .await
+                {
+                    Ok(grant) => {
+                        local.used.store(grant.used, Ordering::Release);
+                        local.granted_ms.store(now, Ordering::Release);
+                    }
+                    Err(error) => tracing::debug!(%error, "lease not renewed"),
+                }
+            }
+        }
         // Forget counters of windows that ended and owe nothing.
         if let Ok(mut counters) = self.counters.lock() {
             counters.retain(|key, local| {
@@ -773,5 +798,119 @@ impl Limiter {
                     || Arc::strong_count(local) > 1
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_crds::snapshot::{Period, Window};
+
+    fn budget(limits: Vec<Limit>, enforcement: Enforcement) -> Arc<BudgetRuntime> {
+        Arc::new(BudgetRuntime::new(&Budget {
+            name: "b".into(),
+            tenant: "t".into(),
+            models: vec![],
+            api_key: None,
+            limits,
+            enforcement,
+            failure_mode: FailureMode::FailClosed,
+            alerts_at: vec![],
+        }))
+    }
+
+    fn limit(metric: Metric, amount: u64) -> Limit {
+        Limit {
+            name: format!("{metric:?}"),
+            metric,
+            amount,
+            window: Window::Calendar {
+                period: Period::Daily,
+                time_zone: "UTC".into(),
+            },
+        }
+    }
+
+    fn requests(n: u64) -> Amounts {
+        Amounts {
+            requests: n,
+            ..Amounts::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn admits_until_the_limit_and_refunds_what_was_not_used() {
+        let limiter = Limiter::start(Arc::new(store::MemoryStore::ephemeral()), false);
+        let budgets = [budget(
+            vec![limit(Metric::Requests, 3)],
+            Enforcement::Strict,
+        )];
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(limiter.admit(&budgets, requests(1)).await.unwrap());
+        }
+        let Err(Refusal::Reached(reached)) = limiter.admit(&budgets, requests(1)).await else {
+            panic!("a fourth request fits in a limit of 3");
+        };
+        assert_eq!(
+            (reached.amount, reached.remaining, reached.needed),
+            (3, 0, 1)
+        );
+        // One failed before reaching an upstream: refunded.
+        held.pop().unwrap().settle(requests(0));
+        let again = limiter.admit(&budgets, requests(1)).await.unwrap();
+        assert_eq!(again.headroom()[0].remaining, 0);
+        drop(again); // dropped unsettled: refunded too
+        assert!(limiter.admit(&budgets, requests(1)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn admission_is_all_or_nothing_across_limits() {
+        let limiter = Limiter::start(Arc::new(store::MemoryStore::ephemeral()), false);
+        let both = [budget(
+            vec![
+                limit(Metric::Requests, 10),
+                limit(Metric::Tokens(TokenKind::Total), 100),
+            ],
+            Enforcement::Strict,
+        )];
+        let big = Amounts {
+            input: 80,
+            output: 30,
+            requests: 1,
+            ..Amounts::default()
+        };
+        assert!(limiter.admit(&both, big).await.is_err());
+        // The request reservation taken before the token limit refused was
+        // given back: ten fit.
+        let small = Amounts {
+            input: 5,
+            output: 5,
+            requests: 1,
+            ..Amounts::default()
+        };
+        for _ in 0..10 {
+            limiter.admit(&both, small).await.unwrap().settle(small);
+        }
+        assert!(limiter.admit(&both, small).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_strict_stream_stops_drawing_when_the_limit_is_spent() {
+        let limiter = Limiter::start(Arc::new(store::MemoryStore::ephemeral()), false);
+        let tokens = [budget(
+            vec![limit(Metric::Tokens(TokenKind::Output), 200)],
+            Enforcement::Strict,
+        )];
+        let need = Amounts {
+            output: 10,
+            ..Amounts::default()
+        };
+        let admission = Arc::new(Mutex::new(limiter.admit(&tokens, need).await.unwrap()));
+        let mut guard = StreamGuard::new(admission.clone(), 10, 0);
+        assert!(guard.on_output(10).is_ok());
+        assert!(guard.on_output(150).is_ok());
+        assert_eq!(guard.on_output(260), Err("b/Tokens(Output)".into()));
+        Admission::settle_shared(&admission, need);
     }
 }
