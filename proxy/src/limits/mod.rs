@@ -3,5 +3,6 @@
 //! (charge what was used, hand back the rest), and what clients and
 //! operators see of it. Counters live in a [`store::CounterStore`].
 
+pub mod estimate;
 pub mod store;
 pub mod window;
