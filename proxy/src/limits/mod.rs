@@ -4,5 +4,6 @@
 //! operators see of it. Counters live in a [`store::CounterStore`].
 
 pub mod estimate;
+pub mod pricing;
 pub mod store;
 pub mod window;
