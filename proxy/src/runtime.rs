@@ -94,6 +94,8 @@ pub struct Runtime {
     pub oauth_metadata: HashMap<String, usize>,
     /// Budgets, ready to count.
     pub budgets: Vec<Arc<crate::limits::BudgetRuntime>>,
+    /// Prices by backend and model: `pricing`, then the built-in list.
+    pub prices: crate::limits::pricing::PriceTable,
 }
 
 impl Runtime {
@@ -239,6 +241,7 @@ impl Runtime {
             Some(key) => crate::mcp::session::SessionCodec::from_secret(key.expose().as_bytes()),
             None => crate::mcp::session::SessionCodec::process_local(),
         };
+        let prices = crate::limits::pricing::PriceTable::new(&snapshot.backends);
         let snapshot_budgets = snapshot
             .budgets
             .iter()
@@ -260,7 +263,25 @@ impl Runtime {
             mcp_oauth,
             oauth_metadata,
             budgets: snapshot_budgets,
+            prices,
         })
+    }
+
+    /// The price of `client_model` at route backend `backend` (its model
+    /// override, if any, is what the provider bills).
+    pub fn price_at(
+        &self,
+        route: &sluice_crds::snapshot::Route,
+        backend: usize,
+        client_model: &str,
+    ) -> Option<sluice_crds::snapshot::Price> {
+        let model = route
+            .backends
+            .iter()
+            .find(|b| b.backend == backend)
+            .and_then(|b| b.model.as_deref())
+            .unwrap_or(client_model);
+        self.prices.price(backend, model)
     }
 
     /// The route serving `model`, if any.

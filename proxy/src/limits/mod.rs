@@ -6,6 +6,8 @@
 //! store only when its counter's lease runs out, and settles in batches
 //! from a background task.
 
+pub mod estimate;
+pub mod pricing;
 pub mod report;
 pub mod store;
 pub mod window;

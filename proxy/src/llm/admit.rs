@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use sluice_crds::snapshot::{Price, Route};
 
+use crate::limits::estimate;
+use crate::limits::pricing::cost_micro_usd;
+
 use super::request::RequestFields;
 use super::Endpoint;
 use crate::error::GatewayError;
@@ -47,19 +50,22 @@ pub(super) async fn admit(
     if budgets.is_empty() {
         return Ok(Admitted::default());
     }
-    let input = crate::llm::demo::approx_tokens_len(body.len());
+    let client_model = model.unwrap_or_default();
+    let input = estimate::prompt_tokens(client_model, body);
     let output = match endpoint {
         Endpoint::Embeddings => 0,
-        _ => fields.max_tokens.unwrap_or(DEFAULT_OUTPUT_RESERVATION),
+        _ => estimate::output_reservation(body)
+            .or(fields.max_tokens)
+            .unwrap_or(DEFAULT_OUTPUT_RESERVATION),
     };
     let prices: Vec<Price> = route
         .backends
         .iter()
-        .filter_map(|b| price(runtime, b.backend, b.model.as_deref().or(model)))
+        .filter_map(|b| runtime.price_at(route, b.backend, client_model))
         .collect();
     let cost = prices
         .iter()
-        .map(|p| cost_micro_usd(p, input, output))
+        .map(|p| cost_micro_usd(p, input, output, 0))
         .max()
         .unwrap_or(0);
     let output_price = prices.iter().map(|p| p.output.0).max().unwrap_or(0);
@@ -87,61 +93,21 @@ pub(super) async fn admit(
     let guard = fields
         .stream
         .then(|| StreamGuard::new(admission.clone(), output, output_price));
-    let runtime = runtime.clone();
-    let route_backends: Vec<(usize, Option<Arc<str>>)> = route
-        .backends
-        .iter()
-        .map(|b| (b.backend, b.model.clone()))
-        .collect();
     exchange.on_finish(Box::new(move |record: &mut AccessRecord| {
-        let used = used(&runtime, &route_backends, record);
-        Admission::settle_shared(&admission, used);
+        Admission::settle_shared(&admission, used(record));
     }));
     Ok(Admitted { headroom, guard })
 }
 
-/// What the request used, from its finished record; fills in its cost.
-fn used(
-    runtime: &Runtime,
-    route_backends: &[(usize, Option<Arc<str>>)],
-    record: &mut AccessRecord,
-) -> Amounts {
+/// What the request used, from its finished record (its cost was worked
+/// out from the answering backend's price when the record was sent).
+fn used(record: &AccessRecord) -> Amounts {
     let usage = record.usage.unwrap_or_default();
-    let served = record.upstream.as_deref().and_then(|name| {
-        route_backends
-            .iter()
-            .find(|(index, _)| *runtime.backends[*index].name == *name)
-    });
-    let cost = served
-        .and_then(|(index, model)| {
-            price(
-                runtime,
-                *index,
-                model.as_deref().or(record.model.as_deref()),
-            )
-        })
-        .map(|p| cost_micro_usd(&p, usage.input, usage.output));
-    if record.usage.is_some() {
-        record.cost_micro_usd = cost.or(Some(0));
-    }
     Amounts {
         input: usage.input,
         output: usage.output,
-        cost: cost.unwrap_or(0),
+        cost: record.cost_micro_usd.unwrap_or(0),
         // A request counts once it reached a backend.
         requests: u64::from(record.upstream.is_some()),
     }
-}
-
-/// The price of `model` at a backend: its `pricing`, exact name.
-fn price(runtime: &Runtime, backend: usize, model: Option<&str>) -> Option<Price> {
-    let pricing = &runtime.snapshot.backends.get(backend)?.pricing;
-    pricing.get(model?).copied()
-}
-
-/// Micro-USD for a usage at a price per million tokens, rounded up.
-fn cost_micro_usd(price: &Price, input: u64, output: u64) -> u64 {
-    let total = u128::from(input) * u128::from(price.input.0)
-        + u128::from(output) * u128::from(price.output.0);
-    u64::try_from(total.div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }

@@ -211,8 +211,10 @@ async fn forward_and_respond(
         ask_usage,
     };
     match forward::forward(gateway, runtime, route, &outgoing, exchange).await {
-        Outcome::Demo(backend) => {
-            let backend = &runtime.backends[backend];
+        Outcome::Demo(index) => {
+            let model = exchange.record.model.as_deref().unwrap_or_default();
+            exchange.record.price = runtime.price_at(route, index, model);
+            let backend = &runtime.backends[index];
             exchange.record.upstream = Some(backend.name.clone());
             exchange.record.provider = backend.provider;
             let json: serde_json::Value = serde_json::from_slice(body)
@@ -228,8 +230,10 @@ async fn forward_and_respond(
             );
             Ok(Served::Local(response))
         }
-        Outcome::Upstream(upstream, conn, backend) => {
-            let backend = &runtime.backends[backend];
+        Outcome::Upstream(upstream, conn, index) => {
+            let model = exchange.record.model.as_deref().unwrap_or_default();
+            exchange.record.price = runtime.price_at(route, index, model);
+            let backend = &runtime.backends[index];
             Ok(Served::Upstream(respond(
                 upstream,
                 conn,

@@ -57,6 +57,8 @@ pub struct AccessRecord {
     pub mcp_method: Option<String>,
     /// The upstream tool of an MCP `tools/call`.
     pub tool: Option<String>,
+    /// The price of the model at the backend that answered, if known.
+    pub price: Option<sluice_crds::snapshot::Price>,
     /// What the request cost, in micro-USD, when a price is known.
     pub cost_micro_usd: Option<u64>,
     /// `budget/limit` that refused the request.
@@ -85,6 +87,7 @@ impl Default for AccessRecord {
             stream: false,
             mcp_method: None,
             tool: None,
+            price: None,
             cost_micro_usd: None,
             limit: None,
         }
@@ -178,6 +181,18 @@ impl Exchange {
         }
         self.sent = true;
         self.record.latency = self.started.elapsed();
+        if let (None, Some(price), Some(usage)) = (
+            self.record.cost_micro_usd,
+            self.record.price,
+            self.record.usage,
+        ) {
+            self.record.cost_micro_usd = Some(crate::limits::pricing::cost_micro_usd(
+                &price,
+                usage.input,
+                usage.output,
+                0,
+            ));
+        }
         if let Some(hook) = self.on_finish.take() {
             hook(&mut self.record);
         }
