@@ -150,6 +150,7 @@ pub struct Metrics {
     budget_spent: Family<LimitLabels, Gauge<f64, AtomicU64>>,
     budget_remaining: Family<LimitLabels, Gauge<f64, AtomicU64>>,
     budget_alerts: Family<AlertLabels, Counter>,
+    cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -236,8 +237,15 @@ impl Metrics {
             "alertsAt thresholds crossed, by budget, limit and threshold (percent)",
             Family::<AlertLabels, Counter>::default(),
         );
+        let cost = register(
+            &mut registry,
+            "gen_ai_client_cost",
+            "USD spent, by model and provider, at the backends' prices (requests with a known price)",
+            Family::<ModelLabels, Counter<f64, AtomicU64>>::default(),
+        );
         Self {
             registry,
+            cost,
             ratelimit_rejections,
             budget_spent,
             budget_remaining,
@@ -373,6 +381,11 @@ impl Metrics {
         self.request_duration
             .get_or_create(&labels)
             .observe(record.latency.as_secs_f64());
+        if let Some(micro) = record.cost_micro_usd.filter(|c| *c > 0) {
+            self.cost
+                .get_or_create(&labels)
+                .inc_by(micro as f64 / 1_000_000.0);
+        }
         if let Some(usage) = record.usage {
             for (token_type, count) in [("input", usage.input), ("output", usage.output)] {
                 self.token_usage
