@@ -275,6 +275,10 @@ async fn budgets_are_reported_on_the_admin_port_the_cli_and_metrics() {
     assert!(sluice
         .stderr()
         .contains("budget alert: 50% of team-a/requests-daily spent"));
+    assert!(
+        metrics.contains("gen_ai_client_cost_total{gen_ai_request_model=\"gpt-4o\""),
+        "{metrics}"
+    );
 
     // Two more: the limit is spent; a refusal is counted.
     for _ in 0..2 {
