@@ -334,16 +334,19 @@ fn compile_gateway(
                     path: spec.path.as_deref().map(PathBuf::from),
                 }
             }
-            "redis" => match spec.redis.as_ref().map(|r| r.url.as_str()) {
-                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            "redis" => match spec.redis.as_ref() {
+                Some(redis)
+                    if redis.url.starts_with("redis://") || redis.url.starts_with("rediss://") =>
+                {
                     state = StateStore::Redis {
-                        url: url.to_owned(),
+                        url: redis.url.clone(),
+                        cluster: redis.cluster,
                     }
                 }
-                Some(url) => errors.push(
+                Some(redis) => errors.push(
                     id,
                     "spec.state.redis.url",
-                    format!("`{url}` is not a redis:// or rediss:// URL"),
+                    format!("`{}` is not a redis:// or rediss:// URL", redis.url),
                 ),
                 None => errors.push(
                     id,

@@ -680,3 +680,29 @@ spec:
     }
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
 }
+
+#[test]
+fn compiles_a_redis_state_standalone_or_cluster() {
+    let state = |redis: &str| {
+        let text = format!(
+            "kind: AIGateway\nmetadata: {{name: gw}}\nspec: {{llm: {{routes: []}}, state: {{type: redis, redis: {redis}}}}}\n"
+        );
+        compile_text(&text).map(|snapshot| snapshot.state)
+    };
+    assert_eq!(
+        state(r#"{url: "redis://10.0.0.1:6379/2"}"#).unwrap(),
+        StateStore::Redis {
+            url: "redis://10.0.0.1:6379/2".into(),
+            cluster: false
+        }
+    );
+    assert_eq!(
+        state(r#"{url: "rediss://redis-0.redis:6379", cluster: true}"#).unwrap(),
+        StateStore::Redis {
+            url: "rediss://redis-0.redis:6379".into(),
+            cluster: true
+        }
+    );
+    let errors = state(r#"{url: "redis://x", cluster: "yes"}"#).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("cluster")), "{errors:#?}");
+}

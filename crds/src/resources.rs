@@ -233,8 +233,14 @@ pub struct StateSpec {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedisSpec {
-    /// `redis://host:port`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// With `cluster: true`, any one node of the cluster (the others are
+    /// found from it).
     pub url: String,
+    /// The URL is a node of a Redis Cluster (or a Valkey cluster): commands
+    /// are routed by key slot. Default false (a standalone server).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
 }
 
 /// Embedded Raft group.

@@ -433,8 +433,10 @@ pub enum StateStore {
     },
     /// A Redis or Valkey server shared by the replicas.
     Redis {
-        /// `redis://host:port[/db]`.
+        /// `redis://host:port[/db]` or `rediss://` (TLS).
         url: String,
+        /// A Redis Cluster: `url` is one of its nodes.
+        cluster: bool,
     },
 }
 

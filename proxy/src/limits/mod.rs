@@ -540,7 +540,7 @@ impl Limiter {
                     .map_err(|e| anyhow::anyhow!("cannot open the counter journal: {e}"))?;
                 Ok(Self::start(Arc::new(store), false))
             }
-            StateStore::Redis { url } => {
+            StateStore::Redis { url, .. } => {
                 anyhow::bail!("state type redis ({url}) is not available in this build yet")
             }
         }
