@@ -30,8 +30,9 @@ pub struct CounterKey {
     pub end_ms: i64,
     /// The most that may be spent in the window.
     pub limit: u64,
-    /// A rolling window: the previous window's settled spend counts too,
-    /// weighted by how much of it still overlaps the last `end - start`.
+    /// A rolling window: the previous window's spend (settled and leased,
+    /// expired leases as spent) counts too, weighted by how much of it
+    /// still overlaps the last `end - start`.
     pub sliding: bool,
 }
 
@@ -240,8 +241,13 @@ impl CounterStore for MemoryStore {
         let mut entries = self.lock()?;
         let previous = if key.sliding {
             let weight = key.previous_weight_ppm(now);
-            let settled = entries.get(&key.previous().name()).map_or(0, |e| e.settled);
-            u64::try_from(settled as u128 * weight as u128 / 1_000_000).unwrap_or(u64::MAX)
+            // Its leases count too (an expired one as spent): a replica
+            // that died holding one cannot say it did not spend it.
+            let used = entries.get_mut(&key.previous().name()).map_or(0, |e| {
+                e.expire(now);
+                e.settled + e.leased()
+            });
+            u64::try_from(used as u128 * weight as u128 / 1_000_000).unwrap_or(u64::MAX)
         } else {
             0
         };
@@ -421,6 +427,30 @@ mod tests {
         };
         store.settle("a", &[s]).await.unwrap();
         // Half the previous window still overlaps: 40 of its 80 count.
+        let grant = store.grant("a", &current, 100, 1, TTL).await.unwrap();
+        assert!((59..=61).contains(&grant.granted), "{grant:?}");
+    }
+
+    #[tokio::test]
+    async fn a_sliding_window_counts_the_previous_ones_leases() {
+        let store = MemoryStore::ephemeral();
+        let now = now_ms();
+        let current = CounterKey {
+            id: "b/rpm/y".into(),
+            start_ms: now - 30_000,
+            end_ms: now + 30_000,
+            limit: 100,
+            sliding: true,
+        };
+        let previous = current.previous();
+        // A replica died holding 40 of the previous window (expired: spent);
+        // another still holds 40 it has not settled.
+        store
+            .grant("dead", &previous, 40, 1, Duration::ZERO)
+            .await
+            .unwrap();
+        store.grant("live", &previous, 40, 1, TTL).await.unwrap();
+        // Half of the 80 counts.
         let grant = store.grant("a", &current, 100, 1, TTL).await.unwrap();
         assert!((59..=61).contains(&grant.granted), "{grant:?}");
     }
