@@ -8,6 +8,7 @@
 
 pub mod estimate;
 pub mod pricing;
+pub mod redis;
 pub mod report;
 pub mod store;
 pub mod window;
