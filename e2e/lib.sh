@@ -87,16 +87,26 @@ ensure_mcp_node_modules() {
     echo "$dir"
 }
 
-# Installs a Debian package when the command it provides is missing.
+# Installs a Debian package when the command it provides is missing (through
+# sudo when not root).
 ensure_apt_command() {
-    local command=$1 package=${2:-$1}
+    local command=$1 package=${2:-$1} sudo=()
     command -v "$command" >/dev/null 2>&1 && return 0
+    ((EUID == 0)) || sudo=(sudo --preserve-env=DEBIAN_FRONTEND)
     echo "installing $package (apt)" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q "$package" >&2 \
-        || { apt-get update -q >&2 && apt-get install -y -q "$package" >&2; } \
+    ${sudo[@]+"${sudo[@]}"} apt-get install -y -q "$package" >&2 \
+        || { ${sudo[@]+"${sudo[@]}"} apt-get update -q >&2 && ${sudo[@]+"${sudo[@]}"} apt-get install -y -q "$package" >&2; } \
         || return 1
     command -v "$command" >/dev/null 2>&1
+}
+
+# Makes sure redis-server and redis-cli are on PATH (Debian's redis-server,
+# which brings redis-tools), for the Redis counter store's tests. The tests
+# start their own servers on free ports; a system service the package may
+# start is not used.
+ensure_redis() {
+    ensure_apt_command redis-server && ensure_apt_command redis-cli redis-tools
 }
 
 # Waits until FILE has a line "listening on HOST:PORT" and prints PORT.

@@ -3,13 +3,17 @@
 #
 #   1. cargo fmt --all -- --check
 #   2. cargo clippy --workspace --all-targets -- -D warnings
-#   3. cargo test --workspace
-#   4. cargo build --workspace --bins       (debug binaries for the e2e tests)
-#   5. the Python virtualenvs for e2e/python (pinned openai and mcp SDKs + pytest;
+#   3. redis-server                         (apt-get install when missing: the
+#                                            Redis counter store's tests start
+#                                            their own servers with it)
+#   4. cargo test --workspace               (with SLUICE_REQUIRE_REDIS=1, so the
+#                                            Redis tests fail rather than skip)
+#   5. cargo build --workspace --bins       (debug binaries for the e2e tests)
+#   6. the Python virtualenvs for e2e/python (pinned openai and mcp SDKs + pytest;
 #      a second one with the MCP SDK's 2.x line for the 2026-07-28 tests)
-#   6. the MCP peers for e2e/python         (npm ci of e2e/mcp: the pinned
+#   7. the MCP peers for e2e/python         (npm ci of e2e/mcp: the pinned
 #                                            @modelcontextprotocol/server-everything)
-#   7. pytest e2e/python                    (real sluice, sluice-test-upstream and
+#   8. pytest e2e/python                    (real sluice, sluice-test-upstream and
 #                                            server-everything processes, the
 #                                            official OpenAI and MCP SDKs; run
 #                                            once per venv, each collecting the
@@ -18,7 +22,7 @@
 # Usage: e2e/test-all.sh [--quick] [--e2e] [--no-e2e] [-k EXPR] [-- PYTEST_ARGS...]
 #   --quick     skip clippy (the slowest check that is not a test)
 #   --e2e       only build and run the e2e tests (skip fmt, clippy, cargo test)
-#   --no-e2e    skip the e2e tests (steps 5 to 7)
+#   --no-e2e    skip the e2e tests (steps 6 to 8)
 #   -k EXPR     run only the e2e tests matching EXPR (pytest -k)
 #   -- ARGS     pass ARGS on to pytest, e.g. `-- -x -vv` or
 #               `-- e2e/python/test_errors.py` (test paths replace e2e/python;
@@ -109,8 +113,13 @@ skip_step() { # NAME REASON
 }
 
 # shellcheck disable=SC2317 # called through run_step
+install_redis() {
+    ensure_redis && note "$(redis-server --version)"
+}
+
+# shellcheck disable=SC2317 # called through run_step
 cargo_test() {
-    cargo test --workspace --no-fail-fast 2>&1 | tee "$logs/cargo-test.log"
+    SLUICE_REQUIRE_REDIS=1 cargo test --workspace --no-fail-fast 2>&1 | tee "$logs/cargo-test.log"
 }
 
 # shellcheck disable=SC2317 # called through run_step
@@ -179,6 +188,7 @@ run_pytest() {
 if ((e2e_only)); then
     skip_step "cargo fmt --check" "--e2e"
     skip_step "cargo clippy" "--e2e"
+    skip_step "redis-server" "--e2e"
     skip_step "cargo test" "--e2e"
 else
     run_step "cargo fmt --check" cargo fmt --all -- --check || true
@@ -187,6 +197,8 @@ else
     else
         run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings || true
     fi
+    # Without it the Redis store's tests fail (SLUICE_REQUIRE_REDIS).
+    run_step "redis-server" install_redis || true
     run_step "cargo test" cargo_test || true
 fi
 
