@@ -153,9 +153,9 @@ impl Entry {
     }
 }
 
-/// Counters in this process; settled spend is appended to a journal file
-/// (one line per batch: `name settled-delta`), replayed at start, so a
-/// restart loses none of it. Leases do not survive a restart: they belonged
+/// Counters in this process; settled spend (settlements, and leases that
+/// expired) is appended to a journal file (lines `name settled-delta`),
+/// replayed at start, so a restart loses none of it. Leases do not survive a restart: they belonged
 /// to this process.
 pub struct MemoryStore {
     entries: Mutex<HashMap<String, Entry>>,
@@ -213,6 +213,21 @@ impl MemoryStore {
         self.path.as_deref()
     }
 
+    /// Appends journal lines and syncs them (nothing without a journal).
+    async fn append(&self, lines: &str) -> Result<(), StoreError> {
+        let (Some(journal), false) = (&self.journal, lines.is_empty()) else {
+            return Ok(());
+        };
+        let mut file = journal.lock().await;
+        let written = async {
+            file.write_all(lines.as_bytes()).await?;
+            file.sync_data().await
+        };
+        written
+            .await
+            .map_err(|e| StoreError(format!("writing the counter journal: {e}")))
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Entry>>, StoreError> {
         self.entries
             .lock()
@@ -238,32 +253,39 @@ impl CounterStore for MemoryStore {
         ttl: Duration,
     ) -> Result<Grant, StoreError> {
         let now = now_ms();
-        let mut entries = self.lock()?;
-        let previous = if key.sliding {
-            let weight = key.previous_weight_ppm(now);
-            // Its leases count too (an expired one as spent): a replica
-            // that died holding one cannot say it did not spend it.
-            let used = entries.get_mut(&key.previous().name()).map_or(0, |e| {
-                e.expire(now);
-                e.settled + e.leased()
-            });
-            u64::try_from(used as u128 * weight as u128 / 1_000_000).unwrap_or(u64::MAX)
-        } else {
-            0
+        let mut lines = String::new();
+        let grant = {
+            let mut entries = self.lock()?;
+            let previous = if key.sliding {
+                let weight = key.previous_weight_ppm(now);
+                // Its leases count too (an expired one as spent): a replica
+                // that died holding one cannot say it did not spend it.
+                let name = key.previous().name();
+                let used = entries.get_mut(&name).map_or(0, |e| {
+                    journal_line(&mut lines, &name, e.expire(now));
+                    e.settled + e.leased()
+                });
+                u64::try_from(used as u128 * weight as u128 / 1_000_000).unwrap_or(u64::MAX)
+            } else {
+                0
+            };
+            let name = key.name();
+            let entry = entries.entry(name.clone()).or_default();
+            journal_line(&mut lines, &name, entry.expire(now));
+            let used = entry.settled + entry.leased() + previous;
+            let left = key.limit.saturating_sub(used);
+            let granted = if left < at_least { 0 } else { want.min(left) };
+            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+            let lease = entry.leases.entry(holder.to_owned()).or_insert((0, 0));
+            lease.0 += granted;
+            lease.1 = now.saturating_add(ttl_ms);
+            Grant {
+                granted,
+                used: used + granted,
+            }
         };
-        let entry = entries.entry(key.name()).or_default();
-        entry.expire(now);
-        let used = entry.settled + entry.leased() + previous;
-        let left = key.limit.saturating_sub(used);
-        let granted = if left < at_least { 0 } else { want.min(left) };
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let lease = entry.leases.entry(holder.to_owned()).or_insert((0, 0));
-        lease.0 += granted;
-        lease.1 = now.saturating_add(ttl_ms);
-        Ok(Grant {
-            granted,
-            used: used + granted,
-        })
+        self.append(&lines).await?;
+        Ok(grant)
     }
 
     async fn settle(&self, holder: &str, batch: &[Settlement]) -> Result<(), StoreError> {
@@ -274,43 +296,45 @@ impl CounterStore for MemoryStore {
             for settlement in batch {
                 let name = settlement.key.name();
                 let entry = entries.entry(name.clone()).or_default();
-                entry.expire(now);
+                journal_line(&mut lines, &name, entry.expire(now));
                 let mut added = settlement.unleased;
                 // Without a lease, the lease expired and was counted as
-                // spent already.
+                // spent already (all of it).
                 if let Some(lease) = entry.leases.get_mut(holder) {
                     let from_lease = lease.0.min(settlement.spent + settlement.unused);
                     lease.0 -= from_lease;
                     added += settlement.spent;
                 }
                 entry.settled += added;
-                if added > 0 {
-                    lines.push_str(&format!("{name} {added}\n"));
-                }
+                journal_line(&mut lines, &name, added);
             }
         }
-        if let (Some(journal), false) = (&self.journal, lines.is_empty()) {
-            let mut file = journal.lock().await;
-            let written = async {
-                file.write_all(lines.as_bytes()).await?;
-                file.sync_data().await
-            };
-            written
-                .await
-                .map_err(|e| StoreError(format!("writing the counter journal: {e}")))?;
-        }
-        Ok(())
+        self.append(&lines).await
     }
 
     async fn totals(&self, key: &CounterKey) -> Result<Totals, StoreError> {
         let now = now_ms();
-        let mut entries = self.lock()?;
-        let entry = entries.entry(key.name()).or_default();
-        entry.expire(now);
-        Ok(Totals {
-            settled: entry.settled,
-            leased: entry.leased(),
-        })
+        let mut lines = String::new();
+        let totals = {
+            let mut entries = self.lock()?;
+            let name = key.name();
+            let entry = entries.entry(name.clone()).or_default();
+            journal_line(&mut lines, &name, entry.expire(now));
+            Totals {
+                settled: entry.settled,
+                leased: entry.leased(),
+            }
+        };
+        self.append(&lines).await?;
+        Ok(totals)
+    }
+}
+
+/// Notes settled spend (a settlement, or leases that expired) for the
+/// journal.
+fn journal_line(lines: &mut String, name: &str, settled: u64) {
+    if settled > 0 {
+        lines.push_str(&format!("{name} {settled}\n"));
     }
 }
 
@@ -404,6 +428,28 @@ mod tests {
             }
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn expired_leases_survive_a_restart_as_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.log");
+        let k = key(1000);
+        {
+            let store = MemoryStore::open(path.clone()).await.unwrap();
+            store.grant("a", &k, 100, 1, TTL).await.unwrap();
+            store.grant("b", &k, 30, 1, Duration::ZERO).await.unwrap();
+            // b's lease expired: counted (and journaled) as spent.
+            assert_eq!(store.totals(&k).await.unwrap().settled, 30);
+        }
+        let store = MemoryStore::open(path).await.unwrap();
+        assert_eq!(
+            store.totals(&k).await.unwrap(),
+            Totals {
+                settled: 30,
+                leased: 0
+            }
+        );
     }
 
     #[tokio::test]
