@@ -190,6 +190,7 @@ contract!(
     expired_leases_count_as_spent,
     a_lease_expires_after_its_ttl,
     spend_beyond_a_lease_is_settled,
+    unleased_spend_always_counts,
     holders_are_kept_apart,
     windows_are_separate_counters,
     a_sliding_window_weighs_the_previous_one,
@@ -237,6 +238,7 @@ async fn a_redis_restart_loses_no_settled_spend() {
                 key: k.clone(),
                 spent: 70,
                 unused: 0,
+                unleased: 0,
             }],
         )
         .await
@@ -306,6 +308,51 @@ async fn a_silent_server_times_out() {
     assert!(started.elapsed() < Duration::from_secs(3), "{error}");
     assert!(error.to_string().contains("within"), "{error}");
     drop(listener);
+}
+
+/// A window's key outlives the next window (for the sliding weight), and
+/// then goes; a key made by unleased spend alone expires too.
+#[tokio::test]
+async fn window_keys_expire_a_window_after_the_next_one() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = store_for(&server).await;
+    let pttl = |k: &sluice::limits::store::CounterKey| {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &server.port.to_string(),
+                "pttl",
+                &RedisStore::key_name(k),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let k = key("ttl", 10);
+    store.grant("a", &k, 5, 1, TTL).await.unwrap();
+    // The window ends in 59 s; the key lives one more window and a minute.
+    let left = pttl(&k);
+    assert!((170_000..=180_000).contains(&left), "{left}");
+    let fresh = key("ttl-unleased", 10);
+    store
+        .settle(
+            "a",
+            &[Settlement {
+                key: fresh.clone(),
+                spent: 0,
+                unused: 0,
+                unleased: 3,
+            }],
+        )
+        .await
+        .unwrap();
+    let left = pttl(&fresh);
+    assert!((170_000..=180_000).contains(&left), "{left}");
 }
 
 /// Three masters made with `redis-cli --cluster create`.
@@ -400,6 +447,7 @@ async fn a_redis_cluster_keeps_the_contract() {
     // Cluster refuses that (CROSSSLOT) unless both are in one slot.
     store_contract::grants_never_exceed_the_limit(&store).await;
     store_contract::expired_leases_count_as_spent(&store).await;
+    store_contract::unleased_spend_always_counts(&store).await;
     store_contract::a_sliding_window_weighs_the_previous_one(&store).await;
     store_contract::a_sliding_window_counts_the_previous_ones_leases(&store).await;
     store_contract::a_batch_settles_many_counters(&store).await;

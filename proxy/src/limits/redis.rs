@@ -119,16 +119,28 @@ redis.call('PEXPIREAT', KEYS[1], int(math.max(end_ms + len, now + ttl) + tonumbe
 return {granted, used + granted}
 ";
 
-/// KEYS: the window. ARGV: holder, spent, unused.
-/// Returns 1, or 0 when the holder had no live lease (nothing settled).
+/// KEYS: the window. ARGV: holder, spent, unused, unleased, start_ms,
+/// end_ms, keep_ms. Spent counts only against a live lease (an expired one
+/// was counted whole); unleased spend always counts.
 const SETTLE: &str = r"
 local holder, spent, unused = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local added = tonumber(ARGV[4])
 local settled, leased, leases = ledger(KEYS[1])
 local lease = leases[holder]
-if lease == nil then return 0 end
-redis.call('HSET', KEYS[1], 'l:' .. holder, int(lease - math.min(lease, spent + unused)))
-if spent > 0 then redis.call('HINCRBY', KEYS[1], 'settled', int(spent)) end
-return 1
+if lease ~= nil then
+  redis.call('HSET', KEYS[1], 'l:' .. holder, int(lease - math.min(lease, spent + unused)))
+  added = added + spent
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[1], 'settled', int(added))
+  -- Unleased spend may make the key: it expires like a granted one.
+  if redis.call('PTTL', KEYS[1]) < 0 then
+    local start_ms, end_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+    local len = math.max(end_ms - start_ms, 1)
+    redis.call('PEXPIREAT', KEYS[1], int(math.max(end_ms + len, now) + tonumber(ARGV[7])))
+  end
+end
+return added
 ";
 
 /// KEYS: the window. Returns {settled, leased}.
@@ -380,6 +392,10 @@ impl CounterStore for RedisStore {
                 holder.to_owned(),
                 amount(settlement.spent),
                 amount(settlement.unused),
+                amount(settlement.unleased),
+                settlement.key.start_ms.to_string(),
+                settlement.key.end_ms.to_string(),
+                KEEP_MS.to_string(),
             ];
             self.run::<i64>(&self.settle, &keys, &args).await
         });

@@ -42,6 +42,7 @@ fn settlement(key: &CounterKey, spent: u64, unused: u64) -> Settlement {
         key: key.clone(),
         spent,
         unused,
+        unleased: 0,
     }
 }
 
@@ -108,6 +109,44 @@ pub async fn spend_beyond_a_lease_is_settled(store: &dyn CounterStore) {
     assert_eq!(store.totals(&k).await.unwrap(), totals(225, 0));
     let grant = store.grant("b", &k, 10, 0, TTL).await.unwrap();
     assert_eq!((grant.granted, grant.used), (0, 225));
+}
+
+pub async fn unleased_spend_always_counts(store: &dyn CounterStore) {
+    // Spend admitted while the store was unreachable (FailOpen): no lease,
+    // on a counter the store has never seen, and past the limit.
+    let k = key("unleased", 100);
+    let unleased = |n| Settlement {
+        unleased: n,
+        ..settlement(&k, 0, 0)
+    };
+    store.settle("a", &[unleased(30)]).await.unwrap();
+    assert_eq!(store.totals(&k).await.unwrap(), totals(30, 0));
+    // Beside a live lease, and beside an expired one.
+    store.grant("a", &k, 20, 1, TTL).await.unwrap();
+    store
+        .settle(
+            "a",
+            &[Settlement {
+                spent: 20,
+                ..unleased(5)
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.totals(&k).await.unwrap(), totals(55, 0));
+    store.grant("b", &k, 10, 1, Duration::ZERO).await.unwrap();
+    store
+        .settle(
+            "b",
+            &[Settlement {
+                spent: 10,
+                ..unleased(100)
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.totals(&k).await.unwrap(), totals(165, 0));
+    assert_eq!(store.grant("a", &k, 10, 0, TTL).await.unwrap().granted, 0);
 }
 
 pub async fn holders_are_kept_apart(store: &dyn CounterStore) {
