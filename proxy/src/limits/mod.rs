@@ -541,8 +541,10 @@ impl Limiter {
                     .map_err(|e| anyhow::anyhow!("cannot open the counter journal: {e}"))?;
                 Ok(Self::start(Arc::new(store), false))
             }
-            StateStore::Redis { url, .. } => {
-                anyhow::bail!("state type redis ({url}) is not available in this build yet")
+            StateStore::Redis { url, cluster } => {
+                let store = self::redis::RedisStore::new(url, *cluster)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(Self::start(Arc::new(store), true))
             }
         }
     }
