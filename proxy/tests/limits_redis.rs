@@ -16,6 +16,7 @@
 
 #[path = "support/store_contract.rs"]
 mod store_contract;
+mod support;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use sluice::limits::redis::RedisStore;
 use sluice::limits::store::{CounterStore, MemoryStore, Settlement, Totals};
 use store_contract::{key, TTL};
+use support::{backend, config, Sluice, ENV};
 
 /// Whether the Redis tests can run; panics when they must and cannot.
 fn redis_available() -> bool {
@@ -471,4 +473,42 @@ async fn a_redis_cluster_keeps_the_contract() {
         slot(RedisStore::key_name(&k)),
         slot(RedisStore::key_name(&k.previous()))
     );
+}
+
+/// Two gateway replicas sharing one Redis hold a request limit together,
+/// and refuse with 503 (FailClosed) while Redis is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_a_limit_through_redis() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let up = sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
+        name: "primary".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let routes = format!(
+        "      - models: [\"gpt-4o\"]\n        backends: [{{backend: primary}}]\n  state: {{type: redis, redis: {{url: \"{}\"}}}}",
+        server.url()
+    );
+    let cfg = format!(
+        "{}---\nkind: Budget\nmetadata: {{name: team-a}}\nspec:\n  tenant: team-a\n  limits:\n    - {{requests: 10, period: Hourly}}\n",
+        config(&routes, &backend("primary", &up.url()))
+    );
+    let replicas = [Sluice::start(&cfg, ENV), Sluice::start(&cfg, ENV)];
+    let body = serde_json::json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let mut served = 0;
+    for i in 0..30 {
+        let status = replicas[i % 2].chat(&body, &[]).await.status();
+        assert!(status == 200 || status == 429, "{status}");
+        served += usize::from(status == 200);
+    }
+    // Each replica may sit on a lease of one the other cannot use.
+    assert!((8..=10).contains(&served), "{served}");
+    assert_eq!(up.requests().len(), served);
+
+    server.kill();
+    let status = replicas[0].chat(&body, &[]).await.status();
+    assert_eq!(status, 503);
 }
