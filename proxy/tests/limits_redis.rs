@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use sluice::limits::redis::RedisStore;
 use sluice::limits::store::{CounterStore, MemoryStore, Settlement, Totals};
 use store_contract::{key, TTL};
-use support::{backend, config, Sluice, ENV};
+use support::{backend, client, config, Sluice, ENV};
 
 /// Whether the Redis tests can run; panics when they must and cannot.
 fn redis_available() -> bool {
@@ -511,4 +511,70 @@ async fn two_gateways_share_a_limit_through_redis() {
     server.kill();
     let status = replicas[0].chat(&body, &[]).await.status();
     assert_eq!(status, 503);
+}
+
+/// `failureMode: FailOpen`: while Redis is down the gateway serves and
+/// counts locally; when Redis is back the spend made meanwhile is settled
+/// into it, so nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_serves_while_redis_is_down_and_settles_when_it_returns() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let up = sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
+        name: "primary".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let routes = format!(
+        "      - models: [\"gpt-4o\"]\n        backends: [{{backend: primary}}]\n  state: {{type: redis, redis: {{url: \"{}\"}}}}",
+        server.url()
+    );
+    let cfg = format!(
+        "{}---\nkind: Budget\nmetadata: {{name: team-a}}\nspec:\n  tenant: team-a\n  failureMode: FailOpen\n  limits:\n    - {{requests: 100, period: Hourly}}\n",
+        config(&routes, &backend("primary", &up.url()))
+    );
+    let sluice = Sluice::start(&cfg, ENV);
+    let body = serde_json::json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        assert_eq!(sluice.chat(&body, &[]).await.status(), 200);
+    }
+    server.kill();
+    // Past the lease this process holds: the store cannot be asked.
+    for _ in 0..5 {
+        assert_eq!(
+            sluice.chat(&body, &[]).await.status(),
+            200,
+            "FailOpen serves"
+        );
+    }
+    assert!(sluice.stderr().contains("counter store unreachable"));
+    server.restart();
+    let report = |sluice: &Sluice| {
+        let admin = sluice.admin.clone();
+        async move {
+            client()
+                .get(format!("{admin}/budgets"))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut spent = serde_json::Value::Null;
+    for _ in 0..50 {
+        let budgets = report(&sluice).await;
+        spent = budgets["budgets"][0]["limits"][0]["spent"].clone();
+        if spent == 8 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        spent, 8,
+        "every request served, while Redis was down too, counts"
+    );
 }
