@@ -282,25 +282,8 @@ async fn serve(
     }
 
     let (parts, body) = request.into_parts();
-    let body = crate::llm::read_body(body, &parts.headers, runtime.snapshot.max_request_body)
-        .await
-        .map_err(|e| fail(McpError::new(e.status(), -32600, e.code(), e.to_string())))?;
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(fail(McpError::new(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            "bad_request",
-            "JSON-RPC batches are not supported (removed in MCP 2025-06-18)",
-        )));
-    }
-    let message: Message<'_> = serde_json::from_slice(&body).map_err(|e| {
-        fail(McpError::new(
-            StatusCode::BAD_REQUEST,
-            -32700,
-            "bad_request",
-            format!("Parse error: {e}"),
-        ))
-    })?;
+    let body = read_message(runtime, body, &parts.headers).await?;
+    let message = parse_message(&body)?;
     let id = message.id.map(|raw| raw.to_owned());
     exchange.record.mcp_method = message.method.clone();
     let with_id = |error: McpError| (error, id.clone());
@@ -391,6 +374,39 @@ async fn serve(
             format!("Method not found: `{other}` is not supported by this gateway yet"),
         ))),
     }
+}
+
+/// Reads a POST body (bounded by `maxRequestBody`): one JSON-RPC message,
+/// not a batch.
+async fn read_message(
+    runtime: &Runtime,
+    body: Incoming,
+    headers: &http::HeaderMap,
+) -> Result<Bytes, Failure> {
+    let body = crate::llm::read_body(body, headers, runtime.snapshot.max_request_body)
+        .await
+        .map_err(|e| fail(McpError::new(e.status(), -32600, e.code(), e.to_string())))?;
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(fail(McpError::new(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "bad_request",
+            "JSON-RPC batches are not supported (removed in MCP 2025-06-18)",
+        )));
+    }
+    Ok(body)
+}
+
+/// The message, read as far as routing needs; -32700 when it is not JSON.
+fn parse_message(body: &[u8]) -> Result<Message<'_>, Failure> {
+    serde_json::from_slice(body).map_err(|e| {
+        fail(McpError::new(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            "bad_request",
+            format!("Parse error: {e}"),
+        ))
+    })
 }
 
 /// Loopback origins only (DNS-rebinding protection); no Origin is fine

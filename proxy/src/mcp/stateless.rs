@@ -16,7 +16,6 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use sluice_crds::snapshot::McpRoute;
@@ -104,17 +103,6 @@ pub(super) fn applies(headers: &HeaderMap) -> bool {
         }
         None => false,
     }
-}
-
-/// A JSON-RPC message, read as far as dispatch needs.
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    params: Option<Value>,
 }
 
 /// The per-request envelope, checked.
@@ -234,25 +222,8 @@ pub(super) async fn serve(
         return Ok(Served::Local(response));
     }
     let (parts, body) = request.into_parts();
-    let body = crate::llm::read_body(body, &parts.headers, runtime.snapshot.max_request_body)
-        .await
-        .map_err(|e| fail(McpError::new(e.status(), -32600, e.code(), e.to_string())))?;
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(fail(McpError::new(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            "bad_request",
-            "JSON-RPC batches are not supported",
-        )));
-    }
-    let message: Message<'_> = serde_json::from_slice(&body).map_err(|e| {
-        fail(McpError::new(
-            StatusCode::BAD_REQUEST,
-            -32700,
-            "bad_request",
-            format!("Parse error: {e}"),
-        ))
-    })?;
+    let body = read_message(runtime, body, &parts.headers).await?;
+    let message = parse_message(&body)?;
     let id = message.id.map(|raw| raw.to_owned());
     exchange.record.mcp_method = message.method.clone();
     let with_id = |error: McpError| (error, id.clone());
