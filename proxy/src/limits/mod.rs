@@ -221,29 +221,34 @@ impl StreamGuard {
         if output <= self.reserved_output {
             return Ok(());
         }
-        // Draw in steps, not per token.
-        let more = (output - self.reserved_output).max(64);
-        let cost =
-            u64::try_from((u128::from(more) * u128::from(self.output_price)).div_ceil(1_000_000))
-                .unwrap_or(u64::MAX);
+        let needed = output - self.reserved_output;
+        let price = self.output_price;
+        let amounts = |more: u64| Amounts {
+            output: more,
+            cost: u64::try_from((u128::from(more) * u128::from(price)).div_ceil(1_000_000))
+                .unwrap_or(u64::MAX),
+            ..Amounts::default()
+        };
         let Ok(mut admission) = self.admission.lock() else {
             return Ok(());
         };
-        let amounts = Amounts {
-            output: more,
-            cost,
-            ..Amounts::default()
+        // Draw in steps, not per token; near the end of a limit, only what
+        // is needed.
+        let step = needed.max(64);
+        let outcome = match admission.extend(amounts(step)) {
+            Ok(()) => Ok(step),
+            Err(_) => admission.extend(amounts(needed)).map(|()| needed),
         };
-        match admission.extend(amounts) {
-            Ok(()) => {
+        match outcome {
+            Ok(more) => {
                 self.reserved_output += more;
                 Ok(())
             }
             Err(limit) if admission.strict => Err(limit),
             Err(_) => {
                 // Lenient: spend past the lease; settlement charges it.
-                admission.force_extend(amounts);
-                self.reserved_output += more;
+                admission.force_extend(amounts(needed));
+                self.reserved_output += needed;
                 Ok(())
             }
         }
@@ -453,6 +458,8 @@ impl Admission {
             let spent = used.of(take.limit.limit.metric);
             take.local.last_use_ms.store(now, Ordering::Release);
             if take.leased {
+                // The store counts the whole lease as used already:
+                // spending from it changes nothing there.
                 let back = i128::from(take.reserved) - i128::from(spent);
                 let back =
                     i64::try_from(back).unwrap_or(if back > 0 { i64::MAX } else { i64::MIN });
@@ -460,9 +467,8 @@ impl Admission {
                 take.local.unsettled.fetch_add(spent, Ordering::AcqRel);
             } else {
                 take.local.unleased.fetch_add(spent, Ordering::AcqRel);
+                take.local.used.fetch_add(spent, Ordering::AcqRel);
             }
-            take.local.used.fetch_add(spent, Ordering::AcqRel);
-            let _ = &take.budget;
         }
     }
 }
@@ -742,9 +748,14 @@ impl Limiter {
                 // requests in flight keep theirs).
                 let balance = local.balance.swap(0, Ordering::AcqRel);
                 if balance > 0 {
-                    local
-                        .returning
-                        .fetch_add(u64::try_from(balance).unwrap_or(0), Ordering::AcqRel);
+                    let back = u64::try_from(balance).unwrap_or(0);
+                    local.returning.fetch_add(back, Ordering::AcqRel);
+                    // Handed back: no longer used in the store's eyes.
+                    let _ = local
+                        .used
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                            Some(u.saturating_sub(back))
+                        });
                 } else if balance < 0 {
                     local.balance.fetch_add(balance, Ordering::AcqRel);
                 }
@@ -870,6 +881,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn remaining_counts_down_one_request_at_a_time() {
+        let limiter = Limiter::start(Arc::new(store::MemoryStore::ephemeral()), false);
+        let budgets = [budget(
+            vec![limit(Metric::Requests, 5)],
+            Enforcement::Strict,
+        )];
+        let mut left = Vec::new();
+        for _ in 0..5 {
+            let admission = limiter.admit(&budgets, requests(1)).await.unwrap();
+            left.push(admission.headroom()[0].remaining);
+            admission.settle(requests(1));
+        }
+        assert_eq!(left, [4, 3, 2, 1, 0]);
+    }
+
+    #[tokio::test]
     async fn admission_is_all_or_nothing_across_limits() {
         let limiter = Limiter::start(Arc::new(store::MemoryStore::ephemeral()), false);
         let both = [budget(
@@ -915,7 +942,8 @@ mod tests {
         let mut guard = StreamGuard::new(admission.clone(), 10, 0);
         assert!(guard.on_output(10).is_ok());
         assert!(guard.on_output(150).is_ok());
-        assert_eq!(guard.on_output(260), Err("b/Tokens(Output)".into()));
+        assert!(guard.on_output(200).is_ok(), "the whole limit may be used");
+        assert_eq!(guard.on_output(201), Err("b/Tokens(Output)".into()));
         Admission::settle_shared(&admission, need);
     }
 }
