@@ -6,7 +6,8 @@ restart, and `sluice validate` naming every mistake in a Budget.
 
 Each test starts its own gateway (with its own counter journal) in front of
 one test upstream, priced per model: the gateway reserves the prompt
-estimate (body bytes / 4) plus `max_tokens` (1024 when unset) at the route's
+estimate (a heuristic, read back from the headers) plus `max_tokens`
+(1024 when unset) at the route's
 price before forwarding, and settles what the upstream reports.
 """
 
@@ -167,11 +168,9 @@ def limited(sluice_bin: Path, upstream: Upstream, tmp_path: Path):
 # What requests cost, as the gateway computes it (integer micro-USD).
 
 
-def reservation_micro_usd(body: bytes, model: str, max_tokens: int | None) -> int:
-    prompt_estimate = max(1, math.ceil(len(body) / 4))
-    output = DEFAULT_OUTPUT_RESERVATION if max_tokens is None else max_tokens
-    price_in, price_out = PRICES[model]
-    return math.ceil(prompt_estimate * price_in + output * price_out)
+def micro_usd(text: str) -> int:
+    """An amount the gateway wrote in USD (six decimals) as micro-USD."""
+    return int(Decimal(text) * 1_000_000)
 
 
 def cost_micro_usd(model: str, usage) -> int:
@@ -246,18 +245,27 @@ def test_a_cost_budget_refuses_the_request_that_would_overspend_it(limited, upst
     headers = {"x-session-id": session, "x-mock-prompt-tokens": "3900", "x-mock-chunks": "200"}
 
     spent = admitted = 0
+    reserve: int | None = None  # what admission takes for this request, as the gateway says
     refusal: openai.RateLimitError | None = None
     for _ in range(40):
         remaining = LIMIT_MICRO - spent
         try:
-            completion = client.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_headers=headers)
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=messages, extra_headers=headers
+            )
         except openai.RateLimitError as e:
             refusal = e
-            reserve = reservation_micro_usd(bodies[-1], "gpt-4o-mini", None)
-            assert remaining < reserve, f"refused with {remaining} micro-USD left, the request reserves {reserve}"
+            needs = micro_usd(re.search(r"this request needs ([0-9.]+) USD", e.message).group(1))
+            assert reserve is None or needs == reserve, (needs, reserve)
+            assert remaining < needs, f"refused with {remaining} micro-USD left, the request reserves {needs}"
             break
-        reserve = reservation_micro_usd(bodies[-1], "gpt-4o-mini", None)
-        assert remaining >= reserve, f"admitted with {remaining} micro-USD left, the request reserves {reserve}"
+        completion = raw.parse()
+        taken = remaining - micro_usd(raw.headers["x-ratelimit-remaining-cost"])
+        assert reserve is None or taken == reserve, (taken, reserve)
+        reserve = taken
+        assert 0 < reserve <= remaining, f"admitted with {remaining} micro-USD left, the request reserves {reserve}"
+        # The estimate covers the 1024 output tokens reserved without max_tokens.
+        assert reserve >= math.ceil(DEFAULT_OUTPUT_RESERVATION * PRICES["gpt-4o-mini"][1])
         assert completion.usage.prompt_tokens == 3900 and completion.usage.completion_tokens == 200
         spent += cost_micro_usd("gpt-4o-mini", completion.usage)
         admitted += 1
@@ -351,11 +359,6 @@ def test_concurrent_clients_never_overspend_a_cost_budget(limited) -> None:
     assert run.budgets_report()["team-a"]["cost-monthly"]["spent"] == "0.009750"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: x-ratelimit-remaining-cost counts settled spend twice "
-    "(Local::used gets the spend added on top of a grant that already covers it)",
-)
 def test_remaining_cost_header_follows_the_spend(limited) -> None:
     run = limited(COST_BUDGET)
     bodies: list[bytes] = []
@@ -363,14 +366,19 @@ def test_remaining_cost_header_follows_the_spend(limited) -> None:
     headers = {"x-mock-prompt-tokens": "300", "x-mock-chunks": "80"}
     messages = [{"role": "user", "content": "y" * 1200}]
     spent, seen, want = 0, [], []
+    reserve = None
     for _ in range(3):
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o", messages=messages, max_tokens=100, extra_headers=headers
         )
+        seen.append(raw.headers["x-ratelimit-remaining-cost"])
+        if reserve is None:
+            # The same request each time: its reservation, from the first answer.
+            reserve = LIMIT_MICRO - micro_usd(seen[0])
+            assert reserve >= math.ceil(100 * PRICES["gpt-4o"][1]), reserve
         # Computed at admission: the limit less what was spent before and
         # this request's reservation.
-        want.append(usd(LIMIT_MICRO - spent - reservation_micro_usd(bodies[-1], "gpt-4o", 100)))
-        seen.append(raw.headers["x-ratelimit-remaining-cost"])
+        want.append(usd(LIMIT_MICRO - spent - reserve))
         spent += cost_micro_usd("gpt-4o", raw.parse().usage)
     assert seen == want
 
@@ -454,11 +462,6 @@ def test_sdk_retries_honour_retry_after(limited) -> None:
     assert statuses[:7] == [200] * 5 + [429, 429], statuses  # the SDK's first try, then its retry
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: x-ratelimit-remaining-requests drops by 2 per request "
-    "(settled spend counted twice in Local::remaining): 4,2,0,0,0 for a limit of 5",
-)
 def test_remaining_requests_header_counts_down_one_by_one(limited) -> None:
     run = limited(RPM_BUDGET)
     wait_for_minute_room(5)
@@ -545,11 +548,6 @@ def test_a_lenient_budget_lets_the_stream_finish_and_refuses_the_next_request(li
     assert caught.value.code == "budget_exceeded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: a Strict stream is cut while the limit still has room "
-    "(StreamGuard draws 64-token steps and fails when fewer than 64 are left)",
-)
 def test_a_strict_stream_may_use_the_whole_limit(limited) -> None:
     run = limited(output_budget("Strict"))
     stream = run.client().chat.completions.create(

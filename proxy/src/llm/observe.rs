@@ -179,16 +179,28 @@ impl ObservedBody {
                 }
                 data
             }
-            Mode::Sse(state) => {
-                let out = state.on_data(data);
-                if let Some(guard) = &mut self.guard {
-                    if let Err(limit) = guard.on_output(state.content_events) {
-                        self.guard = None;
-                        self.deferred = Some(Deferred::OverBudget(limit));
+            Mode::Sse(state) => match &mut self.guard {
+                None => state.on_data(data),
+                Some(guard) => {
+                    // Each content event must fit the budget before it goes out.
+                    let mut refused = None;
+                    let mut allow = |n: u64| match guard.on_output(n) {
+                        Ok(()) => true,
+                        Err(limit) => {
+                            refused = Some(limit);
+                            false
+                        }
+                    };
+                    match state.on_data_gated(data, &mut allow) {
+                        Ok(out) => out,
+                        Err(out) => {
+                            self.guard = None;
+                            self.deferred = refused.map(Deferred::OverBudget);
+                            out
+                        }
                     }
                 }
-                out
-            }
+            },
             Mode::Opaque => data,
             Mode::McpRelay(relay) => relay.on_data(data),
         }

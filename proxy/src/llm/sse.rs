@@ -35,6 +35,43 @@ impl SseState {
         }
     }
 
+    /// Like [`on_data`](Self::on_data), asking `allow(n)` before the n-th
+    /// content event goes out: at the first refusal that event and the rest
+    /// of the read are dropped and `Err` carries what was forwarded.
+    pub fn on_data_gated(
+        &mut self,
+        data: Bytes,
+        allow: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Bytes, Bytes> {
+        self.pending.extend_from_slice(&data);
+        let Some(end) = last_boundary(&self.pending) else {
+            return Ok(Bytes::new());
+        };
+        let complete = self.pending.split_to(end).freeze();
+        let mut out = BytesMut::with_capacity(complete.len());
+        let mut rest: &[u8] = &complete;
+        while let Some(len) = next_event_len(rest) {
+            let (event, tail) = rest.split_at(len);
+            rest = tail;
+            let before = self.content_events;
+            let usage_only = self.inspect(event);
+            if self.content_events > before && !allow(self.content_events) {
+                self.content_events = before;
+                self.pending.clear();
+                return Err(out.freeze());
+            }
+            if usage_only {
+                continue;
+            }
+            if self.strip_usage {
+                strip_usage_null(event, &mut out);
+            } else {
+                out.extend_from_slice(event);
+            }
+        }
+        Ok(out.freeze())
+    }
+
     /// Takes a chunk from upstream; returns the bytes to forward now (possibly empty).
     pub fn on_data(&mut self, data: Bytes) -> Bytes {
         if self.pending.is_empty() && !self.strip_usage && ends_with_boundary(&data) {
@@ -270,5 +307,28 @@ mod tests {
             }
             let _ = state.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod gated_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_content_event_and_the_rest_are_held_back() {
+        let mut state = SseState::new(false);
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"c\"}}]}\n\n";
+        let mut allow = |n: u64| n <= 2;
+        let out = state
+            .on_data_gated(Bytes::from_static(stream.as_bytes()), &mut allow)
+            .unwrap_err();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.contains("\"a\"") && text.contains("\"b\"") && !text.contains("\"c\""));
+        assert_eq!(state.content_events, 2, "only what went out counts");
+        let mut all = |_: u64| true;
+        let more = state
+            .on_data_gated(Bytes::from_static(b"data: [DONE]\n\n"), &mut all)
+            .unwrap();
+        assert_eq!(&more[..], b"data: [DONE]\n\n");
     }
 }
