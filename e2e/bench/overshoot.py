@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import sys
 import time
 from decimal import Decimal
@@ -194,6 +195,14 @@ def report(args):
     cut_before_refusal = sum(
         1 for r in reqs if r["outcome"] == "cut" and first_refusal is not None and r["end"] < first_refusal
     )
+    # Refusals whose 429 says more than 1% of the limit (a lease's worth) was
+    # left: refused although the fleet had room.
+    def left_usd(r):
+        m = re.search(r"; ([0-9.]+) USD left", r.get("tail", ""))
+        return Decimal(m.group(1)) if m else Decimal(0)
+
+    refused_with_room = [round(float(left_usd(r)), 6) for r in reqs
+                         if r["outcome"] == "refused" and left_usd(r) > limit / 100]
     client_outcomes = {}
     for r in reqs:
         client_outcomes[r["outcome"]] = client_outcomes.get(r["outcome"], 0) + 1
@@ -226,6 +235,7 @@ def report(args):
         "cut": len(cut),
         "cut_before_first_refusal": cut_before_refusal,
         "cut_with_10pct_left": early_cut,
+        "refused_with_room": refused_with_room,
         "spent_pct_at_first_refusal": spent_at_first_429,
         "spent_pct_at_first_cut": first_cut_pct,
         "asked_over_max_tokens": asked_over,
@@ -257,8 +267,8 @@ def table(args):
     for path in args.row:
         with open(path) as f:
             rows.append(json.load(f))
-    print("| case | spent (access logs) | of budget | overshoot | admitted | refused | streams cut | cut with >10% of the budget unspent | spent at the first cut | spent at the first refusal | GET /budgets spent | store settled | other errors | time |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| case | spent (access logs) | of budget | overshoot | admitted | refused | streams cut | cut before the first refusal | spent at the first cut | spent at the first refusal | refused with >1% left | GET /budgets spent | store settled | other errors | time |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         errors = r["other_status"] + r["other_errors"]
         budgets = " / ".join(f"${s}" for s in r["budgets_spent"]) or "-"
@@ -266,7 +276,7 @@ def table(args):
         first_cut = "-" if r.get("spent_pct_at_first_cut") is None else f"{r['spent_pct_at_first_cut']:.1f}%"
         first = "-" if r["spent_pct_at_first_refusal"] is None else f"{r['spent_pct_at_first_refusal']:.1f}%"
         print(f"| {r['case']} | ${Decimal(r['spend']):.6f} | {r['used_pct']:.2f}% | {r['overshoot_pct']:.3f}% "
-              f"| {r['admitted']} | {r['refused']} | {r['cut']} | {r['cut_with_10pct_left']} | {first_cut} | {first} "
+              f"| {r['admitted']} | {r['refused']} | {r['cut']} | {r['cut_before_first_refusal']} | {first_cut} | {first} | {len(r['refused_with_room'])} "
               f"| {budgets} | {store} | {errors} | {r['elapsed_s']:.1f}s{' (timed out)' if r['timed_out'] else ''} |")
 
 
