@@ -79,6 +79,7 @@ export_cargo_target_dir
 cargo build --release --bins -p sluice -p sluice-test-upstream
 
 start_scratch sluice-overshoot
+rm -rf "$SLUICE_CACHE/bench/overshoot-last"
 cp "$CARGO_TARGET_DIR/release/sluice" "$CARGO_TARGET_DIR/release/sluice-test-upstream" "$workdir/"
 started=$SECONDS
 
