@@ -17,10 +17,19 @@ run *ARGS:
 test *ARGS:
     e2e/test-all.sh {{ARGS}}
 
-# The overhead benchmark (direct vs. through Sluice), LLM then MCP
-# (BENCH_MCP=0 skips the MCP part).
+# The overhead benchmark (direct vs. through Sluice), LLM, then Budget
+# admission (BENCH_LIMITS=0 skips it), then MCP (BENCH_MCP=0 skips it).
 bench *ARGS:
     e2e/bench/run.sh {{ARGS}}
+
+# The Budget admission benchmark alone (no Budget vs. memory vs. redis store).
+bench-limits:
+    e2e/bench/limits.sh
+
+# Budget overshoot: 200 streaming clients against a $1 budget, two gateways
+# sharing a redis-server (and baselines); prints and saves a table.
+bench-overshoot:
+    e2e/bench/overshoot.sh
 
 # The MCP benchmark alone (server-everything direct vs. through Sluice, and
 # the built-in demo MCP server).

@@ -20,6 +20,10 @@
 #     /proc/PID/stat over the run, divided by the requests wrk completed) and
 #     its RSS under load (VmRSS sampled mid-run); and below the table Sluice's
 #     RSS idle (before any load) and its peak (VmHWM);
+#   - then runs the admission overhead benchmark, e2e/bench/limits.sh (no
+#     Budget vs. a Budget on the memory and on the redis counter store; its
+#     own table, saved to ~/.cache/sluice/bench/limits.md), unless
+#     BENCH_LIMITS=0;
 #   - then runs the MCP benchmark, e2e/bench/mcp.sh (its own table, saved to
 #     ~/.cache/sluice/bench/mcp.md), unless BENCH_MCP=0.
 #
@@ -35,6 +39,9 @@
 #   BENCH_WARMUP       seconds of warm-up before each run (default 2)
 #   BENCH_CONNECTIONS  connection counts (default "1 32")
 #   BENCH_PIN          1 (default) to pin with taskset, 0 not to
+#   BENCH_LIMITS       1 (default) to run e2e/bench/limits.sh afterwards, 0 not to
+#                      (it reads BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS
+#                      and BENCH_PIN too)
 #   BENCH_MCP          1 (default) to run e2e/bench/mcp.sh afterwards, 0 not to
 #                      (it reads BENCH_SECONDS, BENCH_WARMUP and BENCH_PIN too)
 # The numbers are not asserted anywhere: this measures, it does not test.
@@ -242,6 +249,14 @@ cp "$report" "$SLUICE_CACHE/bench/last.md"
 cp "$report" "$SLUICE_CACHE/bench/$(date -u +%Y%m%d-%H%M%S).md"
 step "result (saved to $SLUICE_CACHE/bench/last.md)"
 cat "$report"
+
+if [[ "${BENCH_LIMITS:-1}" != 0 ]] && ((!direct_only)); then
+    # This run's servers stop first: the next benchmark has CPU 0 to itself.
+    stop_scratch
+    pids=()
+    step "Budget admission benchmark (e2e/bench/limits.sh; BENCH_LIMITS=0 skips it)"
+    e2e/bench/limits.sh
+fi
 
 if [[ "${BENCH_MCP:-1}" != 0 ]] && ((!direct_only)); then
     # This run's servers stop first: the MCP benchmark has CPU 0 to itself.
