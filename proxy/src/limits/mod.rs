@@ -141,6 +141,13 @@ struct Local {
     refill: tokio::sync::Mutex<()>,
     /// The store could not be reached at the last try.
     degraded: AtomicBool,
+    /// Taken from the lease since the last grant: the recent rate that
+    /// sizes the next lease.
+    taken_since_grant: AtomicU64,
+    /// A background top-up is under way.
+    topping_up: AtomicBool,
+    /// The store had nothing left at the last grant (until the window ends).
+    exhausted: AtomicBool,
 }
 
 impl Local {
@@ -156,17 +163,25 @@ impl Local {
             granted_ms: AtomicI64::new(0),
             refill: tokio::sync::Mutex::new(()),
             degraded: AtomicBool::new(false),
+            taken_since_grant: AtomicU64::new(0),
+            topping_up: AtomicBool::new(false),
+            exhausted: AtomicBool::new(false),
         }
     }
 
     /// Takes `amount` from the balance if it is there.
     fn try_take(&self, amount: u64) -> bool {
-        let amount = i64::try_from(amount).unwrap_or(i64::MAX);
-        self.balance
+        let taken = i64::try_from(amount).unwrap_or(i64::MAX);
+        let ok = self
+            .balance
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b >= amount).then(|| b - amount)
+                (b >= taken).then(|| b - taken)
             })
-            .is_ok()
+            .is_ok();
+        if ok {
+            self.taken_since_grant.fetch_add(amount, Ordering::AcqRel);
+        }
+        ok
     }
 
     fn remaining(&self) -> u64 {
@@ -191,6 +206,8 @@ pub struct Admission {
     takes: Vec<Take>,
     strict: bool,
     settled: bool,
+    /// For background top-ups of the leases its streams draw on.
+    limiter: std::sync::Weak<Limiter>,
 }
 
 /// A budget's hold on a streamed response: as output grows past what was
@@ -361,6 +378,18 @@ impl Admission {
             takes: Vec::new(),
             strict: false,
             settled: true,
+            limiter: std::sync::Weak::new(),
+        }
+    }
+
+    /// Asks for more lease in the background where it runs low.
+    fn top_up(&self) {
+        if let Some(limiter) = self.limiter.upgrade() {
+            for take in &self.takes {
+                if take.leased {
+                    limiter.top_up(&take.local);
+                }
+            }
         }
     }
 
@@ -413,6 +442,7 @@ impl Admission {
                         .balance
                         .fetch_add(back, Ordering::AcqRel);
                 }
+                self.top_up();
                 return Err(format!("{}/{}", take.budget, take.limit.limit.name));
             }
             taken.push((i, amount));
@@ -420,6 +450,7 @@ impl Admission {
         for (i, amount) in taken {
             self.takes[i].reserved += amount;
         }
+        self.top_up();
         Ok(())
     }
 
@@ -428,11 +459,15 @@ impl Admission {
         for take in &mut self.takes {
             let amount = more.of(take.limit.limit.metric);
             if take.leased {
+                take.local
+                    .taken_since_grant
+                    .fetch_add(amount, Ordering::AcqRel);
                 let amount = i64::try_from(amount).unwrap_or(i64::MAX);
                 take.local.balance.fetch_sub(amount, Ordering::AcqRel);
             }
             take.reserved += amount;
         }
+        self.top_up();
     }
 
     /// Charges what the request used; the rest of each reservation goes
@@ -611,7 +646,7 @@ impl Limiter {
     /// Reserves `need` against every limit of every budget that covers the
     /// request. All or nothing: a refusal gives back what was taken.
     pub async fn admit(
-        &self,
+        self: &Arc<Self>,
         budgets: &[Arc<BudgetRuntime>],
         need: Amounts,
     ) -> Result<Admission, Refusal> {
@@ -619,6 +654,7 @@ impl Limiter {
             takes: Vec::new(),
             strict: false,
             settled: false,
+            limiter: Arc::downgrade(self),
         };
         let now = now_ms();
         for budget in budgets {
@@ -644,6 +680,9 @@ impl Limiter {
                         FailureMode::FailOpen => false,
                     },
                 };
+                if leased {
+                    self.top_up(&local);
+                }
                 admission.takes.push(Take {
                     local,
                     limit: Arc::new(limit.clone()),
@@ -663,16 +702,40 @@ impl Limiter {
             return Ok(true);
         }
         let _one_at_a_time = local.refill.lock().await;
-        if local.try_take(amount) {
-            return Ok(true);
+        // Streams may draw on the balance while the store answers: ask
+        // again while it still grants something.
+        for _ in 0..4 {
+            if local.try_take(amount) {
+                return Ok(true);
+            }
+            let balance = local.balance.load(Ordering::Acquire);
+            let short = u64::try_from(i128::from(amount) - i128::from(balance)).unwrap_or(u64::MAX);
+            let want = short.max(self.lease_size(local));
+            if self.grant(local, want, short).await? == 0 {
+                return Ok(false);
+            }
         }
-        let balance = local.balance.load(Ordering::Acquire);
-        let short = u64::try_from(i128::from(amount) - i128::from(balance)).unwrap_or(u64::MAX);
+        Ok(local.try_take(amount))
+    }
+
+    /// How much to lease at a time: a share of the limit, or what this
+    /// process took since its last grant if that is more (the lease follows
+    /// the recent rate), at most a tenth of the limit when the store is
+    /// shared.
+    fn lease_size(&self, local: &Local) -> u64 {
         let share = (local.key.limit as f64 * self.lease_share) as u64;
-        let want = short.max(share);
+        if self.lease_share >= 1.0 {
+            return share;
+        }
+        let recent = local.taken_since_grant.load(Ordering::Acquire);
+        share.max(recent).min(local.key.limit / 10).max(1)
+    }
+
+    /// One grant from the store into the balance; what was granted.
+    async fn grant(&self, local: &Local, want: u64, at_least: u64) -> Result<u64, StoreError> {
         let granted = self
             .store
-            .grant(&self.holder, &local.key, want, short, LEASE_TTL)
+            .grant(&self.holder, &local.key, want, at_least, LEASE_TTL)
             .await;
         let grant = match granted {
             Ok(grant) => {
@@ -688,14 +751,42 @@ impl Limiter {
         };
         local.used.store(grant.used, Ordering::Release);
         local.granted_ms.store(now_ms(), Ordering::Release);
-        if grant.granted == 0 {
-            return Ok(false);
-        }
+        local.taken_since_grant.store(0, Ordering::Release);
+        local.exhausted.store(grant.granted == 0, Ordering::Release);
         local.balance.fetch_add(
             i64::try_from(grant.granted).unwrap_or(i64::MAX),
             Ordering::AcqRel,
         );
-        Ok(local.try_take(amount))
+        Ok(grant.granted)
+    }
+
+    /// Refills a shared lease in the background when it runs below half a
+    /// lease, so that admissions and streams rarely find it empty.
+    fn top_up(self: &Arc<Self>, local: &Arc<Local>) {
+        if self.lease_share >= 1.0 || local.exhausted.load(Ordering::Acquire) {
+            return;
+        }
+        let low = i64::try_from(self.lease_size(local) / 2).unwrap_or(i64::MAX);
+        if local.balance.load(Ordering::Acquire) >= low
+            || local.topping_up.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let limiter = self.clone();
+        let local = local.clone();
+        tokio::spawn(async move {
+            {
+                let _one_at_a_time = local.refill.lock().await;
+                let balance = local.balance.load(Ordering::Acquire);
+                let size = limiter.lease_size(&local);
+                let want = u64::try_from(i128::from(size) - i128::from(balance.min(0)))
+                    .unwrap_or(u64::MAX);
+                if let Err(error) = limiter.grant(&local, want, 1).await {
+                    tracing::debug!(%error, "lease top-up failed");
+                }
+            }
+            local.topping_up.store(false, Ordering::Release);
+        });
     }
 
     fn reached(
