@@ -53,7 +53,7 @@ pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
     kinds()
         .iter()
         .map(|def| {
-            let yaml = serde_yaml::to_string(&sorted_yaml(&crd(def)))?;
+            let yaml = quote_yaml11_keys(&serde_yaml::to_string(&sorted_yaml(&crd(def)))?);
             let text = format!(
                 "# Generated from the sluice-crds crate by `{GENERATE_COMMAND}`; do not edit.\n{yaml}"
             );
@@ -422,6 +422,35 @@ fn structural(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(structural),
         _ => {}
     }
+}
+
+/// Words that YAML 1.1 reads as booleans. kubectl and Helm read YAML with
+/// `sigs.k8s.io/yaml`, which follows YAML 1.1: an unquoted key `on:` would
+/// reach the API server as `"true"`.
+const YAML11_BOOLEANS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+    "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF",
+];
+
+/// Quotes the mapping keys of `yaml` (as serde_yaml writes it: one key per
+/// line, block style) that YAML 1.1 would read as booleans.
+fn quote_yaml11_keys(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+        let (lead, rest) = line.split_at(indent);
+        match rest.split_once(':') {
+            Some((key, value))
+                if YAML11_BOOLEANS.contains(&key)
+                    && (value.is_empty() || value.starts_with(' ')) =>
+            {
+                out.push_str(&format!("{lead}'{key}':{value}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Joins the lines of each paragraph of a doc comment, so `kubectl explain`

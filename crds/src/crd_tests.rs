@@ -33,6 +33,22 @@ fn checked_in_yaml_is_up_to_date() {
 }
 
 #[test]
+fn yaml_11_boolean_keys_are_quoted() {
+    let quoted = quote_yaml11_keys("a:\n  on:\n    - off: 1\n  'no': x\n  only: on\n");
+    assert_eq!(
+        quoted,
+        "a:\n  'on':\n    - 'off': 1\n  'no': x\n  only: on\n"
+    );
+    let (_, aigateway) = crd_files()
+        .unwrap()
+        .into_iter()
+        .find(|(name, _)| name.contains("aigateways"))
+        .unwrap();
+    assert!(aigateway.contains("'on':"), "retry.on is not quoted");
+    assert!(!aigateway.lines().any(|l| l.trim_start() == "on:"));
+}
+
+#[test]
 fn four_namespaced_kinds_in_the_sluice_category() {
     let crds = crds();
     let kinds: Vec<&str> = crds

@@ -31,7 +31,7 @@ pub struct ObjectMeta {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "[has(self.env), has(self.file), has(self.secretKeyRef)].exists_one(x, x)",
+    {"rule": "(has(self.env) ? 1 : 0) + (has(self.file) ? 1 : 0) + (has(self.secretKeyRef) ? 1 : 0) == 1",
      "message": "set exactly one of env, file or secretKeyRef"}
 ]))]
 pub struct ValueFrom {
@@ -447,7 +447,7 @@ pub struct MCPRouteSpec {
     pub path: String,
     /// MCP backends aggregated behind the path.
     #[serde(default)]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64))]
     pub backends: Vec<MCPRouteBackendSpec>,
     /// `Always`, `Conditional` (only with more than one backend) or `Never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -488,6 +488,7 @@ pub struct MCPRouteBackendSpec {
     pub backend: String,
     /// Tool-name prefix (default: the backend name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     #[schemars(pattern(r"^[A-Za-z0-9._-]+$"))]
     pub prefix: Option<String>,
     /// Tool filters.
@@ -573,7 +574,7 @@ pub struct BudgetSpec {
     pub api_key: Option<String>,
     /// Limits; every applicable one must pass.
     #[serde(default)]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 32))]
     pub limits: Vec<LimitSpec>,
     /// `Strict` (end a stream that crosses the limit) or `Lenient`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -593,7 +594,7 @@ pub struct BudgetSpec {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "[has(self.cost), has(self.tokens), has(self.requests), has(self.tokensPerMinute), has(self.requestsPerMinute)].exists_one(x, x)",
+    {"rule": "(has(self.cost) ? 1 : 0) + (has(self.tokens) ? 1 : 0) + (has(self.requests) ? 1 : 0) + (has(self.tokensPerMinute) ? 1 : 0) + (has(self.requestsPerMinute) ? 1 : 0) == 1",
      "message": "give exactly one of cost, tokens, requests, tokensPerMinute, requestsPerMinute (one metric per limit)"},
     {"rule": "!has(self.cost) || self.cost.matches('[1-9]')",
      "message": "cost must be more than 0", "fieldPath": ".cost"},
@@ -611,6 +612,7 @@ pub struct BudgetSpec {
 pub struct LimitSpec {
     /// Spend in USD over `period`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[schemars(pattern(r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$"))]
     pub cost: Option<String>,
     /// Tokens over `period`.
