@@ -19,7 +19,7 @@ use schemars::{json_schema, JsonSchema, Schema};
 use serde_json::{json, Value};
 
 use crate::resources::{AIGatewaySpec, BackendSpec, BudgetSpec, MCPRouteSpec};
-use crate::status::{AIGatewayStatus, BudgetStatus, ObjectStatus};
+use crate::status::{BudgetStatus, ObjectStatus};
 
 /// The API group of the four kinds.
 pub const GROUP: &str = "sluice.dev";
@@ -174,30 +174,16 @@ fn kinds() -> Vec<KindDef> {
             plural: "aigateways",
             short_names: &["aigw"],
             spec: schema_for::<AIGatewaySpec>(),
-            status: schema_for::<AIGatewayStatus>(),
+            status: schema_for::<ObjectStatus>(),
             spec_required: false,
             columns: vec![
                 accepted.clone(),
                 programmed.clone(),
                 column(
-                    "Replicas",
-                    "integer",
-                    ".status.replicas",
-                    "Proxy replicas connected to the controller.",
-                    0,
-                ),
-                column(
-                    "Updated",
-                    "integer",
-                    ".status.updatedReplicas",
-                    "Proxy replicas that run the current config.",
-                    0,
-                ),
-                column(
-                    "Version",
-                    "integer",
-                    ".status.configVersion",
-                    "Version of the published config.",
+                    "State",
+                    "string",
+                    ".spec.state.type",
+                    "Where limit and budget counters live (unset: memory).",
                     1,
                 ),
                 age.clone(),

@@ -42,37 +42,7 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
-/// The status of an `AIGateway`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AIGatewayStatus {
-    /// `Accepted`, `ResolvedRefs` and `Programmed`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "crate::crd::conditions_schema")]
-    pub conditions: Vec<Condition>,
-    /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub observed_generation: Option<i64>,
-    /// Version of the config snapshot the controller publishes (grows with
-    /// every change).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub config_version: Option<i64>,
-    /// `sha256:` of the config snapshot the controller publishes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_hash: Option<String>,
-    /// Proxy replicas connected to the controller's config stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub replicas: Option<i32>,
-    /// Proxy replicas that run `configVersion`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub updated_replicas: Option<i32>,
-}
-
-/// The status of a `Backend` or an `MCPRoute`.
+/// The status of an `AIGateway`, a `Backend` or an `MCPRoute`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectStatus {
@@ -94,10 +64,18 @@ pub struct BudgetAmounts {
     /// USD, as a decimal string (e.g. `"12.340000"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<String>,
-    /// Tokens.
+    /// Tokens (input and output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub tokens: Option<i64>,
+    /// Input tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub input_tokens: Option<i64>,
+    /// Output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub output_tokens: Option<i64>,
     /// Requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -133,9 +111,8 @@ pub struct LimitStatus {
     /// The window, e.g. `Monthly (Europe/Paris)`, `24h` or `1m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
-    /// When the current window ends (RFC 3339).
+    /// When the current window ends (RFC 3339; empty when unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
     pub resets_at: Option<String>,
 }
 
@@ -159,11 +136,14 @@ pub struct BudgetStatus {
     /// metric).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<BudgetAmounts>,
-    /// When the first of the limits' windows ends (RFC 3339).
+    /// When the first limit's window ends (RFC 3339; empty when unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
     pub resets_at: Option<String>,
     /// Every limit in its current window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<LimitStatus>,
+    /// How many proxy replicas reported these figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub reported_by: Option<i64>,
 }
