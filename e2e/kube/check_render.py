@@ -126,11 +126,8 @@ def main():
         f"--controller-token-file={token_file}",
         f'--listen=0.0.0.0:{p["port"]}',
         f'--admin=0.0.0.0:{p["adminPort"]}',
-        f'--state={state["type"]}',
     ):
         expect(flag in prx_args, f"proxy args lack {flag}: {prx_args}")
-    expect(("--redis-cluster" in prx_args) == (state["type"] == "redis" and state["redis"]["cluster"]),
-           "proxy --redis-cluster")
     if controller_service and not p["controllerUrl"]:
         ports = {sp["port"] for sp in controller_service["spec"]["ports"]}
         expect(c["streamPort"] in ports, "the controller Service lacks the stream port")
@@ -145,7 +142,12 @@ def main():
             expect(volumes[mount["name"]]["secret"]["secretName"] == token_secret,
                    f"{container['name']}: token volume is not Secret {token_secret}")
     env = {e["name"]: e for e in prx.get("env", [])}
+    expect(env.get("SLUICE_STATE", {}).get("value") == state["type"], "SLUICE_STATE")
+    expect(env.get("SLUICE_REPLICA", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+           == "metadata.name", "SLUICE_REPLICA is not the pod's name")
     if state["type"] == "redis":
+        expect(env.get("SLUICE_REDIS_CLUSTER", {}).get("value") == str(state["redis"]["cluster"]).lower(),
+               "SLUICE_REDIS_CLUSTER")
         ref = env.get("SLUICE_REDIS_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
         secret = state["redis"]["existingSecret"]
         if not secret:
