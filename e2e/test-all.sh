@@ -8,6 +8,10 @@
 #                                            their own servers with it)
 #   4. cargo test --workspace               (with SLUICE_REQUIRE_REDIS=1, so the
 #                                            Redis tests fail rather than skip)
+#  4b. e2e/kube/chart_test.sh               (the generated CRDs through kube-apiserver's
+#                                            own validation code, and the Helm chart:
+#                                            helm lint --strict, helm template of
+#                                            several value sets, checked objects)
 #   5. cargo build --workspace --bins       (debug binaries for the e2e tests)
 #   6. the Python virtualenvs for e2e/python (pinned openai and mcp SDKs + pytest;
 #      a second one with the MCP SDK's 2.x line for the 2026-07-28 tests)
@@ -123,6 +127,12 @@ cargo_test() {
 }
 
 # shellcheck disable=SC2317 # called through run_step
+chart_test() {
+    e2e/kube/chart_test.sh 2>&1 | tee "$logs/chart-test.log"
+    return "${PIPESTATUS[0]}"
+}
+
+# shellcheck disable=SC2317 # called through run_step
 sdk_versions='import importlib.metadata as m; print("    " + " / ".join(p + " " + m.version(p) for p in ("openai", "mcp", "pytest")))'
 
 # shellcheck disable=SC2317 # called through run_step
@@ -190,6 +200,7 @@ if ((e2e_only)); then
     skip_step "cargo clippy" "--e2e"
     skip_step "redis-server" "--e2e"
     skip_step "cargo test" "--e2e"
+    skip_step "helm chart + CRDs" "--e2e"
 else
     run_step "cargo fmt --check" cargo fmt --all -- --check || true
     if ((quick)); then
@@ -200,6 +211,7 @@ else
     # Without it the Redis store's tests fail (SLUICE_REQUIRE_REDIS).
     run_step "redis-server" install_redis || true
     run_step "cargo test" cargo_test || true
+    run_step "helm chart + CRDs" chart_test || true
 fi
 
 built=0

@@ -10,12 +10,14 @@ pub mod compile;
 mod compile_auth;
 mod compile_budget;
 mod compile_mcp;
+pub mod crd;
 pub mod defaults;
 pub mod error;
 pub mod load;
 pub mod pattern;
 pub mod resources;
 pub mod snapshot;
+pub mod status;
 pub mod values;
 
 pub use compile::{compile, SecretSource, StandaloneSecrets};
