@@ -12,6 +12,9 @@
 
 pub mod http;
 pub mod hub;
+pub mod kube_source;
+pub mod kube_status;
+pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod reconcile;
