@@ -60,6 +60,8 @@ pub struct Hub {
     published: watch::Sender<Option<Arc<Published>>>,
     replicas: Mutex<BTreeMap<String, Replica>>,
     leader: AtomicBool,
+    /// Versions at or below this were used by an earlier leader.
+    floor: std::sync::atomic::AtomicU64,
     /// Woken when a replica connects, leaves, ACKs or NACKs.
     pub replica_changes: Notify,
 }
@@ -77,6 +79,7 @@ impl Hub {
             published: watch::Sender::new(None),
             replicas: Mutex::default(),
             leader: AtomicBool::new(false),
+            floor: std::sync::atomic::AtomicU64::new(0),
             replica_changes: Notify::new(),
         }
     }
@@ -118,7 +121,26 @@ impl Hub {
                 return current.bundle.version;
             }
         }
-        bundle.version = current.map_or(1, |c| c.bundle.version + 1);
+        let floor = self.floor.load(Ordering::SeqCst);
+        bundle.version = current.map_or(1, |c| c.bundle.version + 1).max(floor + 1);
+        self.send(bundle, hash)
+    }
+
+    /// Continues the numbering of an earlier leader: versions up to
+    /// `version` are taken, so the current config is renumbered above it
+    /// (proxies running the same config see the same hash and just ACK).
+    pub fn continue_from(&self, version: u64) {
+        self.floor.fetch_max(version, Ordering::SeqCst);
+        if let Some(current) = self.current() {
+            if current.bundle.version <= version {
+                let mut bundle = current.bundle.clone();
+                bundle.version = version + 1;
+                self.send(bundle, current.hash.clone());
+            }
+        }
+    }
+
+    fn send(&self, bundle: ConfigBundle, hash: String) -> u64 {
         let version = bundle.version;
         let json = match serde_json::to_string(&bundle) {
             Ok(json) => json,
@@ -253,6 +275,12 @@ mod tests {
         assert_eq!(hub.publish(bundle(1)), 1);
         assert_eq!(hub.publish(bundle(2)), 2);
         assert_eq!(hub.current().unwrap().bundle.version, 2);
+        // A new leader continues where the old one stopped.
+        hub.continue_from(7);
+        assert_eq!(hub.current().unwrap().bundle.version, 8);
+        assert_eq!(hub.publish(bundle(3)), 9);
+        hub.continue_from(2);
+        assert_eq!(hub.current().unwrap().bundle.version, 9);
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! nodes does not matter). Writes carry the `resourceVersion` they read, so
 //! of two standbys racing for an expired Lease exactly one wins. The result
 //! goes to [`Hub::set_leader`]; on shutdown the leader hands the Lease back.
+//! The leader also keeps the config version it publishes in the Lease's
+//! `sluice.dev/config-version` annotation, so its successor numbers on from
+//! there rather than from 1.
 //! kube-rs has no leader election of its own; this is ~150 lines rather
 //! than another dependency pinned to a kube version.
 
@@ -20,6 +23,9 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
+
+/// The Lease annotation that carries the last published config version.
+pub const VERSION_ANNOTATION: &str = "sluice.dev/config-version";
 
 /// Lease timing.
 #[derive(Debug, Clone)]
@@ -71,6 +77,7 @@ fn record(spec: &LeaseSpec) -> Record {
 
 struct Elector {
     api: Api<Lease>,
+    hub: Arc<Hub>,
     settings: LeaseSettings,
     /// The record last seen and when it was first seen, on our clock.
     observed: Option<(Record, Instant)>,
@@ -124,6 +131,14 @@ impl Elector {
             expired,
         );
         let mut next = spec.clone();
+        let annotations = lease
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        let earlier = annotations
+            .get(VERSION_ANNOTATION)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         match decision {
             Decision::Follow => return Ok(false),
             Decision::Renew => next.renew_time = Some(now),
@@ -135,6 +150,14 @@ impl Elector {
                 next.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
             }
         }
+        if decision == Decision::Acquire {
+            self.hub.continue_from(earlier);
+        }
+        let published = self.hub.current().map_or(0, |p| p.bundle.version);
+        annotations.insert(
+            VERSION_ANNOTATION.to_owned(),
+            published.max(earlier).to_string(),
+        );
         lease.spec = Some(next);
         // `replace` sends the resourceVersion read above: a concurrent
         // writer makes it fail with 409 instead of both winning.
@@ -163,6 +186,7 @@ impl Elector {
         if spec.holder_identity.as_deref() != Some(&self.settings.identity) {
             return;
         }
+        spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
         lease.spec = Some(spec);
@@ -190,6 +214,7 @@ pub async fn run(
     let renew_deadline = settings.renew_deadline;
     let mut elector = Elector {
         api: Api::namespaced(client, &settings.namespace),
+        hub: hub.clone(),
         settings,
         observed: None,
     };
