@@ -81,17 +81,23 @@ pub async fn run<W: StatusWriter>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     objects.mark_changed();
     loop {
-        tokio::select! {
+        // Budget spend changes with every request: it is refreshed on the
+        // interval (and with the objects), not on every replica report.
+        let refresh_budgets = tokio::select! {
             changed = objects.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 tokio::time::sleep(settings.debounce).await;
+                true
             }
-            () = hub.replica_changes.notified() => tokio::time::sleep(settings.debounce).await,
-            _ = tick.tick() => {}
+            () = hub.replica_changes.notified() => {
+                tokio::time::sleep(settings.debounce).await;
+                false
+            }
+            _ = tick.tick() => true,
             () = shutdown.cancelled() => return,
-        }
+        };
         let Some(current) = objects.borrow_and_update().clone() else {
             continue;
         };
@@ -119,7 +125,15 @@ pub async fn run<W: StatusWriter>(
             continue;
         }
         if let Some((objects, result)) = &rendered {
-            pass(&hub, &metrics, &writer, objects, result, &mut memory).await;
+            pass(
+                &hub,
+                &metrics,
+                &writer,
+                (objects, result),
+                refresh_budgets,
+                &mut memory,
+            )
+            .await;
         }
     }
 }
@@ -129,12 +143,16 @@ async fn pass<W: StatusWriter>(
     hub: &Hub,
     metrics: &Metrics,
     writer: &W,
-    objects: &Objects,
-    rendered: &Rendered,
+    (objects, rendered): (&Objects, &Rendered),
+    refresh_budgets: bool,
     memory: &mut Memory,
 ) {
     let rollout = hub.rollout();
-    let reports = hub.budget_reports();
+    let reports = if refresh_budgets {
+        hub.budget_reports()
+    } else {
+        Vec::new()
+    };
     let now = k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
         .map(|t| t.to_string())
@@ -179,6 +197,7 @@ async fn pass<W: StatusWriter>(
                 ));
             }
         }
+        // No reports: the figures last written stay.
         let budget = (object.key.kind == Kind::Budget)
             .then(|| budget_figures(&object.key.name, &reports, rendered.shared_counters))
             .flatten();
