@@ -159,6 +159,12 @@ pub fn load_documents(sources: &[(String, String)]) -> LoadedConfig {
     loaded
 }
 
+/// Decodes one object (`{apiVersion, kind, metadata, spec}`) found at `at`
+/// (a file position, or `Kind/name` for an object the controller read).
+pub fn decode_document(at: &str, value: serde_yaml::Value) -> Result<Document, ConfigError> {
+    decode(at, value)
+}
+
 fn decode(at: &str, value: serde_yaml::Value) -> Result<Document, ConfigError> {
     let envelope: Envelope = serde_path_to_error::deserialize(value)
         .map_err(|e| ConfigError::new(at, e.path().to_string(), e.inner().to_string()))?;

@@ -1,7 +1,8 @@
-//! Where the running config comes from (files given with `-f`, or the
-//! built-in default) and how it is reloaded: file changes are polled, SIGHUP
-//! reloads at once. A config that fails to compile is logged and counted;
-//! the previous one keeps serving.
+//! Where the running config comes from (files given with `-f`, the
+//! built-in default, or the Kubernetes controller's stream, which
+//! `controller_client` follows) and how it is reloaded: file changes are
+//! polled, SIGHUP reloads at once. A config that fails to compile is logged
+//! and counted; the previous one keeps serving.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ pub struct ConfigSource {
     pub listen: Option<SocketAddr>,
     /// `--admin`.
     pub admin: Option<SocketAddr>,
+    /// `--controller`: the config comes from the controller's stream.
+    pub controller: Option<crate::controller_client::ControllerOptions>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -38,7 +41,17 @@ fn env(name: &str) -> Option<String> {
 impl ConfigSource {
     /// Whether the built-in default is used.
     pub fn is_default(&self) -> bool {
-        self.files.is_empty()
+        self.files.is_empty() && self.controller.is_none()
+    }
+
+    /// Applies `--listen` and `--admin`.
+    pub fn apply_overrides(&self, snapshot: &mut Snapshot) {
+        if let Some(listen) = self.listen {
+            snapshot.listen = listen;
+        }
+        if let Some(admin) = self.admin {
+            snapshot.admin = admin;
+        }
     }
 
     /// Reads, substitutes, decodes and compiles the config.
@@ -72,12 +85,7 @@ impl ConfigSource {
                 return Err(ConfigErrors(errors));
             }
         };
-        if let Some(listen) = self.listen {
-            snapshot.listen = listen;
-        }
-        if let Some(admin) = self.admin {
-            snapshot.admin = admin;
-        }
+        self.apply_overrides(&mut snapshot);
         if self.is_default() && !snapshot.listen.ip().is_loopback() {
             return Err(ConfigErrors(vec![ConfigError::new(
                 "built-in default",
@@ -143,18 +151,33 @@ pub async fn watch(gateway: Arc<Gateway>, source: ConfigSource, shutdown: Cancel
 /// Loads and swaps in a new config, or keeps the old one.
 pub fn reload(gateway: &Gateway, source: &ConfigSource) {
     let current = gateway.runtime();
-    match source
-        .load()
-        .map(|snapshot| Runtime::new(snapshot, current.version + 1))
-    {
-        Ok(Ok(runtime)) => {
-            if runtime.snapshot.hash == current.snapshot.hash {
-                tracing::info!(
-                    version = current.version,
-                    "config unchanged; still serving it"
-                );
-                return;
-            }
+    match source.load() {
+        Ok(snapshot) if snapshot.hash == current.snapshot.hash => {
+            tracing::info!(
+                version = current.version,
+                "config unchanged; still serving it"
+            );
+        }
+        Ok(snapshot) => {
+            let _ = swap_in(gateway, snapshot, current.version + 1);
+        }
+        Err(errors) => {
+            tracing::error!("config rejected; still serving the previous one\n{errors}");
+            gateway.telemetry.metrics().config_reload(false);
+        }
+    }
+}
+
+/// Swaps in a compiled config as `version`, unless it is the one running
+/// (same hash and version). Returns whether it was swapped, or why it was
+/// rejected (the previous one keeps serving).
+pub fn swap_in(gateway: &Gateway, snapshot: Snapshot, version: u64) -> Result<bool, String> {
+    let current = gateway.runtime();
+    if snapshot.hash == current.snapshot.hash && version == current.version {
+        return Ok(false);
+    }
+    match Runtime::new(snapshot, version) {
+        Ok(runtime) => {
             if runtime.snapshot.listen != current.snapshot.listen
                 || runtime.snapshot.admin != current.snapshot.admin
             {
@@ -166,14 +189,12 @@ pub fn reload(gateway: &Gateway, source: &ConfigSource) {
             tracing::info!(version = runtime.version, hash = %runtime.snapshot.hash, "config reloaded");
             gateway.telemetry.metrics().config_reload(true);
             gateway.swap(runtime);
+            Ok(true)
         }
-        Ok(Err(error)) => {
+        Err(error) => {
             tracing::error!(%error, "config rejected; still serving the previous one");
             gateway.telemetry.metrics().config_reload(false);
-        }
-        Err(errors) => {
-            tracing::error!("config rejected; still serving the previous one\n{errors}");
-            gateway.telemetry.metrics().config_reload(false);
+            Err(error.to_string())
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod budgets_cli;
 pub mod config_source;
+pub mod controller_client;
 pub mod error;
 pub mod gateway;
 pub mod jwt;

@@ -27,11 +27,39 @@ enum Command {
     /// OPENAI_API_KEY is set, every other model through OpenAI
     /// (OPENAI_BASE_URL overrides its endpoint). Config files are reloaded
     /// when they change or on SIGHUP; SIGTERM drains in-flight requests.
+    ///
+    /// With --controller, the config comes from the Kubernetes controller
+    /// instead of files: each version it streams is compiled, swapped in and
+    /// ACKed (or NACKed, keeping the running one), and saved in --state-dir,
+    /// so a restarted replica serves the last good config while the
+    /// controller is away.
     Run {
         /// Config file (multi-document YAML of AIGateway, Backend and MCPRoute objects;
         /// `${VAR}` is replaced from the environment). Repeatable.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Follow the config stream of the Sluice controller at URL (e.g.
+        /// `http://sluice-controller:7070`) instead of reading files.
+        #[arg(
+            long,
+            value_name = "URL",
+            conflicts_with = "files",
+            requires = "controller_token_file"
+        )]
+        controller: Option<String>,
+        /// File holding the bearer token the controller expects (the same
+        /// token as the controller's --token-file).
+        #[arg(long, value_name = "PATH", requires = "controller")]
+        controller_token_file: Option<PathBuf>,
+        /// This replica's name in ACKs and in the controller's status
+        /// (default: the host name, which is the pod name in Kubernetes).
+        #[arg(long, value_name = "NAME", env = "SLUICE_REPLICA")]
+        replica: Option<String>,
+        /// Where the last good config from the controller is kept, as
+        /// `controller-config.json` (mode 0600: it holds secret values).
+        /// Default: $XDG_STATE_HOME/sluice, else ~/.local/state/sluice.
+        #[arg(long, value_name = "DIR", requires = "controller")]
+        state_dir: Option<PathBuf>,
         /// Data-plane address; overrides the config's spec.listen.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
@@ -77,14 +105,36 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run {
             files,
+            controller,
+            controller_token_file,
+            replica,
+            state_dir,
             listen,
             admin,
             drain_timeout,
         } => {
+            let controller = match (controller, controller_token_file) {
+                (Some(url), Some(token_file)) => {
+                    match sluice::controller_client::ControllerOptions::new(
+                        &url,
+                        &token_file,
+                        replica,
+                        state_dir,
+                    ) {
+                        Ok(options) => Some(options),
+                        Err(error) => {
+                            eprintln!("error: {error:#}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                _ => None,
+            };
             let source = ConfigSource {
                 files,
                 listen,
                 admin,
+                controller,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -125,6 +175,7 @@ fn main() -> ExitCode {
                 files: files.clone(),
                 listen: None,
                 admin: None,
+                controller: None,
             };
             match source.load() {
                 Ok(snapshot) => {

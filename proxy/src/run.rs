@@ -18,13 +18,23 @@ use crate::{admin, server};
 /// Runs the gateway until a termination signal, then drains for at most
 /// `drain_timeout`.
 pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Result<()> {
-    let snapshot = source
-        .load()
-        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let follower = source
+        .controller
+        .clone()
+        .map(crate::controller_client::Follower::new);
+    let (snapshot, version) = match &follower {
+        Some(follower) => follower.first_config(&source).await?,
+        None => (
+            source
+                .load()
+                .map_err(|errors| anyhow::anyhow!("{errors}"))?,
+            1,
+        ),
+    };
     let telemetry = Telemetry::start(&snapshot.access_log).context("cannot open the access log")?;
     let listen = snapshot.listen;
     let admin_addr = snapshot.admin;
-    let runtime = Runtime::new(snapshot, 1)?;
+    let runtime = Runtime::new(snapshot, version)?;
     let data = TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen} (use --listen to pick another address)")
     })?;
@@ -59,11 +69,14 @@ pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Resul
         admin_shutdown.clone(),
         Duration::from_secs(1),
     ));
-    let watcher = tokio::spawn(config_source::watch(
-        gateway.clone(),
-        source,
-        shutdown.clone(),
-    ));
+    let watcher = match follower {
+        Some(follower) => tokio::spawn(follower.follow(gateway.clone(), source, shutdown.clone())),
+        None => tokio::spawn(config_source::watch(
+            gateway.clone(),
+            source,
+            shutdown.clone(),
+        )),
+    };
 
     wait_for_termination().await;
     tracing::info!("shutting down: draining in-flight requests (at most {drain_timeout:?})");
@@ -116,16 +129,27 @@ fn print_banner(
         for line in default_config(&|n| std::env::var(n).ok()).summary {
             lines.push(format!("    {line}"));
         }
-    } else {
+    } else if let Some(controller) = &source.controller {
+        lines.push(format!(
+            "  config   from the controller at {} as replica {} (version {}; last good kept in {})",
+            controller.url,
+            controller.replica,
+            runtime.version,
+            controller.state_file.display()
+        ));
+    }
+    if !source.is_default() {
         let files: Vec<String> = source
             .files
             .iter()
             .map(|f| f.display().to_string())
             .collect();
-        lines.push(format!(
-            "  config   {} (reloaded on change or SIGHUP)",
-            files.join(", ")
-        ));
+        if source.controller.is_none() {
+            lines.push(format!(
+                "  config   {} (reloaded on change or SIGHUP)",
+                files.join(", ")
+            ));
+        }
         lines.push("  routes".into());
         for route in &runtime.snapshot.routes {
             let models: Vec<&str> = route.models.iter().map(|m| m.as_str()).collect();
