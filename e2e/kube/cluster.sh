@@ -69,6 +69,10 @@ run_go() { # DIR LOG WHAT GO-ARGS...
     before="$(wc -l <"$log")"
     (cd "$dir" && exec env GOTOOLCHAIN=local GOFLAGS="-trimpath -buildvcs=false" go "$@") >>"$log" 2>&1 &
     pid=$!
+    # A background job ignores SIGINT, so Ctrl-C would leave go running: stop
+    # it ourselves (what it compiled so far stays in Go's build cache).
+    # shellcheck disable=SC2064 # $pid is meant to expand now
+    trap "kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; echo 'interrupted: run it again to resume' >&2; exit 130" INT TERM
     while kill -0 "$pid" 2>/dev/null; do
         for _ in $(seq 150); do
             kill -0 "$pid" 2>/dev/null || break
@@ -78,6 +82,7 @@ run_go() { # DIR LOG WHAT GO-ARGS...
         note "$what: $(($(wc -l <"$log") - before)) packages/modules so far, $((SECONDS - start))s" >&2
     done
     wait "$pid" || rc=$?
+    trap - INT TERM
     if ((rc != 0)); then
         echo >&2
         echo "error: $what failed (go $*, exit $rc); last lines of $log:" >&2
@@ -335,8 +340,7 @@ cmd_up() { # DIR
 
     mapfile -t ports < <(free_ports 3)
     etcd_port=${ports[0]} peer_port=${ports[1]} api_port=${ports[2]}
-    timeout="${KUBEBUILDER_CONTROLPLANE_START_TIMEOUT:-60}"
-    timeout="${timeout%s}"
+    timeout="${SLUICE_KUBE_START_TIMEOUT:-60}"
 
     step "etcd on 127.0.0.1:$etcd_port" >&2
     # setsid: its own session, so it outlives this script and a Ctrl-C here.
