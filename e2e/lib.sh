@@ -174,3 +174,35 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+
+# N distinct free TCP ports on 127.0.0.1, one a line (all bound at once, then
+# released, so they differ from each other; the same small race as free_port).
+free_ports() { # N
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+for s in socks:
+    print(s.getsockname()[1])
+    s.close()
+PY
+}
+
+# Waits until COMMAND... succeeds (run every 0.2 s, output discarded). Fails
+# when PID exits first or after TIMEOUT seconds. For readiness checks that
+# need more than a plain URL, e.g. curl with client certificates.
+wait_command_ok() { # PID TIMEOUT COMMAND...
+    local pid=$1 timeout=$2 deadline
+    shift 2
+    deadline=$((SECONDS + timeout))
+    while ((SECONDS < deadline)); do
+        "$@" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || { echo "process $pid exited before '$*' succeeded" >&2; return 1; }
+        sleep 0.2
+    done
+    echo "'$*' did not succeed within ${timeout}s" >&2
+    return 1
+}
