@@ -32,6 +32,40 @@ pub struct ConfigSource {
     pub admin: Option<SocketAddr>,
     /// `--controller`: the config comes from the controller's stream.
     pub controller: Option<crate::controller_client::ControllerOptions>,
+    /// `--state` (and `--redis-url`, `--redis-cluster`): the counter store,
+    /// over the config's `spec.state` (a Helm release sets it per replica).
+    pub state: Option<sluice_crds::snapshot::StateStore>,
+}
+
+impl ConfigSource {
+    /// The counter store to open: `--state` if given, else the config's.
+    pub fn state_for(
+        &self,
+        snapshot: &sluice_crds::snapshot::Snapshot,
+    ) -> sluice_crds::snapshot::StateStore {
+        use sluice_crds::snapshot::StateStore;
+        match (&self.state, &snapshot.state) {
+            (None, configured) => configured.clone(),
+            // Memory over memory: keep the configured journal.
+            (Some(StateStore::Memory { path: None }), StateStore::Memory { path }) => {
+                StateStore::Memory { path: path.clone() }
+            }
+            // Memory over Redis: the default journal.
+            (Some(StateStore::Memory { path: None }), StateStore::Redis { .. }) => {
+                let base = std::env::var_os("XDG_STATE_HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME")
+                            .map(|home| PathBuf::from(home).join(".local").join("state"))
+                    });
+                StateStore::Memory {
+                    path: base.map(|b| b.join("sluice").join("counters.log")),
+                }
+            }
+            (Some(chosen), _) => chosen.clone(),
+        }
+    }
 }
 
 fn env(name: &str) -> Option<String> {

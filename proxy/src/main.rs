@@ -19,6 +19,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start: the size of the `Run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the gateway (LLM API and MCP on 127.0.0.1:1975, admin on 127.0.0.1:1976).
     ///
@@ -60,6 +62,21 @@ enum Command {
         /// Default: $XDG_STATE_HOME/sluice, else ~/.local/state/sluice.
         #[arg(long, value_name = "DIR", requires = "controller")]
         state_dir: Option<PathBuf>,
+        /// Counter store for budgets, over the config's spec.state:
+        /// `memory` or `redis` (with --redis-url).
+        #[arg(long, value_name = "TYPE", env = "SLUICE_STATE", value_parser = ["memory", "redis"])]
+        state: Option<String>,
+        /// Redis URL for --state redis (`redis://host:6379`).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "SLUICE_REDIS_URL",
+            hide_env_values = true
+        )]
+        redis_url: Option<String>,
+        /// With --state redis: the URL is a node of a Redis Cluster.
+        #[arg(long, env = "SLUICE_REDIS_CLUSTER")]
+        redis_cluster: bool,
         /// Data-plane address; overrides the config's spec.listen.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
@@ -109,10 +126,25 @@ fn main() -> ExitCode {
             controller_token_file,
             replica,
             state_dir,
+            state,
+            redis_url,
+            redis_cluster,
             listen,
             admin,
             drain_timeout,
         } => {
+            let state = match (state.as_deref(), redis_url) {
+                (None, _) => None,
+                (Some("redis"), Some(url)) => Some(sluice_crds::snapshot::StateStore::Redis {
+                    url,
+                    cluster: redis_cluster,
+                }),
+                (Some("redis"), None) => {
+                    eprintln!("error: --state redis needs --redis-url (or SLUICE_REDIS_URL)");
+                    return ExitCode::FAILURE;
+                }
+                (Some(_), _) => Some(sluice_crds::snapshot::StateStore::Memory { path: None }),
+            };
             let controller = match (controller, controller_token_file) {
                 (Some(url), Some(token_file)) => {
                     match sluice::controller_client::ControllerOptions::new(
@@ -135,6 +167,7 @@ fn main() -> ExitCode {
                 listen,
                 admin,
                 controller,
+                state,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -176,6 +209,7 @@ fn main() -> ExitCode {
                 listen: None,
                 admin: None,
                 controller: None,
+                state: None,
             };
             match source.load() {
                 Ok(snapshot) => {

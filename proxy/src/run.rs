@@ -45,7 +45,7 @@ pub async fn run(source: ConfigSource, drain_timeout: Duration) -> anyhow::Resul
     let admin_addr = admin_listener.local_addr()?;
     print_banner(&source, &runtime, listen, admin_addr);
 
-    let limiter = crate::limits::Limiter::open(&runtime.snapshot.state).await?;
+    let limiter = crate::limits::Limiter::open(&source.state_for(&runtime.snapshot)).await?;
     let gateway = Arc::new(Gateway::new(runtime, telemetry, limiter));
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::limits::report::watch(gateway.clone()));

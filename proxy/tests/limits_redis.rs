@@ -578,3 +578,39 @@ async fn fail_open_serves_while_redis_is_down_and_settles_when_it_returns() {
         "every request served, while Redis was down too, counts"
     );
 }
+
+/// `--state redis` / `SLUICE_STATE=redis` with `SLUICE_REDIS_URL` (what the
+/// Helm chart sets) puts the counters in Redis whatever the config says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_chooses_the_counter_store() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let up = sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
+        name: "primary".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cfg = format!(
+        "{}---\nkind: Budget\nmetadata: {{name: team-a}}\nspec:\n  tenant: team-a\n  limits:\n    - {{requests: 10, period: Hourly}}\n",
+        config(
+            "      - models: [\"gpt-4o\"]\n        backends: [{backend: primary}]",
+            &backend("primary", &up.url())
+        )
+    );
+    let url = server.url();
+    let mut env = ENV.to_vec();
+    env.push(("SLUICE_STATE", "redis"));
+    env.push(("SLUICE_REDIS_URL", &url));
+    let sluice = Sluice::start(&cfg, &env);
+    let body = serde_json::json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(sluice.chat(&body, &[]).await.status(), 200);
+    server.kill();
+    // The lease this replica holds is 1% of 10: the next request asks Redis.
+    assert_eq!(
+        sluice.chat(&body, &[]).await.status(),
+        503,
+        "the counters are in the Redis that is now down"
+    );
+}
