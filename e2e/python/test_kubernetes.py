@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -279,20 +280,25 @@ def kube(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             pytest.skip(f"{tool} not found: e2e/kube/cluster.sh needs it")
     global _CAPTURE
     _CAPTURE = request.config.pluginmanager.getplugin("capturemanager")
-    dir = tmp_path_factory.mktemp("kube")
+    logs = tmp_path_factory.mktemp("kube")
+    # The API server's state (pids, etcd data) in a folder of its own, not in
+    # pytest's basetemp, which another run with the same --basetemp would
+    # wipe under a running server. Process logs stay in basetemp.
+    cluster_dir = Path(tempfile.mkdtemp(prefix="sluice-kube-e2e."))
     started = time.monotonic()
-    log(f"e2e/kube/cluster.sh up --dir {dir} (builds kube-apiserver, etcd, kubectl, helm when missing: ~9 min cold)")
+    log(f"e2e/kube/cluster.sh up --dir {cluster_dir} (builds kube-apiserver, etcd, kubectl, helm when missing: ~9 min cold)")
     # The build's progress goes to stderr: show it as it happens (pytest
     # would hold it back until the end).
     with _CAPTURE.global_and_fixture_disabled():
-        up = subprocess.run([str(CLUSTER_SH), "up", "--dir", str(dir)], stdout=subprocess.PIPE, text=True, timeout=1800)
+        up = subprocess.run([str(CLUSTER_SH), "up", "--dir", str(cluster_dir)], stdout=subprocess.PIPE, text=True, timeout=1800)
     if up.returncode != 0:
-        pytest.fail(f"cluster.sh up failed (exit {up.returncode}); logs in {dir}\n{up.stdout}", pytrace=False)
+        pytest.fail(f"cluster.sh up failed (exit {up.returncode}); logs in {cluster_dir}\n{up.stdout}", pytrace=False)
     log(f"API server up in {time.monotonic() - started:.1f}s")
     service = Service()
+    dir = logs
     token_file = dir / "token"
     token_file.write_text(TOKEN + "\n")
-    env = _cluster_env(dir)
+    env = _cluster_env(cluster_dir)
     k = Kube(dir, env, controller_bin, sluice_bin, token_file, service)
     try:
         k.kubectl("apply", "--server-side", "-f", str(CRDS))
@@ -318,7 +324,9 @@ def kube(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         for u in k.upstreams.values():
             u.process.stop()
         service.close()
-        subprocess.run([str(CLUSTER_SH), "down", "--dir", str(dir)], capture_output=True, timeout=60)
+        down = subprocess.run([str(CLUSTER_SH), "down", "--dir", str(cluster_dir)], capture_output=True, timeout=60)
+        if down.returncode == 0:
+            shutil.rmtree(cluster_dir, ignore_errors=True)
         log(f"module done in {time.monotonic() - started:.1f}s")
 
 
