@@ -17,6 +17,9 @@
 #      a second one with the MCP SDK's 2.x line for the 2026-07-28 tests)
 #   7. the MCP peers for e2e/python         (npm ci of e2e/mcp: the pinned
 #                                            @modelcontextprotocol/server-everything)
+#  7b. e2e/kube/cluster.sh build            (kube-apiserver, etcd, kubectl, helm for
+#                                            e2e/python/test_kubernetes.py; ~9 min
+#                                            once, then cached; output in the log)
 #   8. pytest e2e/python                    (real sluice, sluice-test-upstream and
 #                                            server-everything processes, the
 #                                            official OpenAI and MCP SDKs; run
@@ -156,12 +159,22 @@ make_mcp_peers() {
         "$dir/node_modules/@modelcontextprotocol/server-everything/package.json"
 }
 
+# The API server binaries test_kubernetes.py runs (its fixture would build
+# them too, but here the build's progress is in the log as it happens).
+# shellcheck disable=SC2317 # called through run_step
+kube_build() {
+    e2e/kube/cluster.sh build 2>&1 | tee "$logs/kube-build.log"
+    return "${PIPESTATUS[0]}"
+}
+
 # shellcheck disable=SC2317 # called through run_step
 run_pytest() {
     export SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice"
     export SLUICE_UPSTREAM_BIN="$CARGO_TARGET_DIR/debug/sluice-test-upstream"
+    export SLUICE_CONTROLLER_BIN="$CARGO_TARGET_DIR/debug/sluice-controller"
     note "SLUICE_BIN=$SLUICE_BIN"
     note "SLUICE_UPSTREAM_BIN=$SLUICE_UPSTREAM_BIN"
+    note "SLUICE_CONTROLLER_BIN=$SLUICE_CONTROLLER_BIN"
     # Run e2e/python unless the arguments name test files or folders themselves.
     local targets=(e2e/python) arg rc=0 rc_mcp2=5 mcp2=1
     for arg in ${pytest_args[@]+"${pytest_args[@]}"}; do
@@ -222,6 +235,7 @@ if ((no_e2e)); then
     skip_step "python venv" "--no-e2e"
     skip_step "python venv (MCP 2.x)" "--no-e2e"
     skip_step "MCP peers (npm ci)" "--no-e2e"
+    skip_step "kube-apiserver (build)" "--no-e2e"
     skip_step "e2e tests (pytest)" "--no-e2e"
 else
     have_venv=0
@@ -230,6 +244,8 @@ else
     # Without them the MCP tests fail (they try the install once more); the
     # other e2e tests still run.
     run_step "MCP peers (npm ci)" make_mcp_peers || true
+    # Without them test_kubernetes.py builds them itself (and fails if it cannot).
+    run_step "kube-apiserver (build)" kube_build || true
     if ((!built)); then
         skip_step "e2e tests (pytest)" "the build failed"
         failed=1

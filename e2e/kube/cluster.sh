@@ -333,7 +333,9 @@ cmd_up() { # DIR
     # Fresh state every time, as envtest does; only what we create is removed.
     rm -rf "$dir/certs" "$dir/etcd-data" "$dir/kubectl-cache" "$dir/helm" "$dir/apiserver-certs" \
         "$dir/kubeconfig" "$dir/env.sh" "$dir/etcd.log" "$dir/kube-apiserver.log"
-    trap 'echo "up failed; logs: $dir/etcd.log $dir/kube-apiserver.log" >&2; stop_all "$dir"' EXIT
+    # $dir expanded now: the trap may run where cmd_up's locals are gone.
+    # shellcheck disable=SC2064
+    trap "echo 'up failed; logs: $dir/etcd.log $dir/kube-apiserver.log' >&2; stop_all $(printf %q "$dir")" EXIT
     trap 'exit 130' INT TERM
 
     step "certificates" >&2
