@@ -462,19 +462,7 @@ impl Body for ListenBody {
                 this.keepalive.as_mut().reset(next);
             }
         }
-        if !this.out.is_empty() {
-            if let Some(exchange) = &mut this.exchange {
-                exchange.first_byte();
-            }
-            return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
-        }
-        if this.ended {
-            if let Some(exchange) = this.exchange.take() {
-                exchange.finish();
-            }
-            return Poll::Ready(None);
-        }
-        Poll::Pending
+        super::stream::flush_or_end(&mut this.out, &mut this.exchange, this.ended)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -174,6 +174,29 @@ impl Source {
     }
 }
 
+/// The tail of a gateway-made SSE body's poll: what is buffered goes out
+/// (the first byte noted), else the body ends (its exchange logged) once
+/// `ended`, else it waits.
+pub(super) fn flush_or_end(
+    out: &mut bytes::BytesMut,
+    exchange: &mut Option<Exchange>,
+    ended: bool,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if !out.is_empty() {
+        if let Some(exchange) = exchange {
+            exchange.first_byte();
+        }
+        return Poll::Ready(Some(Ok(Frame::data(out.split().freeze()))));
+    }
+    if ended {
+        if let Some(exchange) = exchange.take() {
+            exchange.finish();
+        }
+        return Poll::Ready(None);
+    }
+    Poll::Pending
+}
+
 /// A receiver that is already at its end.
 fn closed_receiver() -> mpsc::UnboundedReceiver<serde_json::Value> {
     mpsc::unbounded_channel().1
