@@ -69,9 +69,18 @@ impl BudgetRuntime {
             .limits
             .iter()
             .map(|limit| {
+                // What the limit counts, not how much it allows: raising a
+                // budget mid-month keeps the month's spend.
                 let definition = format!(
                     "{:?}",
-                    (&budget.tenant, &budget.models, &budget.api_key, limit)
+                    (
+                        &budget.tenant,
+                        &budget.models,
+                        &budget.api_key,
+                        &limit.name,
+                        limit.metric,
+                        &limit.window
+                    )
                 );
                 let hash = Sha256::digest(definition.as_bytes());
                 let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
@@ -550,6 +559,33 @@ mod tests {
         assert_eq!(again.headroom()[0].remaining, 0);
         drop(again); // dropped unsettled: refunded too
         assert!(limiter.admit(&budgets, requests(1)).await.is_ok());
+    }
+
+    #[test]
+    fn a_new_amount_keeps_the_counter_a_new_window_does_not() {
+        let id = |limit: Limit| {
+            budget(vec![limit], Enforcement::Strict).limits[0]
+                .id
+                .clone()
+        };
+        let base = limit(Metric::Cost, 100);
+        let raised = Limit {
+            amount: 200,
+            ..base.clone()
+        };
+        let monthly = Limit {
+            window: Window::Calendar {
+                period: Period::Monthly,
+                time_zone: "UTC".into(),
+            },
+            ..base.clone()
+        };
+        assert_eq!(
+            id(base.clone()),
+            id(raised),
+            "spend survives raising a budget"
+        );
+        assert_ne!(id(base), id(monthly));
     }
 
     #[tokio::test]
