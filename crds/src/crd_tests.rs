@@ -9,7 +9,11 @@ use serde_json::{json, Value};
 use super::*;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    // At run time: cargo may reuse a test binary built from another
+    // checkout that shares the target dir.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    Path::new(&manifest).join("..")
 }
 
 fn crd_of(kind: &str) -> Value {
@@ -373,6 +377,9 @@ fn every_object_in_the_docs_fits_its_schema() {
     let mut seen = std::collections::BTreeSet::new();
     for (name, object) in &objects {
         let kind = object["kind"].as_str().unwrap();
+        if !["AIGateway", "Backend", "MCPRoute", "Budget"].contains(&kind) {
+            continue; // e.g. the Secret of an example
+        }
         seen.insert(kind.to_owned());
         let spec = object.get("spec").cloned().unwrap_or(json!({}));
         for error in spec_errors(kind, &spec) {

@@ -714,11 +714,9 @@ def test_access_log_names_method_tool_upstream_session_and_tenant(mcp_stack: Mcp
     assert mcp_stack.session_key not in text, "the session key is in the gateway's output"
 
 
-def test_sampling_and_elicitation_are_relayed_to_the_client(mcp_stack: McpStack) -> None:
-    """server-everything asks the client (through the gateway) to sample and
-    to elicit during a tools/call; the client's answers go back to the
-    upstream that asked, and the tool's result carries them."""
-    seen: list[str] = []
+def answering_client(seen: list[str]):
+    """Sampling and elicitation callbacks that answer as a user would, noting
+    each request in `seen`; passing them declares both capabilities."""
 
     async def sampling(context, params):
         seen.append("sampling")
@@ -732,6 +730,17 @@ def test_sampling_and_elicitation_are_relayed_to_the_client(mcp_stack: McpStack)
     async def elicitation(context, params):
         seen.append("elicitation")
         return mcp.types.ElicitResult(action="accept", content={"name": "Ada", "check": True, "color": "blue"})
+
+    return sampling, elicitation
+
+
+def test_sampling_and_elicitation_are_relayed_to_the_client(mcp_stack: McpStack) -> None:
+    """server-everything asks the client (through the gateway) to sample and
+    to elicit during a tools/call; the client's answers go back to the
+    upstream that asked, and the tool's result carries them."""
+    seen: list[str] = []
+
+    sampling, elicitation = answering_client(seen)
 
     async def body():
         async with mcp_client(
@@ -1012,18 +1021,7 @@ def test_stdio_and_legacy_sse_servers_relay_their_own_messages(
     progress: list[float] = []
     logs: list[str] = []
 
-    async def sampling(context, params):
-        seen.append("sampling")
-        return mcp.types.CreateMessageResult(
-            role="assistant",
-            content=mcp.types.TextContent(type="text", text="sampled-by-the-e2e-client"),
-            model="e2e-model",
-            stopReason="endTurn",
-        )
-
-    async def elicitation(context, params):
-        seen.append("elicitation")
-        return mcp.types.ElicitResult(action="accept", content={"name": "Ada", "check": True, "color": "blue"})
+    sampling, elicitation = answering_client(seen)
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
         progress.append(done)

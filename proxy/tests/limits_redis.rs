@@ -475,6 +475,33 @@ async fn a_redis_cluster_keeps_the_contract() {
     );
 }
 
+/// A test upstream, and a gateway config routing `gpt-4o` to it with the
+/// counters in the Redis at `redis_url` (or the config's default store),
+/// and a Budget on team-a whose spec continues with `budget`.
+async fn gateway_config(
+    redis_url: Option<&str>,
+    budget: &str,
+) -> (sluice_test_upstream::Upstream, String) {
+    let up = sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
+        name: "primary".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut routes =
+        "      - models: [\"gpt-4o\"]\n        backends: [{backend: primary}]".to_owned();
+    if let Some(url) = redis_url {
+        routes.push_str(&format!(
+            "\n  state: {{type: redis, redis: {{url: \"{url}\"}}}}"
+        ));
+    }
+    let cfg = format!(
+        "{}---\nkind: Budget\nmetadata: {{name: team-a}}\nspec:\n  tenant: team-a\n{budget}",
+        config(&routes, &backend("primary", &up.url()))
+    );
+    (up, cfg)
+}
+
 /// Two gateway replicas sharing one Redis hold a request limit together,
 /// and refuse with 503 (FailClosed) while Redis is down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,20 +509,11 @@ async fn two_gateways_share_a_limit_through_redis() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let up = sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
-        name: "primary".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let routes = format!(
-        "      - models: [\"gpt-4o\"]\n        backends: [{{backend: primary}}]\n  state: {{type: redis, redis: {{url: \"{}\"}}}}",
-        server.url()
-    );
-    let cfg = format!(
-        "{}---\nkind: Budget\nmetadata: {{name: team-a}}\nspec:\n  tenant: team-a\n  limits:\n    - {{requests: 10, period: Hourly}}\n",
-        config(&routes, &backend("primary", &up.url()))
-    );
+    let (up, cfg) = gateway_config(
+        Some(&server.url()),
+        "  limits:\n    - {requests: 10, period: Hourly}\n",
+    )
+    .await;
     let replicas = [Sluice::start(&cfg, ENV), Sluice::start(&cfg, ENV)];
     let body = serde_json::json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
     let mut served = 0;
@@ -521,20 +539,11 @@ async fn fail_open_serves_while_redis_is_down_and_settles_when_it_returns() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let up = sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
-        name: "primary".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let routes = format!(
-        "      - models: [\"gpt-4o\"]\n        backends: [{{backend: primary}}]\n  state: {{type: redis, redis: {{url: \"{}\"}}}}",
-        server.url()
-    );
-    let cfg = format!(
-        "{}---\nkind: Budget\nmetadata: {{name: team-a}}\nspec:\n  tenant: team-a\n  failureMode: FailOpen\n  limits:\n    - {{requests: 100, period: Hourly}}\n",
-        config(&routes, &backend("primary", &up.url()))
-    );
+    let (_up, cfg) = gateway_config(
+        Some(&server.url()),
+        "  failureMode: FailOpen\n  limits:\n    - {requests: 100, period: Hourly}\n",
+    )
+    .await;
     let sluice = Sluice::start(&cfg, ENV);
     let body = serde_json::json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
     for _ in 0..3 {
@@ -586,19 +595,8 @@ async fn the_environment_chooses_the_counter_store() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let up = sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
-        name: "primary".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let cfg = format!(
-        "{}---\nkind: Budget\nmetadata: {{name: team-a}}\nspec:\n  tenant: team-a\n  limits:\n    - {{requests: 10, period: Hourly}}\n",
-        config(
-            "      - models: [\"gpt-4o\"]\n        backends: [{backend: primary}]",
-            &backend("primary", &up.url())
-        )
-    );
+    let (_up, cfg) =
+        gateway_config(None, "  limits:\n    - {requests: 10, period: Hourly}\n").await;
     let url = server.url();
     let mut env = ENV.to_vec();
     env.push(("SLUICE_STATE", "redis"));
