@@ -148,6 +148,44 @@ free_port() {
 # Stops a process we started: SIGTERM, then SIGKILL after 5 s.
 # Makes $workdir, a scratch folder for one script run, and on exit stops
 # every process in $pids (scripts append what they start) and removes it.
+# The priced bench gateway of the budget benchmarks (limits.sh,
+# overshoot.sh), on stdout: key `bench` (env BENCH_API_KEY) of tenant bench,
+# route bench-model -> the upstream at ENDPOINT, access log to
+# $BENCH_ACCESS_LOG, listen/admin from $SLUICE_PORT/$SLUICE_ADMIN_PORT.
+# STATE_LINE is a `  state: {...}` line or empty; PRICE is the bench-model
+# price (`{input: "..", output: ".."}`).
+bench_gateway_config() { # NAME ENDPOINT PRICE [STATE_LINE]
+    cat <<EOF
+apiVersion: sluice.dev/v1alpha1
+kind: AIGateway
+metadata: {name: $1}
+spec:
+  listen: 127.0.0.1:\${SLUICE_PORT}
+  admin: 127.0.0.1:\${SLUICE_ADMIN_PORT}
+  auth:
+    apiKeys:
+      - {name: bench, tenant: bench, valueFrom: {env: BENCH_API_KEY}}
+  llm:
+    routes:
+      - models: ["bench-model"]
+        backends: [{backend: upstream}]
+  telemetry:
+    accessLog: {to: "\${BENCH_ACCESS_LOG}"}
+${4:-}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Backend
+metadata: {name: upstream}
+spec:
+  provider: OpenAICompatible
+  endpoint: $2
+  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}
+  models: ["bench-model"]
+  pricing:
+    bench-model: $3
+EOF
+}
+
 start_scratch() { # NAME
     workdir="$(mktemp -d -t "$1.XXXXXX")"
     pids=()

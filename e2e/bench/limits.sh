@@ -121,35 +121,8 @@ write_config() { # MODE FILE
         memory) state="  state: {type: memory, path: \"$workdir/counters.log\"}" ;;
         redis) state="  state: {type: redis, redis: {url: \"redis://127.0.0.1:$redis_port\"}}" ;;
     esac
-    cat >"$2" <<EOF
-apiVersion: sluice.dev/v1alpha1
-kind: AIGateway
-metadata: {name: bench}
-spec:
-  listen: 127.0.0.1:\${SLUICE_PORT}
-  admin: 127.0.0.1:\${SLUICE_ADMIN_PORT}
-  auth:
-    apiKeys:
-      - {name: bench, tenant: bench, valueFrom: {env: BENCH_API_KEY}}
-  llm:
-    routes:
-      - models: ["bench-model"]
-        backends: [{backend: upstream}]
-  telemetry:
-    accessLog: {to: "\${BENCH_ACCESS_LOG}"}
-$state
----
-apiVersion: sluice.dev/v1alpha1
-kind: Backend
-metadata: {name: upstream}
-spec:
-  provider: OpenAICompatible
-  endpoint: http://127.0.0.1:\${UPSTREAM_PORT}
-  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}
-  models: ["bench-model"]
-  pricing:
-    bench-model: {input: "2.50", output: "10.00"}
-EOF
+    bench_gateway_config bench 'http://127.0.0.1:${UPSTREAM_PORT}' \
+        '{input: "2.50", output: "10.00"}' "$state" >"$2"
     if [[ "$1" != off ]]; then
         cat >>"$2" <<'EOF'
 ---

@@ -127,34 +127,10 @@ for spec in "${cases[@]}"; do
             ;;
         memory) state="  state: {type: memory, path: \"$dir/counters.log\"}" ;;
     esac
-    cat >"$dir/sluice.yaml" <<EOF
-apiVersion: sluice.dev/v1alpha1
-kind: AIGateway
-metadata: {name: overshoot}
-spec:
-  listen: 127.0.0.1:\${SLUICE_PORT}
-  admin: 127.0.0.1:\${SLUICE_ADMIN_PORT}
-  auth:
-    apiKeys:
-      - {name: bench, tenant: bench, valueFrom: {env: BENCH_API_KEY}}
-  llm:
-    routes:
-      - models: ["bench-model"]
-        backends: [{backend: upstream}]
-  telemetry:
-    accessLog: {to: "\${BENCH_ACCESS_LOG}"}
-$state
----
-apiVersion: sluice.dev/v1alpha1
-kind: Backend
-metadata: {name: upstream}
-spec:
-  provider: OpenAICompatible
-  endpoint: http://127.0.0.1:$upstream_port
-  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}
-  models: ["bench-model"]
-  pricing:
-    bench-model: {input: "2.00", output: "20.00"}
+    {
+        bench_gateway_config overshoot "http://127.0.0.1:$upstream_port" \
+            '{input: "2.00", output: "20.00"}' "$state"
+        cat <<EOF
 ---
 apiVersion: sluice.dev/v1alpha1
 kind: Budget
@@ -165,6 +141,7 @@ spec:
     - {cost: "$limit_usd", period: Monthly}
   enforcement: $enforcement
 EOF
+    } >"$dir/sluice.yaml"
 
     gw_pids=() urls=() admins=() logs=()
     for g in $(seq "$gateways"); do
