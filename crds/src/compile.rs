@@ -12,8 +12,8 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::load::{Document, LoadedConfig};
 use crate::pattern::ModelPattern;
 use crate::resources::{
-    AIGatewaySpec, BackendAuthSpec, BackendSpec, BudgetSpec, PriceSpec, RetrySpec, RouteSpec,
-    ValueFrom,
+    AIGatewaySpec, BackendAuthSpec, BackendSpec, BudgetSpec, PriceSpec, RaftSpec, RetrySpec,
+    RouteSpec, ValueFrom,
 };
 use crate::snapshot::{
     AccessLogTarget, ApiKey, ApiKeyHash, Auth, Backend, BackendName, Budget, Credential, Price,
@@ -65,6 +65,10 @@ impl<F: Fn(&str) -> Option<String>> SecretSource for StandaloneSecrets<F> {
 struct Errors(Vec<ConfigError>);
 
 impl Errors {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
     fn push(&mut self, object: &str, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError::new(object, field, message));
     }
@@ -354,11 +358,18 @@ fn compile_gateway(
                     "required for type redis: {url: redis://host:6379}",
                 ),
             },
-            "raft" => errors.push(
-                id,
-                "spec.state.type",
-                "`raft` is not supported yet; use `memory` or `redis`",
-            ),
+            "raft" => match spec.raft.as_ref() {
+                Some(raft) => {
+                    if let Some(compiled) = compile_raft(id, raft, errors) {
+                        state = compiled;
+                    }
+                }
+                None => errors.push(
+                    id,
+                    "spec.state.raft",
+                    "required for type raft: {peers: [\"1=host:7101\", ...]}",
+                ),
+            },
             other => errors.push(
                 id,
                 "spec.state.type",
@@ -809,3 +820,65 @@ fn http_token(name: &str) -> Result<(), String> {
 #[cfg(test)]
 #[path = "compile_tests.rs"]
 mod tests;
+
+/// Compiles `spec.state.raft`: peers as `ID=HOST:PORT` with distinct ids.
+fn compile_raft(id: &str, raft: &RaftSpec, errors: &mut Errors) -> Option<StateStore> {
+    let mut peers = std::collections::BTreeMap::new();
+    let before = errors.len();
+    for (i, peer) in raft.peers.iter().enumerate() {
+        let field = format!("spec.state.raft.peers[{i}]");
+        let parsed = peer
+            .split_once('=')
+            .and_then(|(n, addr)| Some((n.trim().parse::<u64>().ok()?, addr.trim())));
+        match parsed {
+            Some((n, addr))
+                if n > 0
+                    && addr
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                if peers.insert(n, addr.to_owned()).is_some() {
+                    errors.push(id, field, format!("id {n} is listed twice"));
+                }
+            }
+            _ => errors.push(
+                id,
+                field,
+                format!("`{peer}` is not ID=HOST:PORT with an id of 1 or more"),
+            ),
+        }
+    }
+    if raft.peers.is_empty() {
+        errors.push(
+            id,
+            "spec.state.raft.peers",
+            "list every member as ID=HOST:PORT",
+        );
+    }
+    if let Some(n) = raft.id {
+        if !raft.peers.is_empty() && !peers.contains_key(&n) {
+            errors.push(
+                id,
+                "spec.state.raft.id",
+                format!("{n} is not among the peers"),
+            );
+        }
+    }
+    let listen = match raft.listen.as_deref().map(str::parse::<SocketAddr>) {
+        None => None,
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(_)) => {
+            errors.push(id, "spec.state.raft.listen", "not an IP:PORT address");
+            None
+        }
+    };
+    if errors.len() > before {
+        return None;
+    }
+    Some(StateStore::Raft {
+        id: raft.id.unwrap_or(0),
+        peers,
+        data_dir: raft.data_dir.as_deref().map(PathBuf::from),
+        listen,
+    })
+}

@@ -279,14 +279,23 @@ pub struct RedisSpec {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RaftSpec {
-    /// This replica's id.
-    pub id: u64,
-    /// All members as `ID=HOST:PORT`.
+    /// This replica's id (1 or more; never reused by another replica).
+    /// Usually given per replica with `sluice run --raft-id` instead, since
+    /// the rest of the config is the same for every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// All members as `ID=HOST:PORT`, this replica included.
     #[serde(default)]
     pub peers: Vec<String>,
-    /// Where the log and state machine are kept.
+    /// Where the Raft log and snapshots are kept (default
+    /// `$XDG_STATE_HOME/sluice/raft-{id}`, else
+    /// `~/.local/state/sluice/raft-{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
+    /// Address to listen on for Raft traffic (default: this replica's own
+    /// peer address; all interfaces on its port when that is a host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// Telemetry outputs.

@@ -431,6 +431,18 @@ pub enum StateStore {
         /// The file (`None`: no budget needs one, or the default could not be found).
         path: Option<std::path::PathBuf>,
     },
+    /// An embedded Raft group formed by the replicas.
+    Raft {
+        /// This replica's id.
+        id: u64,
+        /// Every member: id -> `host:port`.
+        peers: std::collections::BTreeMap<u64, String>,
+        /// Where the log and snapshots are kept (`None`: the default
+        /// under the state directory).
+        data_dir: Option<std::path::PathBuf>,
+        /// Where to listen for Raft traffic (`None`: the peer address).
+        listen: Option<std::net::SocketAddr>,
+    },
     /// A Redis or Valkey server shared by the replicas.
     Redis {
         /// `redis://host:port[/db]` or `rediss://` (TLS).

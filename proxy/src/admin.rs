@@ -44,7 +44,7 @@ pub async fn serve(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respons
             (StatusCode::OK, "application/json", body.to_string())
         }
         "/cluster" => {
-            let body = serde_json::json!({"state": "memory", "members": [{"id": "local", "self": true, "leader": true}]});
+            let body = gateway.limiter.store().report();
             (StatusCode::OK, "application/json", body.to_string())
         }
         _ => (

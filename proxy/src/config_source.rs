@@ -35,11 +35,26 @@ pub struct ConfigSource {
     /// `--state` (and `--redis-url`, `--redis-cluster`): the counter store,
     /// over the config's `spec.state` (a Helm release sets it per replica).
     pub state: Option<sluice_crds::snapshot::StateStore>,
+    /// `--raft-id`: this replica's Raft id, over the config's (the rest of
+    /// the config is the same for every replica).
+    pub raft_id: Option<u64>,
 }
 
 impl ConfigSource {
     /// The counter store to open: `--state` if given, else the config's.
     pub fn state_for(
+        &self,
+        snapshot: &sluice_crds::snapshot::Snapshot,
+    ) -> sluice_crds::snapshot::StateStore {
+        use sluice_crds::snapshot::StateStore;
+        let mut state = self.chosen_state(snapshot);
+        if let (StateStore::Raft { id, .. }, Some(raft_id)) = (&mut state, self.raft_id) {
+            *id = raft_id;
+        }
+        state
+    }
+
+    fn chosen_state(
         &self,
         snapshot: &sluice_crds::snapshot::Snapshot,
     ) -> sluice_crds::snapshot::StateStore {
@@ -50,8 +65,11 @@ impl ConfigSource {
             (Some(StateStore::Memory { path: None }), StateStore::Memory { path }) => {
                 StateStore::Memory { path: path.clone() }
             }
-            // Memory over Redis: the default journal.
-            (Some(StateStore::Memory { path: None }), StateStore::Redis { .. }) => {
+            // Memory over a shared store: the default journal.
+            (
+                Some(StateStore::Memory { path: None }),
+                StateStore::Redis { .. } | StateStore::Raft { .. },
+            ) => {
                 let base = std::env::var_os("XDG_STATE_HOME")
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)

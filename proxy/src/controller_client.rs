@@ -114,7 +114,7 @@ impl ControllerOptions {
 
 /// `$XDG_STATE_HOME/sluice`, else `~/.local/state/sluice` (where the
 /// counter journal lives too).
-fn default_state_dir() -> Option<PathBuf> {
+pub fn default_state_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -63,9 +63,25 @@ enum Command {
         #[arg(long, value_name = "DIR", requires = "controller")]
         state_dir: Option<PathBuf>,
         /// Counter store for budgets, over the config's spec.state:
-        /// `memory` or `redis` (with --redis-url).
-        #[arg(long, value_name = "TYPE", env = "SLUICE_STATE", value_parser = ["memory", "redis"])]
+        /// `memory`, `redis` (with --redis-url) or `raft` (with --raft-peers).
+        #[arg(long, value_name = "TYPE", env = "SLUICE_STATE", value_parser = ["memory", "redis", "raft"])]
         state: Option<String>,
+        /// This replica's Raft id (1 or more), over spec.state.raft.id; `auto`
+        /// takes the ordinal at the end of the host name plus one (the pod
+        /// `sluice-proxy-2` is 3), for a StatefulSet.
+        #[arg(long, value_name = "ID", env = "SLUICE_RAFT_ID")]
+        raft_id: Option<String>,
+        /// With --state raft: every member as `ID=HOST:PORT`, comma-separated.
+        #[arg(long, value_name = "PEERS", env = "SLUICE_RAFT_PEERS")]
+        raft_peers: Option<String>,
+        /// With --state raft: where the Raft log and snapshots are kept
+        /// (default: $XDG_STATE_HOME/sluice/raft-ID).
+        #[arg(long, value_name = "DIR", env = "SLUICE_RAFT_DIR")]
+        raft_dir: Option<PathBuf>,
+        /// With --state raft: address to listen on for Raft traffic (default:
+        /// this replica's peer address).
+        #[arg(long, value_name = "ADDR", env = "SLUICE_RAFT_LISTEN")]
+        raft_listen: Option<SocketAddr>,
         /// Redis URL for --state redis (`redis://host:6379`).
         #[arg(
             long,
@@ -127,12 +143,24 @@ fn main() -> ExitCode {
             replica,
             state_dir,
             state,
+            raft_id,
+            raft_peers,
+            raft_dir,
+            raft_listen,
             redis_url,
             redis_cluster,
             listen,
             admin,
             drain_timeout,
         } => {
+            let raft_id = match raft_id.as_deref().map(sluice::limits::raft::parse_id) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(error)) => {
+                    eprintln!("error: --raft-id: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let state = match (state.as_deref(), redis_url) {
                 (None, _) => None,
                 (Some("redis"), Some(url)) => Some(sluice_crds::snapshot::StateStore::Redis {
@@ -142,6 +170,24 @@ fn main() -> ExitCode {
                 (Some("redis"), None) => {
                     eprintln!("error: --state redis needs --redis-url (or SLUICE_REDIS_URL)");
                     return ExitCode::FAILURE;
+                }
+                (Some("raft"), _) => {
+                    let Some(peers) = raft_peers else {
+                        eprintln!("error: --state raft needs --raft-peers (or SLUICE_RAFT_PEERS)");
+                        return ExitCode::FAILURE;
+                    };
+                    match sluice::limits::raft::parse_peers(&peers) {
+                        Ok(peers) => Some(sluice_crds::snapshot::StateStore::Raft {
+                            id: raft_id.unwrap_or(0),
+                            peers,
+                            data_dir: raft_dir,
+                            listen: raft_listen,
+                        }),
+                        Err(error) => {
+                            eprintln!("error: --raft-peers: {error}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
                 }
                 (Some(_), _) => Some(sluice_crds::snapshot::StateStore::Memory { path: None }),
             };
@@ -168,6 +214,7 @@ fn main() -> ExitCode {
                 admin,
                 controller,
                 state,
+                raft_id,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -210,6 +257,7 @@ fn main() -> ExitCode {
                 admin: None,
                 controller: None,
                 state: None,
+                raft_id: None,
             };
             match source.load() {
                 Ok(snapshot) => {

@@ -8,8 +8,10 @@
 
 mod admission;
 pub mod estimate;
+pub mod ledger;
 mod local;
 pub mod pricing;
+pub mod raft;
 pub mod redis;
 pub mod report;
 pub mod store;
@@ -176,6 +178,40 @@ impl Limiter {
                 let store = self::redis::RedisStore::new(url, *cluster)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 Ok(Self::start(Arc::new(store), true))
+            }
+            StateStore::Raft {
+                id,
+                peers,
+                data_dir,
+                listen,
+            } => {
+                if *id == 0 {
+                    anyhow::bail!(
+                        "the raft store needs this replica's id: set spec.state.raft.id or --raft-id"
+                    );
+                }
+                let data_dir = match data_dir {
+                    Some(dir) => dir.clone(),
+                    None => crate::controller_client::default_state_dir()
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "no raft dataDir, and neither XDG_STATE_HOME nor HOME is set"
+                            )
+                        })?
+                        .join(format!("raft-{id}")),
+                };
+                let store = raft::RaftStore::start(raft::RaftOptions {
+                    id: *id,
+                    peers: peers.clone(),
+                    data_dir,
+                    listen: *listen,
+                    token: std::env::var("SLUICE_RAFT_TOKEN")
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .map(Arc::from),
+                })
+                .await?;
+                Ok(Self::start(store, true))
             }
         }
     }

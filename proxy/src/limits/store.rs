@@ -11,15 +11,16 @@
 //! counts as spent (its holder may have spent it and can no longer say),
 //! so the fleet under-uses a little rather than overspends.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
+use super::ledger::{Deltas, Ledger};
+
 /// One counter: a limit in one window.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CounterKey {
     /// The limit, stable across reloads while its definition stays the
     /// same: `{budget}/{limit}/{hash of the definition}`.
@@ -72,7 +73,7 @@ pub struct Grant {
 }
 
 /// Spend to settle for one counter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Settlement {
     /// The counter.
     pub key: CounterKey,
@@ -123,33 +124,10 @@ pub trait CounterStore: Send + Sync + 'static {
 
     /// A counter's totals, for reports.
     async fn totals(&self, key: &CounterKey) -> Result<Totals, StoreError>;
-}
 
-/// One counter in the memory store.
-#[derive(Debug, Default)]
-struct Entry {
-    settled: u64,
-    /// holder -> (amount, expiry in Unix ms)
-    leases: HashMap<String, (u64, i64)>,
-}
-
-impl Entry {
-    fn leased(&self) -> u64 {
-        self.leases.values().map(|(amount, _)| amount).sum()
-    }
-
-    /// Expired leases count as spent.
-    fn expire(&mut self, now_ms: i64) -> u64 {
-        let mut expired = 0;
-        self.leases.retain(|_, (amount, until)| {
-            let keep = *until > now_ms;
-            if !keep {
-                expired += *amount;
-            }
-            keep
-        });
-        self.settled += expired;
-        expired
+    /// What `/cluster` shows of the store.
+    fn report(&self) -> serde_json::Value {
+        serde_json::json!({"state": "memory", "members": [{"id": "local", "self": true, "leader": true}]})
     }
 }
 
@@ -158,7 +136,7 @@ impl Entry {
 /// replayed at start, so a restart loses none of it. Leases do not survive a restart: they belonged
 /// to this process.
 pub struct MemoryStore {
-    entries: Mutex<HashMap<String, Entry>>,
+    ledger: Mutex<Ledger>,
     journal: Option<tokio::sync::Mutex<tokio::fs::File>>,
     path: Option<PathBuf>,
 }
@@ -167,7 +145,7 @@ impl MemoryStore {
     /// A store without a file (tests, or no budget that needs one).
     pub fn ephemeral() -> Self {
         Self {
-            entries: Mutex::default(),
+            ledger: Mutex::default(),
             journal: None,
             path: None,
         }
@@ -179,7 +157,7 @@ impl MemoryStore {
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await.map_err(error)?;
         }
-        let mut entries: HashMap<String, Entry> = HashMap::new();
+        let mut ledger = Ledger::default();
         match tokio::fs::read_to_string(&path).await {
             Ok(text) => {
                 for line in text.lines() {
@@ -188,7 +166,7 @@ impl MemoryStore {
                         continue;
                     };
                     if let Ok(delta) = delta.parse::<u64>() {
-                        entries.entry(name.to_owned()).or_default().settled += delta;
+                        ledger.replay(name, delta);
                     }
                 }
             }
@@ -202,7 +180,7 @@ impl MemoryStore {
             .await
             .map_err(error)?;
         Ok(Self {
-            entries: Mutex::new(entries),
+            ledger: Mutex::new(ledger),
             journal: Some(tokio::sync::Mutex::new(file)),
             path: Some(path),
         })
@@ -228,8 +206,8 @@ impl MemoryStore {
             .map_err(|e| StoreError(format!("writing the counter journal: {e}")))
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Entry>>, StoreError> {
-        self.entries
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Ledger>, StoreError> {
+        self.ledger
             .lock()
             .map_err(|_| StoreError("memory store poisoned".into()))
     }
@@ -252,90 +230,38 @@ impl CounterStore for MemoryStore {
         at_least: u64,
         ttl: Duration,
     ) -> Result<Grant, StoreError> {
-        let now = now_ms();
-        let mut lines = String::new();
-        let grant = {
-            let mut entries = self.lock()?;
-            let previous = if key.sliding {
-                let weight = key.previous_weight_ppm(now);
-                // Its leases count too (an expired one as spent): a replica
-                // that died holding one cannot say it did not spend it.
-                let name = key.previous().name();
-                let used = entries.get_mut(&name).map_or(0, |e| {
-                    journal_line(&mut lines, &name, e.expire(now));
-                    e.settled + e.leased()
-                });
-                u64::try_from(used as u128 * weight as u128 / 1_000_000).unwrap_or(u64::MAX)
-            } else {
-                0
-            };
-            let name = key.name();
-            let entry = entries.entry(name.clone()).or_default();
-            journal_line(&mut lines, &name, entry.expire(now));
-            let used = entry.settled + entry.leased() + previous;
-            let left = key.limit.saturating_sub(used);
-            let granted = if left < at_least { 0 } else { want.min(left) };
-            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-            let lease = entry.leases.entry(holder.to_owned()).or_insert((0, 0));
-            lease.0 += granted;
-            lease.1 = now.saturating_add(ttl_ms);
-            Grant {
-                granted,
-                used: used + granted,
-            }
-        };
-        self.append(&lines).await?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let (grant, deltas) = self
+            .lock()?
+            .grant(holder, key, want, at_least, ttl_ms, now_ms());
+        self.append(&journal_lines(&deltas)).await?;
         Ok(grant)
     }
 
     async fn settle(&self, holder: &str, batch: &[Settlement]) -> Result<(), StoreError> {
-        let mut lines = String::new();
-        {
+        let deltas = {
+            let mut ledger = self.lock()?;
             let now = now_ms();
-            let mut entries = self.lock()?;
-            for settlement in batch {
-                let name = settlement.key.name();
-                let entry = entries.entry(name.clone()).or_default();
-                journal_line(&mut lines, &name, entry.expire(now));
-                let mut added = settlement.unleased;
-                // Without a lease, the lease expired and was counted as
-                // spent already (all of it).
-                if let Some(lease) = entry.leases.get_mut(holder) {
-                    let from_lease = lease.0.min(settlement.spent + settlement.unused);
-                    lease.0 -= from_lease;
-                    added += settlement.spent;
-                }
-                entry.settled += added;
-                journal_line(&mut lines, &name, added);
-            }
-        }
-        self.append(&lines).await
+            ledger.prune(now);
+            ledger.settle(holder, batch, now)
+        };
+        self.append(&journal_lines(&deltas)).await
     }
 
     async fn totals(&self, key: &CounterKey) -> Result<Totals, StoreError> {
-        let now = now_ms();
-        let mut lines = String::new();
-        let totals = {
-            let mut entries = self.lock()?;
-            let name = key.name();
-            let entry = entries.entry(name.clone()).or_default();
-            journal_line(&mut lines, &name, entry.expire(now));
-            Totals {
-                settled: entry.settled,
-                leased: entry.leased(),
-            }
-        };
-        self.append(&lines).await?;
+        let (totals, deltas) = self.lock()?.totals(key, now_ms());
+        self.append(&journal_lines(&deltas)).await?;
         Ok(totals)
     }
 }
 
-/// Notes settled spend (a settlement, or leases that expired) for the
-/// journal.
-fn journal_line(lines: &mut String, name: &str, settled: u64) {
-    if settled > 0 {
-        lines.push_str(&format!("{name} {settled}\n"));
-    }
+/// Journal lines (`name settled-delta`) for settled spend (a settlement,
+/// or leases that expired).
+fn journal_lines(deltas: &Deltas) -> String {
+    deltas
+        .iter()
+        .map(|(name, settled)| format!("{name} {settled}\n"))
+        .collect()
 }
 
 #[cfg(test)]
