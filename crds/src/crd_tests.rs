@@ -37,6 +37,16 @@ fn checked_in_yaml_is_up_to_date() {
 }
 
 #[test]
+fn checked_in_reference_page_is_up_to_date() {
+    let drifted = crate::reference::reference_drifted(&repo());
+    assert!(
+        drifted.is_none(),
+        "{} differs from the CRDs it documents (a field, description, rule or column changed)\nrun `{GENERATE_COMMAND}` to update it (it also rewrites the CRD YAML)",
+        crate::reference::REFERENCE_PATH
+    );
+}
+
+#[test]
 fn yaml_11_boolean_keys_are_quoted() {
     let quoted = quote_yaml11_keys("a:\n  on:\n    - off: 1\n  'no': x\n  only: on\n");
     assert_eq!(

@@ -17,6 +17,7 @@ pub mod defaults;
 pub mod error;
 pub mod load;
 pub mod pattern;
+pub mod reference;
 pub mod resources;
 pub mod snapshot;
 pub mod status;

@@ -74,10 +74,8 @@ def main():
         state["type"] == "redis" and not state["redis"]["existingSecret"]
     )
     expected["ServiceMonitor"] = 2 if values["serviceMonitor"]["enabled"] else 0
-    if c["watchAllNamespaces"]:
-        expected.update({"ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1})
-    else:
-        expected.update({"ClusterRole": 0, "ClusterRoleBinding": 0, "Role": 2, "RoleBinding": 2})
+    # The controller watches one namespace: nothing cluster-wide.
+    expected.update({"ClusterRole": 0, "ClusterRoleBinding": 0, "Role": 2, "RoleBinding": 2})
     for kind, count in expected.items():
         got = len(by_kind.get(kind, []))
         expect(got == count, f"{count} {kind} expected, {got} rendered")
@@ -112,8 +110,7 @@ def main():
         f"--token-file={token_file}",
     ):
         expect(flag in ctl_args, f"controller args lack {flag}: {ctl_args}")
-    has_namespace = f"--namespace={namespace}" in ctl_args
-    expect(has_namespace != c["watchAllNamespaces"], f"controller --namespace: {ctl_args}")
+    expect(f"--namespace={namespace}" in ctl_args, f"controller --namespace: {ctl_args}")
     controller_service = named("Service", deployment["metadata"]["name"])
     expect(controller_service is not None, "no Service named like the controller Deployment")
     url = p["controllerUrl"] or (
@@ -174,6 +171,18 @@ def main():
         res = container.get("resources", {})
         expect(res.get("requests") and res.get("limits", {}).get("memory"), f"{name}: resources {res}")
     expect(proxy_pod["spec"].get("automountServiceAccountToken") is False, "proxy pods mount an API token")
+    # A new proxy waits for the controller's first config before it listens:
+    # its startup probe comes from values, with at least a minute's budget.
+    startup = prx.get("startupProbe", {})
+    expect(startup.get("httpGet", {}).get("port") == "admin", f"proxy startupProbe {startup}")
+    expect({k: startup.get(k) for k in ("periodSeconds", "failureThreshold")} == p["startupProbe"],
+           f"proxy startupProbe {startup}, values {p['startupProbe']}")
+    expect(startup.get("periodSeconds", 0) * startup.get("failureThreshold", 0) >= 60,
+           "proxy startupProbe allows less than a minute")
+    # Only the controller's leader is Ready: a rollout must not wait for new pods to be.
+    rolling = deployment["spec"]["strategy"].get("rollingUpdate", {})
+    expect(str(rolling.get("maxUnavailable")) in ("100%", str(c["replicas"])),
+           f"controller rollout waits for standbys to be Ready: {rolling}")
     expect(p["port"] in [cp["containerPort"] for cp in prx["ports"] if cp["name"] == "http"], "proxy http port")
 
     # Services: the client Service on the data plane only, a headless one

@@ -1,14 +1,16 @@
 //! Writes the CustomResourceDefinitions of the four kinds, generated from
-//! the `sluice-crds` types, to `charts/sluice/crds/` and `crds/yaml/`.
+//! the `sluice-crds` types, to `charts/sluice/crds/` and `crds/yaml/`, and
+//! their reference page to `docs/crd-reference.md`.
 //!
 //! Usage: `cargo run -p sluice-crds --bin gen-crds [-- --check]`; with
 //! `--check` nothing is written and the exit status says whether the
-//! checked-in files are up to date.
+//! checked-in files (the page included) are up to date.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use sluice_crds::crd::{drifted_files, write_files, GENERATE_COMMAND};
+use sluice_crds::reference::{reference_drifted, write_reference};
 
 fn main() -> ExitCode {
     // The crate lives in `crds/` of the repository.
@@ -23,7 +25,11 @@ fn main() -> ExitCode {
         }
     };
     if check {
-        return match drifted_files(&repo) {
+        let drifted = drifted_files(&repo).map(|mut drifted| {
+            drifted.extend(reference_drifted(&repo));
+            drifted
+        });
+        return match drifted {
             Ok(drifted) if drifted.is_empty() => ExitCode::SUCCESS,
             Ok(drifted) => {
                 for path in drifted {
@@ -38,7 +44,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    match write_files(&repo) {
+    match write_files(&repo).and_then(|mut written| {
+        written.push(write_reference(&repo)?);
+        Ok(written)
+    }) {
         Ok(written) => {
             for path in written {
                 eprintln!("wrote {}", path.display());
