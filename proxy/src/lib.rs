@@ -3,9 +3,11 @@
 //! -> observed response body -> telemetry.
 
 pub mod admin;
+pub mod admin_client;
 pub mod auth;
 pub mod body;
 pub mod budgets_cli;
+pub mod cluster_cli;
 pub mod config_source;
 pub mod controller_client;
 pub mod error;

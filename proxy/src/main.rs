@@ -120,6 +120,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The counter store's cluster (members, leader, term, commit index,
+    /// lag, outstanding leases), from a running gateway's admin listener.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print `GET /cluster` of the gateway at --admin.
+    Status {
+        /// The gateway's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1976")]
+        admin: SocketAddr,
+        /// Print the JSON of `/cluster` instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Prints an admin endpoint's JSON, or `table` of it.
+fn print_admin_report(
+    admin: SocketAddr,
+    path: &str,
+    json: bool,
+    table: fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    match sluice::admin_client::fetch(admin, path) {
+        Ok(report) => {
+            let text = if json {
+                format!("{report:#}\n")
+            } else {
+                table(&report)
+            };
+            let mut stdout = std::io::stdout();
+            let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -234,22 +278,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Budgets { admin, json } => match sluice::budgets_cli::fetch(admin) {
-            Ok(report) => {
-                let text = if json {
-                    format!("{report:#}\n")
-                } else {
-                    sluice::budgets_cli::table(&report)
-                };
-                let mut stdout = std::io::stdout();
-                let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Budgets { admin, json } => {
+            print_admin_report(admin, "/budgets", json, sluice::budgets_cli::table)
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status { admin, json },
+        } => print_admin_report(admin, "/cluster", json, sluice::cluster_cli::table),
         Command::Validate { files } => {
             let source = ConfigSource {
                 files: files.clone(),

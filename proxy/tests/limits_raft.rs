@@ -13,6 +13,7 @@
 
 #[path = "support/store_contract.rs"]
 mod store_contract;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use sluice::limits::raft::{RaftOptions, RaftStore};
 use sluice::limits::store::{CounterStore, Settlement};
 use store_contract::{key, TTL};
+use support::{backend, client, config, Sluice, ENV};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -337,4 +339,114 @@ async fn raft_traffic_needs_the_token() {
         .unwrap();
     assert_eq!(answer.status(), 400);
     cluster.stop().await;
+}
+
+/// Three `sluice run` replicas with `state.type: raft` (config from
+/// API.md, ids from `--raft-id`) hold a request limit together; `/cluster`
+/// and `sluice cluster status` show the group; the Raft gauges are on
+/// `/metrics`; with two replicas gone the last one refuses (FailClosed)
+/// once its lease is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_share_a_limit_through_raft() {
+    let up = sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
+        name: "primary".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peers: Vec<String> = (1..=3)
+        .map(|id| format!("\"{id}=127.0.0.1:{}\"", free_port()))
+        .collect();
+    let routes = format!(
+        "      - models: [\"gpt-4o\"]\n        backends: [{{backend: primary}}]\n  state:\n    type: raft\n    raft: {{peers: [{}], dataDir: \"{}/${{RAFT_NODE}}\"}}",
+        peers.join(", "),
+        dir.path().display()
+    );
+    let cfg = format!(
+        "{}---\nkind: Budget\nmetadata: {{name: team-a}}\nspec:\n  tenant: team-a\n  limits:\n    - {{requests: 12, period: Hourly}}\n",
+        config(&routes, &backend("primary", &up.url()))
+    );
+    let replicas: Vec<Sluice> = (1..=3)
+        .map(|id| {
+            let node = format!("node-{id}");
+            let mut env = ENV.to_vec();
+            env.push(("RAFT_NODE", &node));
+            Sluice::start_with(Some(&cfg), &env, &["--raft-id", &id.to_string()])
+        })
+        .collect();
+    let http = client();
+    // Wait for a leader.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let report = loop {
+        let report: serde_json::Value = http
+            .get(format!("{}/cluster", replicas[0].admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if report["leader"].is_u64() {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "no leader: {report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report["state"], "raft");
+    assert_eq!(report["members"].as_array().unwrap().len(), 3);
+
+    let body = serde_json::json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let mut served = 0;
+    for i in 0..30 {
+        let status = replicas[i % 3].chat(&body, &[]).await.status();
+        assert!(status == 200 || status == 429, "{status}");
+        served += usize::from(status == 200);
+    }
+    // Never more than the limit; a replica may sit on a lease of one.
+    assert!((10..=12).contains(&served), "{served}");
+    assert_eq!(up.requests().len(), served);
+
+    let admin = replicas[1].admin.trim_start_matches("http://").to_owned();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "status", "--admin", &admin])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains("store: raft") && table.contains("leader:"),
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.contains("127.0.0.1:")).count(),
+        3,
+        "{table}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let metrics = http
+        .get(format!("{}/metrics", replicas[2].admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("sluice_raft_voters 3"), "{metrics}");
+    assert!(metrics.contains("sluice_raft_term "), "{metrics}");
+
+    // Two of three gone: no majority; the last one refuses with 503 once
+    // its own lease is spent, and says why.
+    let mut replicas = replicas;
+    let last = replicas.remove(0);
+    drop(replicas);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(last.chat(&body, &[]).await.status().as_u16());
+    }
+    assert!(
+        statuses.contains(&503) || statuses.iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
 }

@@ -416,6 +416,15 @@ impl CounterStore for RedisStore {
         let (settled, leased) = self.pair(values)?;
         Ok(Totals { settled, leased })
     }
+
+    fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": "redis",
+            "server": self.name,
+            "cluster": matches!(self.target, Target::Cluster(_)),
+            "members": [],
+        })
+    }
 }
 
 fn amount(n: u64) -> String {

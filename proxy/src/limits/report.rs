@@ -154,6 +154,10 @@ pub async fn watch(gateway: Arc<crate::gateway::Gateway>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        gateway
+            .telemetry
+            .metrics()
+            .cluster(&gateway.limiter.store().report());
         let runtime = gateway.runtime();
         if runtime.budgets.is_empty() {
             continue;

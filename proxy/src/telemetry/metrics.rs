@@ -151,6 +151,72 @@ pub struct Metrics {
     budget_remaining: Family<LimitLabels, Gauge<f64, AtomicU64>>,
     budget_alerts: Family<AlertLabels, Counter>,
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    raft: RaftGauges,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: u64,
+}
+
+/// The Raft counter store, as this replica sees it.
+#[derive(Default)]
+struct RaftGauges {
+    term: Gauge,
+    leader: Gauge,
+    is_leader: Gauge,
+    commit_index: Gauge,
+    voters: Gauge,
+    peer_lag: Family<PeerLabels, Gauge>,
+    leases: Gauge,
+    leased: Gauge,
+}
+
+impl RaftGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let gauges = Self::default();
+        for (name, help, gauge) in [
+            ("sluice_raft_term", "Current Raft term", &gauges.term),
+            (
+                "sluice_raft_leader",
+                "Id of the Raft leader this replica knows (0: none)",
+                &gauges.leader,
+            ),
+            (
+                "sluice_raft_is_leader",
+                "1 when this replica leads the Raft group",
+                &gauges.is_leader,
+            ),
+            (
+                "sluice_raft_commit_index",
+                "Highest Raft log index applied here",
+                &gauges.commit_index,
+            ),
+            (
+                "sluice_raft_voters",
+                "Voting members of the Raft group",
+                &gauges.voters,
+            ),
+            (
+                "sluice_raft_leases",
+                "Counter leases outstanding in the Raft ledger",
+                &gauges.leases,
+            ),
+            (
+                "sluice_raft_leased",
+                "Allowance held in outstanding leases (counter units)",
+                &gauges.leased,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register(
+            "sluice_raft_peer_lag",
+            "Log entries a member is behind the leader (reported by the leader)",
+            gauges.peer_lag.clone(),
+        );
+        gauges
+    }
 }
 
 impl Metrics {
@@ -243,8 +309,10 @@ impl Metrics {
             "USD spent, by model and provider, at the backends' prices (requests with a known price)",
             Family::<ModelLabels, Counter<f64, AtomicU64>>::default(),
         );
+        let raft = RaftGauges::register(&mut registry);
         Self {
             registry,
+            raft,
             cost,
             ratelimit_rejections,
             budget_spent,
@@ -280,6 +348,35 @@ impl Metrics {
         };
         self.budget_spent.get_or_create(&labels).set(spent);
         self.budget_remaining.get_or_create(&labels).set(remaining);
+    }
+
+    /// Sets the Raft gauges from the store's `/cluster` report (nothing for
+    /// other stores).
+    pub fn cluster(&self, report: &serde_json::Value) {
+        if report["state"] != "raft" {
+            return;
+        }
+        let number = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+        let raft = &self.raft;
+        raft.term.set(number(&report["term"]));
+        raft.leader.set(number(&report["leader"]));
+        raft.is_leader.set(i64::from(
+            report["leader"] == report["id"] && !report["leader"].is_null(),
+        ));
+        raft.commit_index.set(number(&report["commitIndex"]));
+        raft.leases.set(number(&report["leases"]["count"]));
+        raft.leased.set(number(&report["leases"]["amount"]));
+        let members = report["members"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        raft.voters
+            .set(members.iter().filter(|m| m["voter"] == true).count() as i64);
+        for member in members {
+            if let (Some(peer), Some(lag)) = (member["id"].as_u64(), member["lag"].as_i64()) {
+                raft.peer_lag.get_or_create(&PeerLabels { peer }).set(lag);
+            }
+        }
     }
 
     /// Counts an alert threshold crossed.
