@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Admission overhead benchmark: what a Budget costs on the request path.
-# The same load (non-streaming chat, like run.sh) is sent through three
+# The same load (non-streaming chat, like run.sh) is sent through four
 # Sluice processes in front of one fake upstream: one with no Budget
-# ("limits off"), one with a Budget on the `memory` counter store, and one
+# ("limits off"), one with a Budget on the `memory` counter store, one
 # with the same Budget on the `redis` store (a redis-server this script
-# starts on a free loopback port).
+# starts on a free loopback port), and one with it on the `raft` store
+# (the measured process is one member of a three-replica Raft group; the
+# other two members run idle beside it).
 #
 # Usage: e2e/bench/limits.sh
 #
@@ -64,7 +66,7 @@ rounds="${BENCH_ROUNDS:-1}"
 read -r -a connections <<<"${BENCH_CONNECTIONS:-1 32}"
 lua="$(pwd)/e2e/bench/chat.lua"
 clk_tck="$(getconf CLK_TCK)"
-modes=(off memory redis)
+modes=(off memory redis raft)
 
 server_pin=() wrk_pin=() pinning="none"
 if [[ "${BENCH_PIN:-1}" == 1 ]] && (($(nproc) >= 2)) && command -v taskset >/dev/null; then
@@ -120,6 +122,7 @@ write_config() { # MODE FILE
     case "$1" in
         memory) state="  state: {type: memory, path: \"$workdir/counters.log\"}" ;;
         redis) state="  state: {type: redis, redis: {url: \"redis://127.0.0.1:$redis_port\"}}" ;;
+        raft) state="  state: {type: raft, raft: {peers: [\"1=127.0.0.1:${raft_ports[0]}\", \"2=127.0.0.1:${raft_ports[1]}\", \"3=127.0.0.1:${raft_ports[2]}\"], dataDir: \"$workdir/raft-\${RAFT_NODE}\"}}" ;;
     esac
     bench_gateway_config bench 'http://127.0.0.1:${UPSTREAM_PORT}' \
         '{input: "2.50", output: "10.00"}' "$state" >"$2"
@@ -139,6 +142,8 @@ EOF
     fi
 }
 
+read -r -a raft_ports <<<"$(free_ports 3 | tr '\n' ' ')"
+raft_peer_pids=()
 declare -A sluice_pid_of url_of admin_of
 for mode in "${modes[@]}"; do
     port="$(free_port)"
@@ -146,10 +151,28 @@ for mode in "${modes[@]}"; do
     write_config "$mode" "$workdir/$mode.yaml"
     SLUICE_PORT="$port" SLUICE_ADMIN_PORT="$admin" UPSTREAM_PORT="$upstream_port" \
         BENCH_API_KEY="$api_key" UPSTREAM_KEY="sk-upstream-bench" BENCH_ACCESS_LOG="$workdir/access-$mode.log" \
+        RAFT_NODE=1 SLUICE_RAFT_ID=1 \
         "${server_pin[@]}" "$sluice_bin" run -f "$workdir/$mode.yaml" \
         >"$workdir/sluice-$mode.stdout" 2>"$workdir/sluice-$mode.stderr" &
     pid=$!
     pids+=("$pid")
+    if [[ "$mode" == raft ]]; then
+        # The other two members of the group, idle but voting and replicating.
+        for node in 2 3; do
+            SLUICE_PORT="$(free_port)" SLUICE_ADMIN_PORT="$(free_port)" UPSTREAM_PORT="$upstream_port" \
+                BENCH_API_KEY="$api_key" UPSTREAM_KEY="sk-upstream-bench" BENCH_ACCESS_LOG="$workdir/access-raft-$node.log" \
+                RAFT_NODE=$node SLUICE_RAFT_ID=$node \
+                "${server_pin[@]}" "$sluice_bin" run -f "$workdir/$mode.yaml" \
+                >"$workdir/sluice-raft-$node.stdout" 2>"$workdir/sluice-raft-$node.stderr" &
+            pids+=("$!")
+            raft_peer_pids+=("$!")
+        done
+        # Admission waits for nothing, but the first lease needs a leader.
+        for _ in $(seq 100); do
+            curl -fsS --max-time 2 "http://127.0.0.1:$admin/cluster" 2>/dev/null | grep -q '"leader":[0-9]' && break
+            sleep 0.1
+        done
+    fi
     wait_http_ok "http://127.0.0.1:$admin/readyz" "$pid" 30 \
         || { tail -n 30 "$workdir/sluice-$mode.stderr" >&2; die "sluice ($mode) did not become ready"; }
     sluice_pid_of[$mode]=$pid
@@ -180,6 +203,16 @@ cpu_ticks() { # PID: utime + stime of the whole process, in clock ticks
     sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
+# CPU ticks of the store's own processes (redis-server, the other Raft
+# members), 0 for none.
+store_ticks() { # PID...
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(cpu_ticks "$pid")))
+    done
+    echo "$total"
+}
+
 # Runs wrk against URL; prints "requests duration_us p50_us p99_us errors".
 run_wrk() { # URL CONNECTIONS SECONDS
     local out
@@ -207,10 +240,15 @@ for round in $(seq "$rounds"); do
             pid="${sluice_pid_of[$mode]}"
             run_wrk "${url_of[$mode]}" "$conns" "$warmup" >/dev/null || die "wrk through sluice ($mode) failed"
             cpu_before="$(cpu_ticks "$pid")"
-            redis_before="$(cpu_ticks "$redis_pid")"
+            store_pids=()
+            case "$mode" in
+                redis) store_pids=("$redis_pid") ;;
+                raft) store_pids=("${raft_peer_pids[@]}") ;;
+            esac
+            redis_before="$(store_ticks "${store_pids[@]}")"
             result="$(run_wrk "${url_of[$mode]}" "$conns" "$seconds")" || die "wrk through sluice ($mode) failed"
             cpu_after="$(cpu_ticks "$pid")"
-            redis_after="$(cpu_ticks "$redis_pid")"
+            redis_after="$(store_ticks "${store_pids[@]}")"
             read -r req dur p50 p99 err <<<"$result"
             read -r rps cpu_us redis_us <<<"$(awk -v r="$req" -v d="$dur" -v c0="$cpu_before" -v c1="$cpu_after" \
                 -v q0="$redis_before" -v q1="$redis_after" -v hz="$clk_tck" 'BEGIN {
@@ -240,6 +278,7 @@ for b in json.load(sys.stdin)["budgets"]:
 }
 spent_memory="$(budget_line memory)"
 spent_redis="$(budget_line redis)"
+spent_raft="$(budget_line raft)"
 redis_keys="$(redis-cli -p "$redis_port" --scan --pattern 'sluice:*' | wc -l)"
 
 rows=()
@@ -263,6 +302,7 @@ for conns in "${connections[@]}"; do
             off) label="limits off" rcpu_cell="-" added="-" cpu_delta="-" ;;
             memory) label="Budget, memory store" rcpu_cell="-" ;;
             redis) label="Budget, redis store" rcpu_cell="$rcpu" ;;
+            raft) label="Budget, raft store (3 members)" rcpu_cell="$rcpu" ;;
         esac
         rows+=("| $label | $conns | $(printf '%.0f' "$rps") | $rps_ratio | $(printf '%.0f' "$p50") | $added | $(printf '%.0f' "$p99") | $(printf '%.1f' "$cpu") | $cpu_delta | $cpu_ratio | $rcpu_cell | $errs |")
     done
@@ -278,11 +318,12 @@ report="$workdir/limits-report.md"
     echo "- sluice: release build, API-key auth, JSON access log to a file, backend priced; Budget: cost \$1000000 Monthly + requestsPerMinute 100000000, Strict"
     echo "- $(redis-server --version | awk '{ print $1, $2, $3 }'), AOF fsync always, same host"
     echo
-    echo "| setup | conns | RPS | RPS vs off | p50 µs | added p50 µs | p99 µs | sluice CPU µs/req | added CPU µs/req | CPU vs off | redis-server CPU µs/req | errors |"
+    echo "| setup | conns | RPS | RPS vs off | p50 µs | added p50 µs | p99 µs | sluice CPU µs/req | added CPU µs/req | CPU vs off | store CPU µs/req | errors |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     printf '%s\n' "${rows[@]}"
     echo
-    echo "Budget spend at the end (GET /budgets, cost limit): memory $spent_memory; redis $spent_redis; redis keys: $redis_keys."
+    echo "Budget spend at the end (GET /budgets, cost limit): memory $spent_memory; redis $spent_redis; raft $spent_raft; redis keys: $redis_keys."
+    echo "store CPU: redis-server's, or the two other Raft members' together, per request through the measured replica."
     echo "errors: wrk's connect, read, write, timeout and non-2xx counts (a refusal would be a non-2xx)."
 } >"$report"
 
