@@ -706,3 +706,65 @@ fn compiles_a_redis_state_standalone_or_cluster() {
     let errors = state(r#"{url: "redis://x", cluster: "yes"}"#).unwrap_err();
     assert!(errors.iter().any(|e| e.contains("cluster")), "{errors:#?}");
 }
+
+#[test]
+fn compiles_a_raft_state_and_names_each_mistake() {
+    let state = |raft: &str| {
+        let text = format!(
+            "kind: AIGateway\nmetadata: {{name: gw}}\nspec: {{llm: {{routes: []}}, state: {{type: raft, raft: {raft}}}}}\n"
+        );
+        compile_text(&text).map(|snapshot| snapshot.state)
+    };
+    let peers: std::collections::BTreeMap<u64, String> = [
+        (1, "10.0.0.1:7101".to_owned()),
+        (2, "sluice-proxy-1.peers:7101".to_owned()),
+    ]
+    .into();
+    assert_eq!(
+        state(r#"{id: 2, peers: ["1=10.0.0.1:7101", "2=sluice-proxy-1.peers:7101"], dataDir: /data, listen: "0.0.0.0:7101"}"#)
+            .unwrap(),
+        StateStore::Raft {
+            id: 2,
+            peers: peers.clone(),
+            data_dir: Some("/data".into()),
+            listen: Some("0.0.0.0:7101".parse().unwrap()),
+        }
+    );
+    // The id may come from `--raft-id` instead (0: not given here).
+    assert_eq!(
+        state(r#"{peers: ["1=10.0.0.1:7101", "2=sluice-proxy-1.peers:7101"]}"#).unwrap(),
+        StateStore::Raft {
+            id: 0,
+            peers,
+            data_dir: None,
+            listen: None,
+        }
+    );
+    let errors = state(
+        r#"{id: 9, peers: ["1=a:7101", "1=b:7101", "0=c:1", "x", "3=nohost"], listen: "here"}"#,
+    )
+    .unwrap_err();
+    let expect = [
+        "spec.state.raft.peers[1]: id 1 is listed twice",
+        "spec.state.raft.peers[2]: `0=c:1` is not ID=HOST:PORT",
+        "spec.state.raft.peers[3]: `x` is not ID=HOST:PORT",
+        "spec.state.raft.peers[4]: `3=nohost` is not ID=HOST:PORT",
+        "spec.state.raft.id: 9 is not among the peers",
+        "spec.state.raft.listen: not an IP:PORT address",
+    ];
+    for (error, expected) in errors.iter().zip(expect) {
+        assert!(error.contains(expected), "{error} / {expected}");
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    let errors = state("{peers: []}").unwrap_err();
+    assert!(
+        errors[0].contains("spec.state.raft.peers: list every member"),
+        "{errors:#?}"
+    );
+    let text = "kind: AIGateway\nmetadata: {name: gw}\nspec: {state: {type: raft}}\n";
+    let errors = compile_text(text).unwrap_err();
+    assert!(
+        errors[0].contains("spec.state.raft: required for type raft"),
+        "{errors:#?}"
+    );
+}

@@ -496,3 +496,40 @@ impl CounterStore for RaftStore {
         RaftStore::report(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn ids_and_peers_parse_or_say_why_not() {
+        assert_eq!(parse_id("3"), Ok(3));
+        assert!(parse_id("0")
+            .unwrap_err()
+            .contains("not an id of 1 or more"));
+        assert!(parse_id("three").is_err());
+        let peers = parse_peers("1=10.0.0.1:7101, 2=proxy-1.peers:7101,").unwrap();
+        assert_eq!(peers[&2], "proxy-1.peers:7101");
+        assert!(parse_peers("1=a:1,1=b:2")
+            .unwrap_err()
+            .contains("listed twice"));
+        assert!(parse_peers("a:1").unwrap_err().contains("not ID=HOST:PORT"));
+        assert!(parse_peers("1=a").unwrap_err().contains("not ID=HOST:PORT"));
+        assert!(parse_peers("").unwrap_err().contains("no peers"));
+    }
+
+    #[test]
+    fn a_host_name_peer_listens_on_every_interface() {
+        assert_eq!(
+            listen_for("127.0.0.2:7102").unwrap(),
+            "127.0.0.2:7102".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            listen_for("sluice-proxy-0.peers.ns.svc:7101").unwrap(),
+            "0.0.0.0:7101".parse::<SocketAddr>().unwrap()
+        );
+        assert!(listen_for("nohost").is_err());
+    }
+}
