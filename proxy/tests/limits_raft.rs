@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice::limits::raft::{RaftOptions, RaftStore};
+use sluice::limits::raft::{RaftOptions, RaftStore, Tuning};
 use sluice::limits::store::{CounterStore, Settlement};
 use store_contract::{key, TTL};
 use support::{backend, client, config, Sluice, ENV};
@@ -36,12 +36,18 @@ fn free_port() -> u16 {
 /// N nodes, their data dirs kept in one temp dir.
 struct Cluster {
     dir: tempfile::TempDir,
+    /// The peers nodes started from now on are given.
     peers: BTreeMap<u64, String>,
     nodes: BTreeMap<u64, Arc<RaftStore>>,
+    tuning: Tuning,
 }
 
 impl Cluster {
     async fn start(n: u64) -> Self {
+        Self::start_tuned(n, Tuning::default()).await
+    }
+
+    async fn start_tuned(n: u64, tuning: Tuning) -> Self {
         let peers: BTreeMap<u64, String> = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
@@ -49,6 +55,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             peers,
             nodes: BTreeMap::new(),
+            tuning,
         };
         for id in 1..=n {
             cluster.start_node(id).await;
@@ -72,6 +79,7 @@ impl Cluster {
                 data_dir: self.data_dir(id),
                 listen: None,
                 token: Some("test-token".into()),
+                tuning: self.tuning.clone(),
             })
             .await;
             match started {
@@ -449,4 +457,108 @@ async fn three_gateways_share_a_limit_through_raft() {
         statuses.contains(&503) || statuses.iter().all(|s| *s == 429),
         "{statuses:?}"
     );
+}
+
+fn report_voters(node: &RaftStore) -> Vec<u64> {
+    let report = node.report();
+    let mut voters: Vec<u64> = report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["voter"] == true)
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    voters.sort_unstable();
+    voters
+}
+
+async fn until_voters(node: &RaftStore, want: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let voters = report_voters(node);
+        if voters == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "voters {voters:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Snapshots compact the log; a follower that lost its disk after that is
+/// brought back by a snapshot sent over the network (the log it would need
+/// is gone), and has every settled spend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_follower_is_restored_from_a_snapshot() {
+    let tuning = Tuning {
+        snapshot_every: 20,
+        logs_kept: 0,
+        ..Tuning::default()
+    };
+    let mut cluster = Cluster::start_tuned(3, tuning).await;
+    let k = key("snapshot", 100_000);
+    let leader = cluster.nodes[&cluster.leader().await].clone();
+    let follower = cluster.follower().await.id();
+    cluster.stop_node(follower).await;
+    std::fs::remove_dir_all(cluster.data_dir(follower)).unwrap();
+    for i in 0..60 {
+        let holder = format!("h{}", i % 4);
+        leader.grant(&holder, &k, 10, 1, TTL).await.unwrap();
+        leader.settle(&holder, &[spend(&k, 10)]).await.unwrap();
+    }
+    let report = leader.report();
+    assert!(
+        report["snapshotIndex"].as_u64().unwrap_or(0) >= 20,
+        "{report}"
+    );
+    cluster.start_node(follower).await;
+    let node = cluster.nodes[&follower].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.totals(&k).await.unwrap().settled != 600 {
+        assert!(Instant::now() < deadline, "{}", node.report());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(node.report()["snapshotIndex"].as_u64().unwrap_or(0) >= 20);
+    cluster.stop().await;
+}
+
+/// Scaling: a fourth peer listed in the replicas' config (rolled out one by
+/// one) is added as a voter; unlisted again and gone, it is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_follows_the_configured_peers() {
+    let tuning = Tuning {
+        gone_after: Duration::from_secs(2),
+        ..Tuning::default()
+    };
+    let mut cluster = Cluster::start_tuned(3, tuning).await;
+    let k = key("scale", 1_000);
+    let three = cluster.peers.clone();
+    cluster
+        .peers
+        .insert(4, format!("127.0.0.1:{}", free_port()));
+    cluster.start_node(4).await;
+    // A rolling restart hands every replica the new list.
+    for id in 1..=3 {
+        cluster.stop_node(id).await;
+        cluster.start_node(id).await;
+        cluster.leader().await;
+    }
+    let node = cluster.nodes[&1].clone();
+    until_voters(&node, &[1, 2, 3, 4]).await;
+    node.grant("a", &k, 10, 1, TTL).await.unwrap();
+    // Scale back: node 4 stops, the others roll with the old list.
+    cluster.stop_node(4).await;
+    cluster.peers = three;
+    for id in 1..=3 {
+        cluster.stop_node(id).await;
+        cluster.start_node(id).await;
+        cluster.leader().await;
+    }
+    let node = cluster.nodes[&1].clone();
+    until_voters(&node, &[1, 2, 3]).await;
+    node.settle("a", &[spend(&k, 10)]).await.unwrap();
+    assert_eq!(node.totals(&k).await.unwrap().settled, 10);
+    cluster.stop().await;
 }

@@ -209,6 +209,7 @@ impl Limiter {
                         .ok()
                         .filter(|t| !t.is_empty())
                         .map(Arc::from),
+                    tuning: raft::Tuning::default(),
                 })
                 .await?;
                 Ok(Self::start(store, true))

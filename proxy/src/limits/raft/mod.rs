@@ -57,6 +57,29 @@ pub struct RaftOptions {
     pub listen: Option<SocketAddr>,
     /// Shared secret peers present (`SLUICE_RAFT_TOKEN`).
     pub token: Option<Arc<str>>,
+    /// Intervals (defaults in production; tests shorten them).
+    pub tuning: Tuning,
+}
+
+/// Intervals of the group's housekeeping.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Log entries between snapshots.
+    pub snapshot_every: u64,
+    /// Log entries kept before the last snapshot.
+    pub logs_kept: u64,
+    /// How long an unlisted member may be silent before it is removed.
+    pub gone_after: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            snapshot_every: SNAPSHOT_EVERY,
+            logs_kept: LOGS_KEPT,
+            gone_after: GONE_AFTER,
+        }
+    }
 }
 
 /// The Raft counter store of this replica.
@@ -97,8 +120,8 @@ impl RaftStore {
             heartbeat_interval: 100,
             election_timeout_min: 500,
             election_timeout_max: 1_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
-            max_in_snapshot_log_to_keep: LOGS_KEPT,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.tuning.snapshot_every),
+            max_in_snapshot_log_to_keep: options.tuning.logs_kept,
             install_snapshot_timeout: 10_000,
             ..Config::default()
         }
@@ -130,7 +153,7 @@ impl RaftStore {
             written: std::sync::atomic::AtomicU64::new(0),
             stop,
         });
-        tokio::spawn(store.clone().form(options.peers));
+        tokio::spawn(store.clone().form(options.peers, options.tuning.gone_after));
         tracing::info!(id = options.id, %listen, "raft counter store started");
         Ok(store)
     }
@@ -207,7 +230,7 @@ impl RaftStore {
 
     /// Forms the cluster on first start, then keeps the membership in line
     /// with the configured peers while this node leads.
-    async fn form(self: Arc<Self>, peers: BTreeMap<u64, String>) {
+    async fn form(self: Arc<Self>, peers: BTreeMap<u64, String>, gone_after: Duration) {
         let members: BTreeMap<u64, BasicNode> = peers
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr)))
@@ -254,13 +277,13 @@ impl RaftStore {
                 }
             }
         }
-        self.follow_membership(members).await;
+        self.follow_membership(members, gone_after).await;
     }
 
     /// While leading: adds configured peers that are not members, and
     /// removes members that are not configured and have been gone for
-    /// [`GONE_AFTER`].
-    async fn follow_membership(&self, configured: BTreeMap<u64, BasicNode>) {
+    /// `gone_after` ([`GONE_AFTER`] unless tuned).
+    async fn follow_membership(&self, configured: BTreeMap<u64, BasicNode>, gone_after: Duration) {
         let mut last_seen: HashMap<u64, Instant> = HashMap::new();
         let mut tick = tokio::time::interval(MEMBERSHIP_EVERY);
         loop {
@@ -298,7 +321,7 @@ impl RaftStore {
                 if answered.is_ok() {
                     *seen = now;
                 }
-                if now.duration_since(*seen) < GONE_AFTER {
+                if now.duration_since(*seen) < gone_after {
                     target.insert(*id);
                 }
             }
