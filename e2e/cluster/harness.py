@@ -76,7 +76,8 @@ PARTITION_S = 5.0       # s a partition lasts
 TOKENS_PER_REQUEST = 100
 PROMPT_TOKENS = 4
 MAX_TOKENS = TOKENS_PER_REQUEST - PROMPT_TOKENS
-CLIENTS_PER_REPLICA = 4
+CLIENTS_PER_REPLICA = 8
+UPSTREAM_DELAY_MS = 150  # each answer takes this long: requests are in flight at every fault
 MAX_LEASE_SHARE = 0.10  # a lease is at most a tenth of a limit (docs/limits.md)
 HARD_DEADLINE_S = 40.0  # load never runs longer
 REDIS_PORT = 6379
@@ -435,7 +436,7 @@ class Run:
     async def client(self, k: int, r: Replica, http, interval: float) -> None:
         body = {"model": "cluster-model", "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": "hi"}]}
         headers = {"authorization": f"Bearer {self.key}", "x-mock-chunks": str(MAX_TOKENS),
-                   "x-mock-prompt-tokens": str(PROMPT_TOKENS)}
+                   "x-mock-prompt-tokens": str(PROMPT_TOKENS), "x-mock-delay-ms": str(UPSTREAM_DELAY_MS)}
         next_t = self.now() + random.Random(k).random() * interval
         while not self.stop_load:
             delay = next_t - self.now()
@@ -538,9 +539,14 @@ class Run:
 
     async def partition(self, i: int) -> None:
         if self.store == "redis":
+            netfault.cut_redis(ip(i), REDIS_PORT)
+            self.event(i, "cut")
+            # What Redis holds for the cut replica once its last calls are
+            # lost: its lease, all it may spend until the heal.
+            await asyncio.sleep(0.2)
             ledger = self.redis_ledger()
             self.minority_lease = sum(v for h, v in ledger["leases"].items() if h.startswith(f"replica-{i}-"))
-            netfault.cut_redis(ip(i), REDIS_PORT)
+            return
         else:
             netfault.cut_raft(ip(i), raft_port(i), [raft_port(j) for j in self.replicas if j != i])
             async with self.httpx.AsyncClient(timeout=1.0) as http:
@@ -581,7 +587,7 @@ class Run:
             for i in order:
                 await self.stop(i)
                 await self.restart(i)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(1.0)
 
     # ---------------------------------------------------------------- the run
 
@@ -772,7 +778,8 @@ class Run:
                 i = cuts[0]["replica"]
                 f = first_ok(i, heals[0]["t"])
                 recover = None if f is None else f - heals[0]["t"]
-                during = [x for x in recs if x["replica"] == i and cuts[0]["t"] <= x["start"] <= heals[0]["t"]]
+                # Admitted while cut off: started after the cut, answered before the heal.
+                during = [x for x in recs if x["replica"] == i and cuts[0]["t"] <= x["start"] and x["end"] <= heals[0]["t"]]
                 detail["minority_spend"] = sum(x["tokens"] for x in during if x.get("status") == 200)
                 detail["minority_admitted"] = sum(1 for x in during if x.get("status") == 200)
                 detail["minority_503"] = sum(1 for x in during if x.get("status") == 503)
@@ -791,9 +798,9 @@ class Run:
             if gaps and all(g is not None for g in gaps):
                 recover = max(gaps)
             stops = [e for e in self.events if e["kind"] == "stop"]
-            if stops:
-                detail["rolling_s"] = round(self.events[-1]["t"] if not starts else
-                                            max(e["t"] for e in self.events if e["kind"] == "ready") - stops[0]["t"], 3)
+            readies = [e["t"] for e in self.events if e["kind"] == "ready"]
+            if stops and readies:
+                detail["rolling_s"] = round(max(readies) - stops[0]["t"], 3)
         elif self.fault == "none":
             recover = 0.0
 
@@ -901,6 +908,7 @@ def cmd_run(args) -> int:
     finally:
         run.cleanup()
     result["workdir"] = args.workdir
+    (Path(args.workdir) / "records.json").write_text(json.dumps(run.records))
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(summary(result))
     return 0
