@@ -930,8 +930,9 @@ def cmd_table(args) -> int:
           "| spend lost | time to recover | leader elected | notes |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
+        fault = r["fault"] + (" (FailOpen)" if r.get("failure_mode") == "FailOpen" else "")
         if r.get("pending"):
-            print(f"| {r['store']} | {r['replicas']} | {r['fault']} | pending the raft store | | | | | | {r['pending']} |")
+            print(f"| {r['store']} | {r['replicas']} | {fault} | {r['pending']} | | | | | | |")
             continue
         notes = []
         if r["fault"] == "partition":
@@ -949,7 +950,7 @@ def cmd_table(args) -> int:
         if r.get("settled_drops"):
             notes.append(f"settled spend went back {len(r['settled_drops'])} times")
         lost = "-" if r["spend_lost"] is None else f"{r['spend_lost']} ({r['spend_lost_pct']}%)"
-        print(f"| {r['store']} | {r['replicas']} | {r['fault']} | {r['overshoot_pct']:.3f}% "
+        print(f"| {r['store']} | {r['replicas']} | {fault} | {r['overshoot_pct']:.3f}% "
               f"| {r['used_pct']:.2f}% | {r['wrongly_rejected']} | {lost} | {fmt_s(r['recover_s'])} "
               f"| {fmt_s(r.get('leader_elected_s')) if r['store'] == 'raft' else 'n/a'} | {'; '.join(notes)} |")
     return 0
