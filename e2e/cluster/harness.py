@@ -11,6 +11,9 @@
         never touch the host. Installs nftables (apt) when `nft` is missing.
     harness.py table FILE [FILE ...]
         Prints the markdown table of results (docs/consistency.md).
+    harness.py check-partition
+        Checks the nftables partition rules on bare sockets (root): prints
+        which connections open while replica 2 of 3 is cut off, as JSON.
     harness.py raft-supported [--sluice BIN]
         Exit 0 when `sluice validate` accepts `state.type: raft`, else 1 with
         the reason on stdout.
@@ -956,6 +959,54 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_check_partition(args) -> int:
+    """Cuts replica 2 of 3 off with the Raft and Redis rules and prints which
+    connections still open, as JSON: {"raft": {"1->2": false, ...}, "redis": {...}}."""
+    if not args.in_netns:
+        if os.geteuid() != 0:
+            print("harness: needs root (network namespace, nftables)", file=sys.stderr)
+            return 2
+        ensure_nft()
+        return subprocess.run(["unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()),
+                               "check-partition", "--in-netns"]).returncode
+    import socket
+
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    netfault.setup()
+    listeners = []
+    for i in (1, 2, 3):
+        for port in (raft_port(i), REDIS_PORT):
+            s = socket.socket()
+            s.bind((ip(i), port))
+            s.listen()
+            listeners.append(s)
+
+    def opens(src: int, dst: int, port: int) -> bool:
+        c = socket.socket()
+        c.settimeout(0.3)
+        try:
+            c.bind((ip(src), 0))
+            c.connect((ip(dst), port))
+            return True
+        except OSError:
+            return False
+        finally:
+            c.close()
+
+    out = {}
+    netfault.cut_raft(ip(2), raft_port(2), [raft_port(1), raft_port(3)])
+    out["raft"] = {f"{a}->{b}": opens(a, b, raft_port(b)) for a in (1, 2, 3) for b in (1, 2, 3) if a != b}
+    netfault.heal()
+    out["raft_healed"] = all(opens(a, b, raft_port(b)) for a in (1, 2, 3) for b in (1, 2, 3) if a != b)
+    netfault.cut_redis(ip(2), REDIS_PORT)
+    # Replica i reaches Redis at 127.0.0.i (from any source address).
+    out["redis"] = {f"{i}": opens(1, i, REDIS_PORT) for i in (1, 2, 3)}
+    netfault.heal()
+    out["redis_healed"] = all(opens(1, i, REDIS_PORT) for i in (1, 2, 3))
+    print(json.dumps(out))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -972,6 +1023,8 @@ def main() -> int:
     p.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     p = sub.add_parser("table")
     p.add_argument("files", nargs="+")
+    p = sub.add_parser("check-partition", help="check the nft partition rules (root)")
+    p.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     p = sub.add_parser("raft-supported")
     p.add_argument("--sluice", default=os.environ.get("SLUICE_BIN") or default_bin("sluice"))
     args = parser.parse_args()
@@ -984,6 +1037,8 @@ def main() -> int:
         return cmd_run(args)
     if args.command == "table":
         return cmd_table(args)
+    if args.command == "check-partition":
+        return cmd_check_partition(args)
     ok, why = raft_supported(Path(args.sluice))
     print(why)
     return 0 if ok else 1
