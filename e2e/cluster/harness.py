@@ -843,6 +843,9 @@ class Run:
             "rpm_spent_final": rpm_spent,
             "spend_lost": spend_lost,
             "spend_lost_pct": None if spend_lost is None else round(100 * spend_lost / limit, 3),
+            # Counted but never served (a settlement applied twice): the
+            # fleet then refuses that much early.
+            "overcounted": None if budgets_spent is None else max(0, budgets_spent - client_spend),
             "killed_last_0_5s_spend": unsettled_window,
             "settled_drops": drops[:8],
             "store_live": store_live,
@@ -942,10 +945,13 @@ def cmd_table(args) -> int:
             notes.append(f"minority spent {r.get('minority_spend')} tokens in {r.get('minority_admitted')} requests "
                          f"(its lease at the cut: {r.get('minority_lease', '?')}), then {r.get('minority_503')} x 503; "
                          f"majority admitted {r.get('majority_admitted')}")
+        over = r.get("overcounted", max(0, (r.get("budgets_spent_final") or 0) - r["client_spend"]))
+        if over:
+            notes.append(f"store counts {over} tokens ({100 * over / r['tokens_limit']:.1f}%) more than was served")
         if r.get("killed_last_0_5s_spend"):
             notes.append(f"killed replica served {r['killed_last_0_5s_spend']} tokens in its last 0.5 s")
         if r.get("stranded_leases"):
-            notes.append(f"{r['stranded_leases']} tokens in dead leases")
+            notes.append(f"{r['stranded_leases']} tokens in orphaned leases")
         if r.get("unavailable"):
             notes.append(f"{r['unavailable']} requests to a down replica")
         if r.get("down_s") is not None:
