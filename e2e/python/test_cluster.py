@@ -22,8 +22,8 @@ invariants, never timings:
 - with Raft, a killed leader is replaced.
 
 Parametrized over the store: `redis` (Debian's redis-server; skipped when it
-is missing unless SLUICE_REQUIRE_REDIS is set) and `raft`, skipped until
-`sluice validate` accepts `state.type: raft`. Numbers for docs/consistency.md
+is missing unless SLUICE_REQUIRE_REDIS is set) and `raft` (the replicas' own Raft group; a failure if `sluice validate`
+refuses `state.type: raft`). Numbers for docs/consistency.md
 come from e2e/bench/consistency.sh, which runs the same harness.
 """
 
@@ -64,7 +64,7 @@ def scenario(sluice_bin: Path, upstream_bin: Path, tmp_path: Path, raft_support)
                 pytest.fail("redis-server is not on PATH and SLUICE_REQUIRE_REDIS is set", pytrace=False)
             pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
         if store == "raft" and not raft_support[0]:
-            pytest.skip(f"raft store not available: {raft_support[1]}")
+            pytest.fail(f"the raft store is not accepted: {raft_support[1]}", pytrace=False)
         out = tmp_path / "result.json"
         work = tmp_path / "work"
         argv = [sys.executable, str(HARNESS), "run", "--store", store, "--replicas", str(replicas),

@@ -17,6 +17,8 @@ pub(super) struct Local {
     pub(super) unleased: AtomicU64,
     /// Lease handed back at the next settlement.
     pub(super) returning: AtomicU64,
+    /// Spend in a settlement under way (reports count it meanwhile).
+    pub(super) settling: AtomicU64,
     /// The store's `used` at the last grant, minus what this process has
     /// reserved from it since: for the remaining-allowance headers.
     pub(super) used: AtomicU64,
@@ -27,6 +29,8 @@ pub(super) struct Local {
     pub(super) refill: tokio::sync::Mutex<()>,
     /// The store could not be reached at the last try.
     pub(super) degraded: AtomicBool,
+    /// When a store call for this counter last failed (Unix ms).
+    pub(super) store_failed_at_ms: AtomicI64,
     /// Taken from the lease since the last grant: the recent rate that
     /// sizes the next lease.
     pub(super) taken_since_grant: AtomicU64,
@@ -44,6 +48,8 @@ impl Local {
             unsettled: AtomicU64::new(0),
             unleased: AtomicU64::new(0),
             returning: AtomicU64::new(0),
+            settling: AtomicU64::new(0),
+            store_failed_at_ms: AtomicI64::new(0),
             used: AtomicU64::new(0),
             last_use_ms: AtomicI64::new(now_ms()),
             granted_ms: AtomicI64::new(0),

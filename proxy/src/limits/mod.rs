@@ -224,8 +224,9 @@ impl Limiter {
         let now = now_ms();
         let local = self.local(limit, now);
         let key = local.key.clone();
-        let pending =
-            local.unsettled.load(Ordering::Acquire) + local.unleased.load(Ordering::Acquire);
+        let pending = local.unsettled.load(Ordering::Acquire)
+            + local.unleased.load(Ordering::Acquire)
+            + local.settling.load(Ordering::Acquire);
         let current = match self.store.totals(&key).await {
             Ok(totals) => totals.settled,
             Err(e) => return (key, Err(e)),
@@ -328,7 +329,18 @@ impl Limiter {
         if local.try_take(amount) {
             return Ok(true);
         }
+        let arrived = now_ms();
         let _one_at_a_time = local.refill.lock().await;
+        // The call this one queued behind failed: the store was just tried
+        // in vain, so do not wait for it again (admissions queued behind a
+        // dead store fail together, not one timeout after another).
+        if local.degraded.load(Ordering::Acquire)
+            && local.store_failed_at_ms.load(Ordering::Acquire) >= arrived
+        {
+            return Err(StoreError(
+                "counter store unreachable (the call just before failed)".into(),
+            ));
+        }
         // Streams may draw on the balance while the store answers: ask
         // again while it still grants something.
         for _ in 0..4 {
@@ -370,6 +382,7 @@ impl Limiter {
                 grant
             }
             Err(error) => {
+                local.store_failed_at_ms.store(now_ms(), Ordering::Release);
                 if !local.degraded.swap(true, Ordering::AcqRel) {
                     tracing::warn!(counter = %local.key.id, %error, "counter store unreachable; budgets apply their failureMode");
                 }
@@ -482,6 +495,7 @@ impl Limiter {
             let unleased = local.unleased.swap(0, Ordering::AcqRel);
             let unused = local.returning.swap(0, Ordering::AcqRel);
             if spent + unleased + unused > 0 {
+                local.settling.fetch_add(spent + unleased, Ordering::AcqRel);
                 batch.push(Settlement {
                     key: local.key.clone(),
                     spent,
@@ -492,13 +506,17 @@ impl Limiter {
             }
         }
         if !batch.is_empty() {
-            if let Err(error) = self.store.settle(&self.holder, &batch).await {
-                tracing::debug!(%error, "settlement deferred");
-                for (local, spent, unleased, unused) in taken {
-                    local.unsettled.fetch_add(spent, Ordering::AcqRel);
-                    local.unleased.fetch_add(unleased, Ordering::AcqRel);
-                    local.returning.fetch_add(unused, Ordering::AcqRel);
+            let settled = self.store.settle(&self.holder, &batch).await;
+            for (local, spent, unleased, unused) in &taken {
+                if settled.is_err() {
+                    local.unsettled.fetch_add(*spent, Ordering::AcqRel);
+                    local.unleased.fetch_add(*unleased, Ordering::AcqRel);
+                    local.returning.fetch_add(*unused, Ordering::AcqRel);
                 }
+                local.settling.fetch_sub(spent + unleased, Ordering::AcqRel);
+            }
+            if let Err(error) = settled {
+                tracing::debug!(%error, "settlement deferred");
                 return;
             }
         }

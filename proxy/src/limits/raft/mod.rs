@@ -35,8 +35,10 @@ pub use types::{Command, Reply, TypeConfig};
 pub const SNAPSHOT_EVERY: u64 = 5_000;
 const LOGS_KEPT: u64 = 1_000;
 /// Longest a grant or settlement may take (forwarding and retries
-/// included) before the limiter treats the store as unreachable.
-const WRITE_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// included) before the limiter treats the store as unreachable: long
+/// enough to ride out an election (a leader's death is noticed after
+/// 0.5-1 s of silence, and a new one elected within about as much).
+const WRITE_TIMEOUT: Duration = Duration::from_millis(3_000);
 /// How often the leader compares the membership with the configured peers.
 const MEMBERSHIP_EVERY: Duration = Duration::from_secs(2);
 /// A member missing from the configured peers is removed once it has not
