@@ -145,10 +145,15 @@ podAntiAffinity:
 {{- if and (ne .Values.state.type "redis") (or .Values.state.redis.url .Values.state.redis.existingSecret) -}}
 {{- fail "state.redis is set, but state.type is not redis" -}}
 {{- end -}}
-{{- if and (ne .Values.state.type "raft") .Values.state.raft.existingSecret -}}
+{{- /* state.raft may be missing: `helm upgrade --reuse-values` keeps the values
+of a chart from before it. */}}
+{{- if and (ne .Values.state.type "raft") (.Values.state.raft | default dict).existingSecret -}}
 {{- fail "state.raft.existingSecret is set, but state.type is not raft" -}}
 {{- end -}}
 {{- if eq .Values.state.type "raft" -}}
+{{- if not (.Values.state.raft | default dict).port -}}
+{{- fail "state.type raft needs state.raft.port (missing after `helm upgrade --reuse-values` from a chart without it: add --reset-values, or --set state.raft.port=7101)" -}}
+{{- end -}}
 {{- $port := int .Values.state.raft.port -}}
 {{- if or (eq $port (int .Values.proxy.port)) (eq $port (int .Values.proxy.adminPort)) -}}
 {{- fail (printf "state.raft.port %d is also proxy.port or proxy.adminPort" $port) -}}
