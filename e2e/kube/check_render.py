@@ -11,7 +11,11 @@ four kinds and Secrets, patches status, writes Events and its Lease; the
 proxies get no API access at all), the proxies' flags point at the
 controller's Service and the token Secret they mount, probes use the admin
 port, every Service and PodDisruptionBudget selects pods that exist, and
-every container is locked down and has resources. Prints one line per
+every container is locked down and has resources. With the raft counter
+store: every replica is in SLUICE_RAFT_PEERS under its stable DNS name on the
+headless Service's raft port, the Raft token comes from a Secret, the
+PodDisruptionBudget keeps a quorum, and /var/lib/sluice is a volume claim
+unless persistence is turned off. Prints one line per
 problem and exits 1 if there is any.
 """
 
@@ -70,8 +74,11 @@ def main():
     expected = {"Deployment": 1, "StatefulSet": 1, "Service": 3}
     expected["PodDisruptionBudget"] = int(c["pdb"]["enabled"]) + int(p["pdb"]["enabled"])
     expected["ServiceAccount"] = int(c["serviceAccount"]["create"]) + int(p["serviceAccount"]["create"])
-    expected["Secret"] = int(not values["streamToken"]["existingSecret"]) + int(
-        state["type"] == "redis" and not state["redis"]["existingSecret"]
+    raft = state["type"] == "raft"
+    expected["Secret"] = (
+        int(not values["streamToken"]["existingSecret"])
+        + int(state["type"] == "redis" and not state["redis"]["existingSecret"])
+        + int(raft and not state["raft"]["existingSecret"])
     )
     expected["ServiceMonitor"] = 2 if values["serviceMonitor"]["enabled"] else 0
     # The controller watches one namespace: nothing cluster-wide.
@@ -156,6 +163,56 @@ def main():
         expect("SLUICE_REDIS_URL" not in env, "SLUICE_REDIS_URL without redis")
     expect(env.get("XDG_STATE_HOME", {}).get("value") == "/var/lib/sluice", "XDG_STATE_HOME")
 
+    # Raft: pod N is member N+1; every replica is a peer under its stable
+    # name (<pod>.<headless Service>.<namespace>.svc) on the raft port.
+    headless_name = statefulset["spec"]["serviceName"]
+    raft_env = sorted(name for name in env if name.startswith("SLUICE_RAFT_"))
+    if raft:
+        port = state["raft"]["port"]
+        sts_name = statefulset["metadata"]["name"]
+        peers = ",".join(f"{i + 1}={sts_name}-{i}.{headless_name}.{namespace}.svc:{port}"
+                         for i in range(p["replicas"]))
+        for name, want in (("SLUICE_RAFT_ID", "auto"), ("SLUICE_RAFT_PEERS", peers),
+                           ("SLUICE_RAFT_LISTEN", f"0.0.0.0:{port}")):
+            got = env.get(name, {}).get("value")
+            expect(got == want, f"{name} is {got!r}, expected {want!r}")
+        listed = env.get("SLUICE_RAFT_PEERS", {}).get("value", "").split(",")
+        expect(len(listed) == p["replicas"] and len(set(listed)) == len(listed),
+               f"SLUICE_RAFT_PEERS lists {len(listed)} members for {p['replicas']} replicas")
+        raft_dir = env.get("SLUICE_RAFT_DIR", {}).get("value", "")
+        expect(raft_dir.startswith("/var/lib/sluice/"), f"SLUICE_RAFT_DIR {raft_dir!r} is not on the state volume")
+        ref = env.get("SLUICE_RAFT_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        secret = state["raft"]["existingSecret"]
+        if secret:
+            expect(ref == {"name": secret, "key": state["raft"]["existingSecretKey"]}, f"raft token env {ref}")
+        else:
+            made = named("Secret", ref.get("name"))
+            expect(made is not None and ref.get("key") in made.get("data", {})
+                   and len(made["data"][ref["key"]]) >= 64, f"raft token Secret {ref}")
+        raft_ports = [cp for cp in prx["ports"] if cp["name"] == "raft"]
+        expect([cp["containerPort"] for cp in raft_ports] == [port], f"proxy raft containerPort {prx['ports']}")
+        expect(not env.get("SLUICE_RAFT_TOKEN", {}).get("value"), "the Raft token is a literal value")
+    else:
+        expect(not raft_env, f"{raft_env} without raft")
+        expect("raft" not in [cp["name"] for cp in prx["ports"]], "a raft port without raft")
+
+    # Persistence: a claim per replica when asked, by default with raft.
+    persistent = p["persistence"]["enabled"]
+    if persistent is None:
+        persistent = raft
+    claims = [t["metadata"]["name"] for t in statefulset["spec"].get("volumeClaimTemplates", [])]
+    state_volume = next((v for v in proxy_pod["spec"]["volumes"] if v["name"] == "state"), None)
+    if persistent:
+        expect(claims == ["state"], f"volumeClaimTemplates {claims}, expected [state]")
+        expect(state_volume is None, "a state volume in the pod besides the claim")
+        claim = statefulset["spec"]["volumeClaimTemplates"][0]["spec"]
+        expect(claim["resources"]["requests"]["storage"] == p["persistence"]["size"], f"claim size {claim}")
+    else:
+        expect(not claims, f"volumeClaimTemplates {claims} without persistence")
+        expect(state_volume is not None and "emptyDir" in state_volume, f"state volume {state_volume}")
+    expect(any(m["name"] == "state" and m["mountPath"] == "/var/lib/sluice" for m in prx["volumeMounts"]),
+           "state volume not mounted at /var/lib/sluice")
+
     # Probes on the admin ports; containers locked down, with resources.
     for pod, container, admin in ((controller_pod, ctl, c["adminPort"]), (proxy_pod, prx, p["adminPort"])):
         name = container["name"]
@@ -194,8 +251,14 @@ def main():
 
     for service in by_kind["Service"]:
         expect(selects(service["spec"]["selector"]), f'Service/{service["metadata"]["name"]} selects no pod')
-    headless = named("Service", statefulset["spec"]["serviceName"])
+    headless = named("Service", headless_name)
     expect(headless is not None and headless["spec"].get("clusterIP") == "None", "no headless Service")
+    if headless:
+        # Raft peers reach each other before they are Ready.
+        expect(headless["spec"].get("publishNotReadyAddresses") is True, "headless Service hides unready pods")
+        raft_ports = [(sp["port"], sp["targetPort"]) for sp in headless["spec"]["ports"] if sp["name"] == "raft"]
+        want = [(state["raft"]["port"], "raft")] if raft else []
+        expect(raft_ports == want, f"headless Service raft ports {raft_ports}, expected {want}")
     client = named("Service", statefulset["metadata"]["name"])
     expect(client is not None, "no client Service named like the StatefulSet")
     if client:
@@ -204,6 +267,13 @@ def main():
                f'client Service ports {client["spec"]["ports"]}')
     for pdb in by_kind.get("PodDisruptionBudget", []):
         expect(selects(pdb["spec"]["selector"]["matchLabels"]), f'PDB/{pdb["metadata"]["name"]} selects no pod')
+    proxy_pdb = named("PodDisruptionBudget", statefulset["metadata"]["name"])
+    expect((proxy_pdb is not None) == p["pdb"]["enabled"], "proxy PDB")
+    if proxy_pdb:
+        spec = {k: v for k, v in proxy_pdb["spec"].items() if k in ("minAvailable", "maxUnavailable")}
+        # With raft, a disruption must leave a quorum: floor(n/2)+1 pods.
+        want = {"minAvailable": p["replicas"] // 2 + 1} if raft else {"maxUnavailable": p["pdb"]["maxUnavailable"]}
+        expect(spec == want, f"proxy PDB {spec}, expected {want}")
     for monitor in by_kind.get("ServiceMonitor", []):
         matched = [s for s in by_kind["Service"]
                    if all(s["metadata"]["labels"].get(k) == v

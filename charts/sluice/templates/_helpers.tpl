@@ -84,6 +84,39 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.state.redis.existingSecret -}}{{ .Values.state.redis.existingSecretKey }}{{- else -}}url{{- end -}}
 {{- end -}}
 
+{{- define "sluice.raftSecretName" -}}
+{{- default (printf "%s-raft-token" (include "sluice.fullname" .)) .Values.state.raft.existingSecret -}}
+{{- end -}}
+
+{{- define "sluice.raftSecretKey" -}}
+{{- if .Values.state.raft.existingSecret -}}{{ .Values.state.raft.existingSecretKey }}{{- else -}}token{{- end -}}
+{{- end -}}
+
+{{/* SLUICE_RAFT_PEERS: every replica, `N+1=<pod N>.<headless>.<namespace>.svc:<port>`. */}}
+{{- define "sluice.raftPeers" -}}
+{{- $peers := list -}}
+{{- range $i := until (int .Values.proxy.replicas) -}}
+{{- $peers = append $peers (printf "%d=%s-%d.%s.%s.svc:%d" (add1 $i) (include "sluice.proxy.fullname" $) $i (include "sluice.proxy.headless" $) $.Release.Namespace (int $.Values.state.raft.port)) -}}
+{{- end -}}
+{{- join "," $peers -}}
+{{- end -}}
+
+{{/* A Raft quorum: floor(replicas/2)+1. */}}
+{{- define "sluice.raftQuorum" -}}
+{{- add1 (div (int .Values.proxy.replicas) 2) -}}
+{{- end -}}
+
+{{/* "true" when /var/lib/sluice is a PersistentVolumeClaim per replica:
+proxy.persistence.enabled, or when it is unset, state.type raft. */}}
+{{- define "sluice.proxy.persistent" -}}
+{{- $enabled := .Values.proxy.persistence.enabled -}}
+{{- if kindIs "invalid" $enabled -}}
+{{- if eq .Values.state.type "raft" }}true{{ end -}}
+{{- else if $enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "sluice.controllerUrl" -}}
 {{- default (printf "http://%s.%s.svc:%d" (include "sluice.controller.fullname" .) .Release.Namespace (int .Values.controller.streamPort)) .Values.proxy.controllerUrl -}}
 {{- end -}}
@@ -111,5 +144,24 @@ podAntiAffinity:
 {{- end -}}
 {{- if and (ne .Values.state.type "redis") (or .Values.state.redis.url .Values.state.redis.existingSecret) -}}
 {{- fail "state.redis is set, but state.type is not redis" -}}
+{{- end -}}
+{{- /* state.raft may be missing: `helm upgrade --reuse-values` keeps the values
+of a chart from before it. */}}
+{{- if and (ne .Values.state.type "raft") (.Values.state.raft | default dict).existingSecret -}}
+{{- fail "state.raft.existingSecret is set, but state.type is not raft" -}}
+{{- end -}}
+{{- if eq .Values.state.type "raft" -}}
+{{- if not (.Values.state.raft | default dict).port -}}
+{{- fail "state.type raft needs state.raft.port (missing after `helm upgrade --reuse-values` from a chart without it: add --reset-values, or --set state.raft.port=7101)" -}}
+{{- end -}}
+{{- $port := int .Values.state.raft.port -}}
+{{- if or (eq $port (int .Values.proxy.port)) (eq $port (int .Values.proxy.adminPort)) -}}
+{{- fail (printf "state.raft.port %d is also proxy.port or proxy.adminPort" $port) -}}
+{{- end -}}
+{{- range .Values.proxy.extraEnv -}}
+{{- if hasPrefix "SLUICE_RAFT_" .name -}}
+{{- fail (printf "proxy.extraEnv sets %s, which the chart sets from proxy.replicas and state.raft" .name) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
