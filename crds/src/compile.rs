@@ -16,8 +16,8 @@ use crate::resources::{
     RouteSpec, ValueFrom,
 };
 use crate::snapshot::{
-    AccessLogTarget, ApiKey, ApiKeyHash, Auth, Backend, BackendName, Budget, Credential, Price,
-    Provider, Retry, Route, RouteBackend, Snapshot, StateStore, Target, TenantId,
+    AccessLogTarget, ApiKey, ApiKeyHash, Auth, AzureApi, Backend, BackendName, Budget, Credential,
+    Price, Provider, Retry, Route, RouteBackend, Snapshot, StateStore, Target, TenantId,
 };
 use crate::values::{parse_duration, parse_size, MicroUsd, Secret};
 
@@ -641,6 +641,34 @@ fn compile_backend(
                 }
             },
         },
+        Provider::AzureOpenAI => match spec.endpoint.as_deref() {
+            None => {
+                errors.push(
+                    &id,
+                    "spec.endpoint",
+                    "required for provider AzureOpenAI: your resource's endpoint, e.g. https://my-resource.openai.azure.com",
+                );
+                Target::Demo
+            }
+            Some(endpoint) => match base_url(endpoint, "") {
+                Ok(endpoint) => Target::AzureOpenAI {
+                    endpoint: azure_resource(&endpoint),
+                    api: match spec.api_version.as_deref() {
+                        Some("v1") => AzureApi::V1,
+                        Some(version) => AzureApi::Deployments {
+                            api_version: version.to_owned(),
+                        },
+                        None => AzureApi::Deployments {
+                            api_version: DEFAULT_AZURE_API_VERSION.to_owned(),
+                        },
+                    },
+                },
+                Err(e) => {
+                    errors.push(&id, "spec.endpoint", e);
+                    Target::Demo
+                }
+            },
+        },
         _ => match spec.endpoint.as_deref().or(provider.default_endpoint()) {
             None => {
                 errors.push(
@@ -650,7 +678,7 @@ fn compile_backend(
                 );
                 Target::Demo
             }
-            Some(endpoint) => match base_url(endpoint) {
+            Some(endpoint) => match base_url(endpoint, provider.preset().version_path) {
                 Ok(base_url) => Target::OpenAICompatible { base_url },
                 Err(e) => {
                     errors.push(&id, "spec.endpoint", e);
@@ -659,10 +687,28 @@ fn compile_backend(
             },
         },
     };
+    if let Some(version) = &spec.api_version {
+        if provider != Provider::AzureOpenAI {
+            errors.push(
+                &id,
+                "spec.apiVersion",
+                "only AzureOpenAI backends take an apiVersion",
+            );
+        } else if !is_api_version(version) {
+            errors.push(
+                &id,
+                "spec.apiVersion",
+                format!(
+                    "`{version}` is not an api-version like 2024-10-21, 2025-04-01-preview or v1"
+                ),
+            );
+        }
+    }
+    let headers = compile_headers(&id, spec.headers.as_ref(), errors);
     let credential = spec
         .auth
         .as_ref()
-        .and_then(|auth| compile_credential(&id, auth, secrets, errors));
+        .and_then(|auth| compile_credential(&id, provider, auth, secrets, errors));
     if spec.transport.is_some() && (provider != Provider::Mcp || spec.endpoint.is_none()) {
         errors.push(
             &id,
@@ -699,20 +745,90 @@ fn compile_backend(
         models: spec.models.clone().unwrap_or_default(),
         pricing,
         timeout,
+        headers,
     })
+}
+
+/// The `api-version` of Azure deployment URLs when a Backend names none:
+/// the latest GA data-plane inference version of the classic API
+/// (learn.microsoft.com/azure/ai-foundry/openai/reference).
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+
+/// `v1`, or a date with an optional `-preview`.
+fn is_api_version(text: &str) -> bool {
+    if text == "v1" {
+        return true;
+    }
+    let date = text.strip_suffix("-preview").unwrap_or(text);
+    let b = date.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+/// An Azure endpoint written with the SDK's `/openai` or `/openai/v1`
+/// suffix still names the resource: the gateway adds the paths itself.
+fn azure_resource(endpoint: &str) -> String {
+    let trimmed = endpoint
+        .strip_suffix("/openai/v1")
+        .or_else(|| endpoint.strip_suffix("/openai"))
+        .unwrap_or(endpoint);
+    trimmed.to_owned()
+}
+
+/// Headers the gateway sets or that carry credentials: not for `headers`.
+const RESERVED_HEADERS: [&str; 12] = [
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "host",
+    "content-length",
+    "content-type",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+];
+
+fn compile_headers(
+    id: &str,
+    headers: Option<&BTreeMap<String, String>>,
+    errors: &mut Errors,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, value) in headers.into_iter().flatten() {
+        let field = format!("spec.headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        if let Err(e) = http_token(&lower) {
+            errors.push(id, field, e);
+        } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+            errors.push(
+                id,
+                field,
+                format!("`{name}` is set by the gateway (credentials go in `auth`)"),
+            );
+        } else if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            errors.push(id, field, "the value contains control characters");
+        } else {
+            out.push((lower, value.clone()));
+        }
+    }
+    out
 }
 
 fn compile_credential(
     id: &str,
+    provider: Provider,
     auth: &BackendAuthSpec,
     secrets: &dyn SecretSource,
     errors: &mut Errors,
 ) -> Option<Credential> {
-    for (field, set) in [
-        ("aws", auth.aws.is_some()),
-        ("gcp", auth.gcp.is_some()),
-        ("azure", auth.azure.is_some()),
-    ] {
+    for (field, set) in [("aws", auth.aws.is_some()), ("gcp", auth.gcp.is_some())] {
         if set {
             errors.push(
                 id,
@@ -721,11 +837,44 @@ fn compile_credential(
             );
         }
     }
+    if let Some(azure) = &auth.azure {
+        if provider != Provider::AzureOpenAI {
+            errors.push(id, "spec.auth.azure", "only for provider AzureOpenAI");
+            return None;
+        }
+        if auth.api_key.is_some() {
+            errors.push(
+                id,
+                "spec.auth.azure",
+                "set either `apiKey` or `azure.token`, not both",
+            );
+            return None;
+        }
+        let token = match secrets.get(&azure.token.value_from) {
+            Ok(token) => token,
+            Err(e) => {
+                errors.push(id, "spec.auth.azure.token.valueFrom", e);
+                return None;
+            }
+        };
+        if token.expose().bytes().any(|b| b < 0x20 || b == 0x7f) {
+            errors.push(
+                id,
+                "spec.auth.azure.token.valueFrom",
+                "the token contains control characters",
+            );
+            return None;
+        }
+        return Some(Credential {
+            header: "authorization".into(),
+            value: Secret::new(format!("Bearer {}", token.expose().trim())),
+        });
+    }
     let key = auth.api_key.as_ref()?;
     let header = key
         .header
         .as_deref()
-        .unwrap_or("authorization")
+        .unwrap_or(provider.preset().key_header)
         .to_ascii_lowercase();
     if let Err(e) = http_token(&header) {
         errors.push(id, "spec.auth.apiKey.header", e);
@@ -774,8 +923,9 @@ fn compile_price(id: &str, field: &str, spec: &PriceSpec, errors: &mut Errors) -
 }
 
 /// Normalises an endpoint into a base URL: `http(s)://host[:port]/path`
-/// without a trailing slash, `/v1` when no path is given.
-fn base_url(endpoint: &str) -> Result<String, String> {
+/// without a trailing slash, `version_path` (the provider's, `/v1` for
+/// most) when no path is given.
+fn base_url(endpoint: &str, version_path: &str) -> Result<String, String> {
     let (scheme, rest) = endpoint
         .split_once("://")
         .ok_or_else(|| format!("`{endpoint}` is not a URL like https://api.openai.com/v1"))?;
@@ -794,13 +944,13 @@ fn base_url(endpoint: &str) -> Result<String, String> {
         ));
     }
     let path = path.trim_end_matches('/');
-    let path = if path.is_empty() { "/v1" } else { path };
+    let path = if path.is_empty() { version_path } else { path };
     Ok(format!("{scheme}://{authority}{path}"))
 }
 
 /// Checks an MCP endpoint: an http(s) URL, kept as written (no `/v1`).
 fn mcp_url(endpoint: &str) -> Result<String, String> {
-    base_url(endpoint)?;
+    base_url(endpoint, "")?;
     Ok(endpoint.trim_end_matches('/').to_owned())
 }
 

@@ -228,21 +228,21 @@ fn duplicate_backends_and_gateways_are_errors() {
 #[test]
 fn endpoints_are_normalised() {
     assert_eq!(
-        base_url("https://api.openai.com").unwrap(),
+        base_url("https://api.openai.com", "/v1").unwrap(),
         "https://api.openai.com/v1"
     );
     assert_eq!(
-        base_url("https://api.openai.com/v1/").unwrap(),
+        base_url("https://api.openai.com/v1/", "/v1").unwrap(),
         "https://api.openai.com/v1"
     );
     assert_eq!(
-        base_url("http://h:1/openai/v1").unwrap(),
+        base_url("http://h:1/openai/v1", "/v1").unwrap(),
         "http://h:1/openai/v1"
     );
-    assert!(base_url("ftp://h").is_err());
-    assert!(base_url("api.openai.com").is_err());
-    assert!(base_url("http://").is_err());
-    assert!(base_url("http://h/v1?x=1").is_err());
+    assert!(base_url("ftp://h", "/v1").is_err());
+    assert!(base_url("api.openai.com", "/v1").is_err());
+    assert!(base_url("http://", "/v1").is_err());
+    assert!(base_url("http://h/v1?x=1", "/v1").is_err());
 }
 
 #[test]
@@ -766,5 +766,237 @@ fn compiles_a_raft_state_and_names_each_mistake() {
     assert!(
         errors[0].contains("spec.state.raft: required for type raft"),
         "{errors:#?}"
+
+/// Compiles one Backend (behind a route, so it is used) and returns it.
+fn compile_backend_text(backend: &str) -> Result<Backend, Vec<String>> {
+    let text = format!(
+        "kind: AIGateway\nmetadata: {{name: default}}\nspec:\n  llm:\n    routes:\n      - models: [m]\n        backends: [{{backend: b}}]\n---\nkind: Backend\nmetadata: {{name: b}}\nspec:\n{backend}"
+    );
+    let snapshot = compile_text(&text)?;
+    Ok(snapshot.backends[0].clone())
+}
+
+fn base_of(backend: &Backend) -> &str {
+    match &backend.target {
+        Target::OpenAICompatible { base_url } => base_url,
+        other => panic!("not an OpenAI-compatible target: {other:?}"),
+    }
+}
+
+#[test]
+fn every_preset_compiles_with_its_default_endpoint() {
+    let defaults = [
+        ("OpenAI", "https://api.openai.com/v1"),
+        ("Ollama", "http://127.0.0.1:11434/v1"),
+        ("LMStudio", "http://127.0.0.1:1234/v1"),
+        ("Mistral", "https://api.mistral.ai/v1"),
+        ("Groq", "https://api.groq.com/openai/v1"),
+        ("DeepSeek", "https://api.deepseek.com/v1"),
+        ("Together", "https://api.together.xyz/v1"),
+        ("Fireworks", "https://api.fireworks.ai/inference/v1"),
+        ("OpenRouter", "https://openrouter.ai/api/v1"),
+        ("XAI", "https://api.x.ai/v1"),
+        ("Perplexity", "https://api.perplexity.ai"),
+        ("Cerebras", "https://api.cerebras.ai/v1"),
+        ("SambaNova", "https://api.sambanova.ai/v1"),
+        ("DeepInfra", "https://api.deepinfra.com/v1/openai"),
+        (
+            "GeminiOpenAI",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+        ),
+    ];
+    for (provider, url) in defaults {
+        let backend = compile_backend_text(&format!(
+            "  provider: {provider}\n  auth: {{apiKey: {{valueFrom: {{env: UPSTREAM_KEY}}}}}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{provider}: {e:?}"));
+        assert_eq!(base_of(&backend), url, "{provider}");
+        let credential = backend.credential.unwrap();
+        assert_eq!(credential.header, "authorization", "{provider}");
+        assert_eq!(credential.value.expose(), "Bearer sk-upstream");
+    }
+    // Every LLM provider but the ones that need an endpoint has a default.
+    for (name, provider) in Provider::ALL {
+        let needs_endpoint = matches!(
+            provider,
+            Provider::OpenAICompatible
+                | Provider::VLLM
+                | Provider::AzureOpenAI
+                | Provider::Mcp
+                | Provider::Demo
+        );
+        assert_eq!(
+            provider.default_endpoint().is_none(),
+            needs_endpoint,
+            "{name}"
+        );
+        if !needs_endpoint {
+            assert!(defaults.iter().any(|(n, _)| *n == name), "{name} untested");
+        }
+    }
+}
+
+#[test]
+fn endpoints_are_required_where_there_is_no_default() {
+    for provider in ["OpenAICompatible", "VLLM", "AzureOpenAI"] {
+        let errors = compile_backend_text(&format!("  provider: {provider}\n")).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("Backend/b: spec.endpoint: required for provider")),
+            "{provider}: {errors:?}"
+        );
+    }
+    let vllm =
+        compile_backend_text("  provider: VLLM\n  endpoint: http://10.0.0.5:8000\n").unwrap();
+    assert_eq!(base_of(&vllm), "http://10.0.0.5:8000/v1");
+    // A path-less Perplexity endpoint gets no /v1; a written path is kept.
+    let pplx = compile_backend_text("  provider: Perplexity\n  endpoint: https://pplx.example/\n")
+        .unwrap();
+    assert_eq!(base_of(&pplx), "https://pplx.example");
+    let pplx =
+        compile_backend_text("  provider: Perplexity\n  endpoint: https://api.perplexity.ai/v1\n")
+            .unwrap();
+    assert_eq!(base_of(&pplx), "https://api.perplexity.ai/v1");
+}
+
+#[test]
+fn presets_know_their_quirks() {
+    let mistral = Provider::Mistral.preset();
+    assert!(!mistral.stream_options && !mistral.max_completion_tokens);
+    for (name, provider) in Provider::ALL {
+        if provider != Provider::Mistral {
+            assert!(provider.preset().stream_options, "{name}");
+        }
+    }
+    assert_eq!(Provider::AzureOpenAI.preset().key_header, "api-key");
+    assert_eq!(Provider::Perplexity.preset().version_path, "");
+}
+
+#[test]
+fn compiles_azure_backends() {
+    let backend = compile_backend_text(
+        "  provider: AzureOpenAI\n  endpoint: https://my-res.openai.azure.com/\n  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        backend.target,
+        Target::AzureOpenAI {
+            endpoint: "https://my-res.openai.azure.com".into(),
+            api: AzureApi::Deployments {
+                api_version: DEFAULT_AZURE_API_VERSION.into()
+            },
+        }
+    );
+    let credential = backend.credential.unwrap();
+    assert_eq!(credential.header, "api-key");
+    assert_eq!(credential.value.expose(), "sk-upstream", "the bare key");
+
+    // The SDK's `/openai/v1` suffix names the same resource; v1 style.
+    let backend = compile_backend_text(
+        "  provider: AzureOpenAI\n  endpoint: https://my-res.openai.azure.com/openai/v1\n  apiVersion: v1\n  auth: {azure: {token: {valueFrom: {env: UPSTREAM_KEY}}}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        backend.target,
+        Target::AzureOpenAI {
+            endpoint: "https://my-res.openai.azure.com".into(),
+            api: AzureApi::V1,
+        }
+    );
+    let credential = backend.credential.unwrap();
+    assert_eq!(credential.header, "authorization");
+    assert_eq!(credential.value.expose(), "Bearer sk-upstream");
+
+    let preview = compile_backend_text(
+        "  provider: AzureOpenAI\n  endpoint: https://r.openai.azure.com\n  apiVersion: 2025-04-01-preview\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        preview.target,
+        Target::AzureOpenAI { api: AzureApi::Deployments { api_version }, .. } if api_version == "2025-04-01-preview"
+    ));
+}
+
+#[test]
+fn rejects_bad_azure_and_header_settings() {
+    let cases = [
+        (
+            "  provider: AzureOpenAI\n  endpoint: https://r.openai.azure.com\n  apiVersion: latest\n",
+            "spec.apiVersion: `latest` is not an api-version",
+        ),
+        (
+            "  provider: OpenAI\n  apiVersion: 2024-10-21\n",
+            "spec.apiVersion: only AzureOpenAI backends take an apiVersion",
+        ),
+        (
+            "  provider: OpenAI\n  auth: {azure: {token: {valueFrom: {env: UPSTREAM_KEY}}}}\n",
+            "spec.auth.azure: only for provider AzureOpenAI",
+        ),
+        (
+            "  provider: AzureOpenAI\n  endpoint: https://r.openai.azure.com\n  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}, azure: {token: {valueFrom: {env: UPSTREAM_KEY}}}}\n",
+            "not both",
+        ),
+        (
+            "  provider: AzureOpenAI\n  endpoint: https://r.openai.azure.com\n  auth: {azure: {token: {valueFrom: {env: NOPE}}}}\n",
+            "spec.auth.azure.token.valueFrom",
+        ),
+        (
+            "  provider: OpenRouter\n  headers: {Authorization: x}\n",
+            "spec.headers.Authorization: `Authorization` is set by the gateway",
+        ),
+        (
+            "  provider: OpenRouter\n  headers: {\"bad header\": x}\n",
+            "spec.headers.bad header: `bad header` is not a valid header name",
+        ),
+        (
+            "  provider: OpenRouter\n  headers: {X-Title: \"a\\nb\"}\n",
+            "spec.headers.X-Title: the value contains control characters",
+        ),
+        (
+            "  provider: Perplexity\n  endpoint: https://api.perplexity.ai?x=1\n",
+            "spec.endpoint",
+        ),
+    ];
+    for (backend, expected) in cases {
+        let errors = compile_backend_text(backend).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{backend}: {errors:?}"
+        );
+    }
+    let ok = compile_backend_text(
+        "  provider: OpenRouter\n  headers: {HTTP-Referer: https://example.com, X-Title: My App}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ok.headers,
+        vec![
+            ("http-referer".to_owned(), "https://example.com".to_owned()),
+            ("x-title".to_owned(), "My App".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn every_backend_in_the_providers_page_compiles() {
+    let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/providers.md");
+    let text = std::fs::read_to_string(&page).unwrap();
+    let mut count = 0;
+    for block in text.split("```yaml\n").skip(1) {
+        let block = block.split("```").next().unwrap_or_default();
+        if !block.contains("kind: Backend") {
+            continue;
+        }
+        let loaded = load_documents(&[("providers.md".into(), block.into())]);
+        let any_env = |_: &str| Some("sk-doc".to_owned());
+        if let Err(errors) = compile(&loaded, &StandaloneSecrets { env: any_env }) {
+            panic!("{block}\n{errors:?}");
+        }
+        count += 1;
+    }
+    assert!(
+        count >= 18,
+        "only {count} Backend blocks in docs/providers.md"
     );
 }

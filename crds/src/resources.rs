@@ -345,22 +345,26 @@ pub struct OtlpSpec {
      "message": "only an MCP backend with an endpoint takes a transport"},
     {"rule": "self.provider != 'MCP' || has(self.endpoint) || has(self.command)",
      "message": "provider MCP needs an endpoint (or a command for a stdio server)"},
-    {"rule": "self.provider != 'OpenAICompatible' || has(self.endpoint)",
-     "message": "provider OpenAICompatible needs an endpoint"},
+    {"rule": "!(self.provider in ['OpenAICompatible', 'VLLM', 'AzureOpenAI']) || has(self.endpoint)",
+     "message": "providers OpenAICompatible, VLLM and AzureOpenAI need an endpoint"},
+    {"rule": "!has(self.apiVersion) || self.provider == 'AzureOpenAI'",
+     "message": "only AzureOpenAI backends take an apiVersion"},
     {"rule": "self.provider != 'Demo' || !has(self.endpoint)",
      "message": "the Demo provider runs in process and takes no endpoint"}
 ]))]
 pub struct BackendSpec {
-    /// The provider's API: `OpenAI`, `OpenAICompatible`, `Ollama`, `VLLM`,
-    /// `LMStudio`, `Mistral`, `Groq`, `DeepSeek`, `Together`, `Fireworks`,
-    /// `OpenRouter`, `XAI`, `Cerebras`, `SambaNova`, `DeepInfra`, `Demo`;
-    /// later `AzureOpenAI`, `Anthropic`, `Bedrock`, `Gemini`, `VertexAI`,
-    /// `Cohere`, `MCP`.
+    /// The provider's API: `OpenAI`, `AzureOpenAI`, `OpenAICompatible`,
+    /// `Ollama`, `VLLM`, `LMStudio`, `Mistral`, `Groq`, `DeepSeek`,
+    /// `Together`, `Fireworks`, `OpenRouter`, `XAI`, `Perplexity`,
+    /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Demo`, `MCP`;
+    /// later `Anthropic`, `Bedrock`, `Gemini`, `VertexAI`, `Cohere`.
     #[schemars(length(min = 1))]
     pub provider: String,
     /// Base URL of the API, as the provider's SDK takes it (e.g.
-    /// `https://api.openai.com/v1`). An endpoint with no path gets `/v1`.
-    /// Default per provider.
+    /// `https://api.openai.com/v1`). An endpoint with no path gets `/v1`
+    /// (not for `Perplexity` and `AzureOpenAI`). Default per provider;
+    /// required for `OpenAICompatible`, `VLLM`, `AzureOpenAI`
+    /// (`https://{resource}.openai.azure.com`) and `MCP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^https?://[^/@?# ]+(/[^?# ]*)?$"))]
     pub endpoint: Option<String>,
@@ -389,6 +393,17 @@ pub struct BackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["StreamableHTTP", "SSE"]))]
     pub transport: Option<String>,
+    /// `AzureOpenAI` only: the `api-version` of deployment URLs
+    /// (`/openai/deployments/{model}/...?api-version=X`, default
+    /// `2024-10-21`), or `v1` for the version-less `/openai/v1/` API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^(v1|[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?)$"))]
+    pub api_version: Option<String>,
+    /// Headers added to every request to this backend, e.g. OpenRouter's
+    /// `HTTP-Referer` and `X-Title`. Not for credentials (use `auth`);
+    /// `Authorization`, `api-key`, `Host` and hop-by-hop headers are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// Upstream credentials of a Backend.
@@ -406,10 +421,28 @@ pub struct BackendAuthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::free_form_object")]
     pub gcp: Option<serde_yaml::Value>,
-    /// Azure credentials (Azure OpenAI; not supported yet).
+    /// Azure credentials (`AzureOpenAI`): a Microsoft Entra ID access token
+    /// sent as `Authorization: Bearer TOKEN` instead of an `api-key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::crd::free_form_object")]
-    pub azure: Option<serde_yaml::Value>,
+    pub azure: Option<BackendAzureAuthSpec>,
+}
+
+/// Azure credentials of an `AzureOpenAI` Backend.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendAzureAuthSpec {
+    /// An Entra ID (Azure AD) access token for the
+    /// `https://cognitiveservices.azure.com` scope. Read when the config
+    /// is loaded: reload the config (or update the Secret) before it expires.
+    pub token: BackendTokenSpec,
+}
+
+/// A bearer token from a secret.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTokenSpec {
+    /// Where the token comes from.
+    pub value_from: ValueFrom,
 }
 
 /// An upstream API key.
@@ -418,8 +451,8 @@ pub struct BackendAuthSpec {
 pub struct BackendApiKeySpec {
     /// Where the key comes from.
     pub value_from: ValueFrom,
-    /// Header to send it in (default `Authorization`, as `Bearer KEY`; any
-    /// other header carries the bare key).
+    /// Header to send it in (default `Authorization`, as `Bearer KEY`, or
+    /// `api-key` for `AzureOpenAI`; any other header carries the bare key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"))]
     pub header: Option<String>,

@@ -273,13 +273,19 @@ pub enum Provider {
     SambaNova,
     /// DeepInfra.
     DeepInfra,
+    /// Perplexity (Sonar).
+    Perplexity,
+    /// Gemini's OpenAI-compatible endpoint.
+    GeminiOpenAI,
+    /// Azure OpenAI (deployment URLs, `api-key` header).
+    AzureOpenAI,
     /// An MCP server (streamable HTTP).
     Mcp,
 }
 
 impl Provider {
     /// Every supported provider with its name in config.
-    pub const ALL: [(&'static str, Provider); 17] = [
+    pub const ALL: [(&'static str, Provider); 20] = [
         ("Demo", Provider::Demo),
         ("OpenAI", Provider::OpenAI),
         ("OpenAICompatible", Provider::OpenAICompatible),
@@ -296,19 +302,14 @@ impl Provider {
         ("Cerebras", Provider::Cerebras),
         ("SambaNova", Provider::SambaNova),
         ("DeepInfra", Provider::DeepInfra),
+        ("Perplexity", Provider::Perplexity),
+        ("GeminiOpenAI", Provider::GeminiOpenAI),
+        ("AzureOpenAI", Provider::AzureOpenAI),
         ("MCP", Provider::Mcp),
     ];
 
     /// Providers of API.md whose translators are not built yet.
-    pub const NOT_YET: [&'static str; 7] = [
-        "AzureOpenAI",
-        "Anthropic",
-        "Bedrock",
-        "Gemini",
-        "VertexAI",
-        "Cohere",
-        "Perplexity",
-    ];
+    pub const NOT_YET: [&'static str; 5] = ["Anthropic", "Bedrock", "Gemini", "VertexAI", "Cohere"];
 
     /// Parses a config name.
     pub fn parse(name: &str) -> Option<Self> {
@@ -325,24 +326,142 @@ impl Provider {
 
     /// Default base URL (`None`: an endpoint is required, or none is used).
     pub fn default_endpoint(self) -> Option<&'static str> {
-        Some(match self {
-            Self::Demo | Self::OpenAICompatible | Self::Mcp => return None,
-            Self::OpenAI => "https://api.openai.com/v1",
-            Self::Ollama => "http://127.0.0.1:11434/v1",
-            Self::VLLM => "http://127.0.0.1:8000/v1",
-            Self::LMStudio => "http://127.0.0.1:1234/v1",
-            Self::Mistral => "https://api.mistral.ai/v1",
-            Self::Groq => "https://api.groq.com/openai/v1",
-            Self::DeepSeek => "https://api.deepseek.com/v1",
-            Self::Together => "https://api.together.xyz/v1",
-            Self::Fireworks => "https://api.fireworks.ai/inference/v1",
-            Self::OpenRouter => "https://openrouter.ai/api/v1",
-            Self::XAI => "https://api.x.ai/v1",
-            Self::Cerebras => "https://api.cerebras.ai/v1",
-            Self::SambaNova => "https://api.sambanova.ai/v1",
-            Self::DeepInfra => "https://api.deepinfra.com/v1/openai",
-        })
+        self.preset().default_endpoint
     }
+
+    /// What Sluice knows of the provider's API: the one place per-provider
+    /// facts live. Each arm cites where its quirks are documented.
+    pub fn preset(self) -> Preset {
+        let openai = Preset::OPENAI_LIKE;
+        match self {
+            Self::Demo | Self::Mcp => Preset {
+                default_endpoint: None,
+                ..openai
+            },
+            // https://platform.openai.com/docs/api-reference/chat
+            Self::OpenAI => Preset {
+                default_endpoint: Some("https://api.openai.com/v1"),
+                ..openai
+            },
+            Self::OpenAICompatible => Preset {
+                default_endpoint: None,
+                ..openai
+            },
+            // docs.ollama.com/api/openai-compatibility: stream_options.include_usage
+            // is a supported field; no key needed.
+            Self::Ollama => Preset {
+                default_endpoint: Some("http://127.0.0.1:11434/v1"),
+                ..openai
+            },
+            // Self-hosted: where it runs is the operator's choice.
+            Self::VLLM => Preset {
+                default_endpoint: None,
+                ..openai
+            },
+            Self::LMStudio => Preset {
+                default_endpoint: Some("http://127.0.0.1:1234/v1"),
+                ..openai
+            },
+            // Mistral's API refuses unknown fields with 422 `extra_forbidden`,
+            // `stream_options` and `max_completion_tokens` among them, and
+            // puts usage in the last chunk of every stream on its own.
+            Self::Mistral => Preset {
+                default_endpoint: Some("https://api.mistral.ai/v1"),
+                stream_options: false,
+                max_completion_tokens: false,
+                ..openai
+            },
+            // console.groq.com/docs/openai
+            Self::Groq => Preset {
+                default_endpoint: Some("https://api.groq.com/openai/v1"),
+                ..openai
+            },
+            // api-docs.deepseek.com: stream_options.include_usage supported.
+            Self::DeepSeek => Preset {
+                default_endpoint: Some("https://api.deepseek.com/v1"),
+                ..openai
+            },
+            Self::Together => Preset {
+                default_endpoint: Some("https://api.together.xyz/v1"),
+                ..openai
+            },
+            Self::Fireworks => Preset {
+                default_endpoint: Some("https://api.fireworks.ai/inference/v1"),
+                ..openai
+            },
+            // openrouter.ai/docs: stream_options.include_usage is accepted and
+            // has no effect (usage is always sent).
+            Self::OpenRouter => Preset {
+                default_endpoint: Some("https://openrouter.ai/api/v1"),
+                ..openai
+            },
+            Self::XAI => Preset {
+                default_endpoint: Some("https://api.x.ai/v1"),
+                ..openai
+            },
+            // inference-docs.cerebras.ai/resources/openai
+            Self::Cerebras => Preset {
+                default_endpoint: Some("https://api.cerebras.ai/v1"),
+                ..openai
+            },
+            Self::SambaNova => Preset {
+                default_endpoint: Some("https://api.sambanova.ai/v1"),
+                ..openai
+            },
+            Self::DeepInfra => Preset {
+                default_endpoint: Some("https://api.deepinfra.com/v1/openai"),
+                ..openai
+            },
+            // docs.perplexity.ai/docs/sonar/openai-compatibility: the base URL
+            // has no version path (`/chat/completions` on the host).
+            Self::Perplexity => Preset {
+                default_endpoint: Some("https://api.perplexity.ai"),
+                version_path: "",
+                ..openai
+            },
+            // ai.google.dev/gemini-api/docs/openai: Bearer GEMINI_API_KEY.
+            Self::GeminiOpenAI => Preset {
+                default_endpoint: Some("https://generativelanguage.googleapis.com/v1beta/openai"),
+                ..openai
+            },
+            // learn.microsoft.com/azure/ai-foundry/openai/reference: the key
+            // goes in `api-key`; the endpoint is the resource's.
+            Self::AzureOpenAI => Preset {
+                default_endpoint: None,
+                key_header: "api-key",
+                version_path: "",
+                ..openai
+            },
+        }
+    }
+}
+
+/// Per-provider facts of an OpenAI-shaped API (see [`Provider::preset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    /// Base URL used when a Backend sets no `endpoint` (`None`: required).
+    pub default_endpoint: Option<&'static str>,
+    /// Path added to an `endpoint` written without one (`/v1` for most).
+    pub version_path: &'static str,
+    /// Header an `apiKey` goes in unless the Backend names one; `authorization`
+    /// carries `Bearer KEY`, any other the bare key.
+    pub key_header: &'static str,
+    /// Accepts `stream_options` (so the gateway may ask for stream usage);
+    /// `false`: the field is removed from requests before they go upstream.
+    pub stream_options: bool,
+    /// Accepts `max_completion_tokens`; `false`: it is renamed `max_tokens`.
+    pub max_completion_tokens: bool,
+}
+
+impl Preset {
+    /// OpenAI's own behaviour, the starting point of every preset.
+    pub const OPENAI_LIKE: Preset = Preset {
+        default_endpoint: None,
+        version_path: "/v1",
+        key_header: "authorization",
+        stream_options: true,
+        max_completion_tokens: true,
+    };
 }
 
 /// A compiled backend.
@@ -362,6 +481,8 @@ pub struct Backend {
     pub pricing: BTreeMap<String, Price>,
     /// Per-attempt header wait and longest gap between body chunks.
     pub timeout: Duration,
+    /// Headers added to every upstream request (lower-case names).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Where a backend's requests go.
@@ -374,6 +495,13 @@ pub enum Target {
         /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`;
         /// `/chat/completions` etc. are appended.
         base_url: String,
+    },
+    /// Azure OpenAI: one resource, models by deployment name.
+    AzureOpenAI {
+        /// `https://{resource}.openai.azure.com`, without a trailing slash.
+        endpoint: String,
+        /// How request URLs are built.
+        api: AzureApi,
     },
     /// An MCP server over streamable HTTP.
     Mcp {
@@ -389,6 +517,19 @@ pub enum Target {
     McpStdio {
         /// Program and arguments.
         command: Vec<String>,
+    },
+}
+
+/// The URL style of an Azure OpenAI backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureApi {
+    /// `{endpoint}/openai/v1/chat/completions`, the model (deployment) in
+    /// the body; no `api-version` (`apiVersion: v1`).
+    V1,
+    /// `{endpoint}/openai/deployments/{model}/chat/completions?api-version=X`.
+    Deployments {
+        /// The `api-version` query value, e.g. `2024-10-21`.
+        api_version: String,
     },
 }
 

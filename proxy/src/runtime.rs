@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use sluice_crds::pattern::ModelPattern;
-use sluice_crds::snapshot::{ApiKeyHash, Target, TenantId};
+use sluice_crds::snapshot::{ApiKeyHash, AzureApi, Target, TenantId};
 use sluice_crds::Snapshot;
 
 /// One backend, ready to call.
@@ -53,6 +53,25 @@ pub enum BackendKind {
         base_url: String,
         /// The injected credential.
         credential: Option<(HeaderName, HeaderValue)>,
+        /// How request paths are built on the base URL.
+        paths: UpstreamPaths,
+        /// What the provider accepts (see `Provider::preset`).
+        preset: sluice_crds::snapshot::Preset,
+        /// The Backend's `headers`, added to every request.
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+}
+
+/// How an HTTP backend's request paths are built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamPaths {
+    /// `{base}/chat/completions`, `{base}/responses`, ...
+    OpenAI,
+    /// Azure deployment URLs on `{endpoint}/openai`:
+    /// `/deployments/{model}/chat/completions?api-version=X`.
+    AzureDeployments {
+        /// `api-version=X`, ready to append.
+        query: String,
     },
 }
 
@@ -188,6 +207,26 @@ impl Runtime {
                     Target::OpenAICompatible { base_url } => BackendKind::Http {
                         base_url: base_url.clone(),
                         credential,
+                        paths: UpstreamPaths::OpenAI,
+                        preset: backend.provider.preset(),
+                        headers: extra_headers(backend)?,
+                    },
+                    Target::AzureOpenAI { endpoint, api } => BackendKind::Http {
+                        base_url: match api {
+                            AzureApi::V1 => format!("{endpoint}/openai/v1"),
+                            AzureApi::Deployments { .. } => format!("{endpoint}/openai"),
+                        },
+                        credential,
+                        paths: match api {
+                            AzureApi::V1 => UpstreamPaths::OpenAI,
+                            AzureApi::Deployments { api_version } => {
+                                UpstreamPaths::AzureDeployments {
+                                    query: format!("api-version={api_version}"),
+                                }
+                            }
+                        },
+                        preset: backend.provider.preset(),
+                        headers: extra_headers(backend)?,
                     },
                     Target::Mcp { url } => BackendKind::Mcp {
                         url: url.clone(),
@@ -295,6 +334,26 @@ impl Runtime {
     }
 }
 
+/// A backend's `headers`, ready to send (compile checked them).
+fn extra_headers(
+    backend: &sluice_crds::snapshot::Backend,
+) -> Result<Vec<(HeaderName, HeaderValue)>, RuntimeError> {
+    backend
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let error = || RuntimeError {
+                backend: backend.name.to_string(),
+                message: format!("header `{name}` is not valid"),
+            };
+            Ok((
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| error())?,
+                HeaderValue::from_str(value).map_err(|_| error())?,
+            ))
+        })
+        .collect()
+}
+
 fn provider_label(name: &'static str) -> &'static str {
     // OTel's gen_ai.provider.name values are lower case.
     match name {
@@ -314,6 +373,9 @@ fn provider_label(name: &'static str) -> &'static str {
         "Cerebras" => "cerebras",
         "SambaNova" => "sambanova",
         "DeepInfra" => "deepinfra",
+        "Perplexity" => "perplexity",
+        "GeminiOpenAI" => "gcp.gemini",
+        "AzureOpenAI" => "azure.ai.openai",
         "MCP" => "mcp",
         other => other,
     }

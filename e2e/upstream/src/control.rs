@@ -22,6 +22,8 @@ Control headers (all optional, read on every request):
                                headers, then abort the body.
   x-mock-close: 1              Close the TCP connection without any HTTP response.
   x-mock-prompt-tokens: N      prompt_tokens to report (default 7).
+  x-mock-cached-tokens: N      Of those, cache hits: reported as prompt_tokens_details.cached_tokens
+                               (Responses: input_tokens_details.cached_tokens); default 0.
   x-mock-tool-call: NAME       Chat: answer with a call of tool NAME (finish_reason tool_calls).
                                Without it, a request whose tool_choice is \"required\" calls its
                                first tool, and one naming a function calls that function.
@@ -49,6 +51,7 @@ pub(crate) struct Control {
     pub error_after: Option<u32>,
     pub close: bool,
     pub prompt_tokens: u64,
+    pub cached_tokens: u64,
     pub tool_call: Option<String>,
 }
 
@@ -63,6 +66,7 @@ impl Default for Control {
             error_after: None,
             close: false,
             prompt_tokens: DEFAULT_PROMPT_TOKENS,
+            cached_tokens: 0,
             tool_call: None,
         }
     }
@@ -122,6 +126,9 @@ impl Control {
         }
         if let Some(v) = header(headers, "x-mock-prompt-tokens")? {
             control.prompt_tokens = parse_num("x-mock-prompt-tokens", v)?;
+        }
+        if let Some(v) = header(headers, "x-mock-cached-tokens")? {
+            control.cached_tokens = parse_num("x-mock-cached-tokens", v)?;
         }
         if let Some(v) = header(headers, "x-mock-tool-call")? {
             if v.is_empty() {
@@ -221,6 +228,7 @@ mod tests {
             ("x-mock-error-after", "1"),
             ("x-mock-close", "1"),
             ("x-mock-prompt-tokens", "11"),
+            ("x-mock-cached-tokens", "4"),
             ("x-mock-tool-call", "lookup"),
         ]))
         .unwrap();
@@ -235,6 +243,7 @@ mod tests {
                 error_after: Some(1),
                 close: true,
                 prompt_tokens: 11,
+                cached_tokens: 4,
                 tool_call: Some("lookup".to_owned()),
             }
         );

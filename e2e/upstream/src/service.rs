@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 
 use crate::body::{MockBody, Pacing};
 use crate::control::Control;
-use crate::openai::{self, chat, completions, embeddings, error, BadRequest, Ids, Reply};
+use crate::openai::{
+    self, chat, completions, embeddings, error, responses, BadRequest, Ids, Reply,
+};
 use crate::record::{RecordedRequest, Recorder};
 
 /// The path of the recorded-requests endpoint.
@@ -76,6 +78,7 @@ enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    Responses,
     Models,
 }
 
@@ -88,6 +91,8 @@ impl Endpoint {
             Some(Endpoint::Completions)
         } else if path.ends_with("/embeddings") {
             Some(Endpoint::Embeddings)
+        } else if path.ends_with("/responses") {
+            Some(Endpoint::Responses)
         } else if path.ends_with("/models") {
             Some(Endpoint::Models)
         } else {
@@ -98,14 +103,16 @@ impl Endpoint {
     fn method(self) -> Method {
         match self {
             Endpoint::Models => Method::GET,
-            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => Method::POST,
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
+                Method::POST
+            }
         }
     }
 
     fn allow(self) -> HeaderValue {
         match self {
             Endpoint::Models => HeaderValue::from_static("GET"),
-            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => {
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
                 HeaderValue::from_static("POST")
             }
         }
@@ -189,6 +196,7 @@ async fn answer(
         Endpoint::Chat => chat::reply(body, &control, &state.ids),
         Endpoint::Completions => completions::reply(body, &control, &state.ids),
         Endpoint::Embeddings => embeddings::reply(body, &control),
+        Endpoint::Responses => responses::reply(body, &control, &state.ids),
         Endpoint::Models => Ok(Reply::Json(state.models.clone())),
     };
     Ok(match reply {
@@ -321,6 +329,11 @@ mod tests {
         assert_eq!(Endpoint::of("/v1/completions"), Some(Endpoint::Completions));
         assert_eq!(Endpoint::of("/v1/embeddings"), Some(Endpoint::Embeddings));
         assert_eq!(Endpoint::of("/v1/models"), Some(Endpoint::Models));
+        assert_eq!(Endpoint::of("/v1/responses"), Some(Endpoint::Responses));
+        assert_eq!(
+            Endpoint::of("/openai/deployments/d/chat/completions"),
+            Some(Endpoint::Chat)
+        );
         assert_eq!(Endpoint::of("/v1/nope"), None);
         assert_eq!(Endpoint::of("/"), None);
     }

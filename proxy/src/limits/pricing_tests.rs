@@ -29,6 +29,7 @@ fn backend(provider: Provider, pricing: &[(&str, Price)]) -> Backend {
             .map(|(k, p)| ((*k).to_owned(), *p))
             .collect::<BTreeMap<_, _>>(),
         timeout: Duration::from_secs(60),
+        headers: Vec::new(),
     }
 }
 
@@ -306,4 +307,28 @@ fn cost_never_overflows() {
         cost_micro_usd(&big, 1_000_000_000_000, 0, 0),
         1_000_000_000_000_000
     );
+}
+
+#[test]
+fn presets_models_have_list_prices() {
+    for model in [
+        "sonar",
+        "sonar-pro",
+        "mistral-small-latest",
+        "llama-3.3-70b-versatile",
+        "deepseek-v4-pro",
+        "grok-4",
+        "gemini-2.5-flash",
+    ] {
+        assert!(builtin_price(model).is_some(), "{model}");
+    }
+    // OpenRouter-style vendor prefixes resolve to the maker's price.
+    assert_eq!(
+        builtin_price("perplexity/sonar-pro"),
+        builtin_price("sonar-pro")
+    );
+    // A cached token of gpt-4o costs half an input token (1.25 vs 2.50).
+    let gpt4o = builtin_price("gpt-4o").unwrap();
+    assert_eq!(cost_micro_usd(&gpt4o, 1_000_000, 0, 1_000_000), 1_250_000);
+    assert_eq!(cost_micro_usd(&gpt4o, 1_000_000, 0, 400_000), 2_000_000);
 }

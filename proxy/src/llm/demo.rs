@@ -89,6 +89,7 @@ fn chat(
     let usage = Usage {
         input: prompt_tokens,
         output: words,
+        cached_input: 0,
     };
     let usage_json = json!({"prompt_tokens": usage.input, "completion_tokens": usage.output, "total_tokens": usage.input + usage.output});
     let id = "chatcmpl-sluice-demo";
@@ -168,6 +169,7 @@ fn completion(
     let usage = Usage {
         input: prompt_tokens,
         output: text.split(' ').count() as u64,
+        cached_input: 0,
     };
     let usage_json = json!({"prompt_tokens": usage.input, "completion_tokens": usage.output, "total_tokens": usage.input + usage.output});
     let id = "cmpl-sluice-demo";
@@ -224,6 +226,7 @@ fn embeddings(request: &Value, model: &str, prompt_tokens: u64) -> DemoReply {
     let usage = Usage {
         input: prompt_tokens,
         output: 0,
+        cached_input: 0,
     };
     let body = json!({"object": "list", "data": data, "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}});

@@ -10,12 +10,12 @@ use hyper::body::Incoming;
 use sluice_crds::snapshot::Route;
 use std::time::Instant;
 
-use super::request::{rewrite, RequestFields};
+use super::request::{rewrite_with, Quirks, RequestFields};
 use super::Endpoint;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::routing::attempt_order;
-use crate::runtime::{BackendKind, Runtime};
+use crate::runtime::{BackendKind, Runtime, UpstreamPaths};
 use crate::telemetry::Exchange;
 use crate::upstream::{Conn, UpstreamError};
 
@@ -73,8 +73,9 @@ pub async fn forward(
     let deadline = exchange.started() + route.timeout;
     let retry = route.retry;
     let mut last_failure = GatewayError::UpstreamTimeout(String::new());
-    // The rewritten body is reused across attempts with the same model override.
-    let mut prepared: Option<(Option<&str>, Bytes)> = None;
+    // The rewritten body is reused across attempts with the same model
+    // override and provider quirks.
+    let mut prepared: Option<(Option<&str>, Quirks, Bytes)> = None;
 
     for attempt in 0..retry.attempts as usize {
         let route_backend = &route.backends[order[attempt % order.len()]];
@@ -84,32 +85,45 @@ pub async fn forward(
         let BackendKind::Http {
             base_url,
             credential,
+            paths,
+            preset,
+            headers,
         } = &backend.kind
         else {
             return Outcome::Demo(index);
         };
 
         let override_model = route_backend.model.as_deref();
+        let quirks = quirks(outgoing.endpoint, preset);
         let body = match &prepared {
-            Some((model, body)) if *model == override_model => body.clone(),
+            Some((model, q, body)) if *model == override_model && *q == quirks => body.clone(),
             _ => {
-                let body = rewrite(
+                let body = rewrite_with(
                     outgoing.body,
                     outgoing.fields,
                     override_model,
                     outgoing.ask_usage,
+                    quirks,
                 );
-                prepared = Some((override_model, body.clone()));
+                prepared = Some((override_model, quirks, body.clone()));
                 body
             }
         };
+        let upstream_model = override_model.or(outgoing.fields.model.as_deref());
 
         let now = Instant::now();
         if now >= deadline {
             break;
         }
         let wait = backend.timeout.min(deadline - now);
-        let request = match build_request(base_url.as_str(), outgoing, credential.as_ref(), body) {
+        let target = Upstream {
+            base_url,
+            paths,
+            model: upstream_model.unwrap_or_default(),
+            credential: credential.as_ref(),
+            headers,
+        };
+        let request = match build_request(&target, outgoing, body) {
             Ok(request) => request,
             Err(detail) => {
                 last_failure = GatewayError::UpstreamFailed {
@@ -178,28 +192,154 @@ pub async fn forward(
     Outcome::Failed(last_failure)
 }
 
+/// The fields a backend's provider refuses on this endpoint.
+fn quirks(endpoint: super::Endpoint, preset: &sluice_crds::snapshot::Preset) -> Quirks {
+    if !endpoint.asks_usage() {
+        // Only chat and text completions carry these fields.
+        return Quirks::default();
+    }
+    Quirks {
+        drop_stream_options: !preset.stream_options,
+        rename_max_completion_tokens: !preset.max_completion_tokens,
+    }
+}
+
+/// Where and how one attempt is sent.
+struct Upstream<'a> {
+    base_url: &'a str,
+    paths: &'a UpstreamPaths,
+    /// The model as sent upstream (Azure's deployment name).
+    model: &'a str,
+    credential: Option<&'a (http::HeaderName, http::HeaderValue)>,
+    headers: &'a [(http::HeaderName, http::HeaderValue)],
+}
+
+/// The request URL: `{base}{suffix}`, or for Azure deployments
+/// `{endpoint}/openai/deployments/{model}{suffix}?api-version=X` (the
+/// Responses API is not per deployment: `{endpoint}/openai/responses?...`).
+fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint) -> String {
+    let suffix = endpoint.upstream_suffix();
+    match target.paths {
+        UpstreamPaths::OpenAI => [target.base_url, suffix].concat(),
+        UpstreamPaths::AzureDeployments { query } if endpoint == Endpoint::Responses => {
+            format!("{}{suffix}?{query}", target.base_url)
+        }
+        UpstreamPaths::AzureDeployments { query } => format!(
+            "{}/deployments/{}{suffix}?{query}",
+            target.base_url,
+            path_segment(target.model)
+        ),
+    }
+}
+
+/// Percent-encodes a path segment (deployment names are usually plain).
+fn path_segment(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    if text.bytes().all(plain) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.into()
+}
+
 fn build_request(
-    base_url: &str,
+    target: &Upstream<'_>,
     outgoing: &Outgoing<'_>,
-    credential: Option<&(http::HeaderName, http::HeaderValue)>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let uri: Uri = [base_url, outgoing.endpoint.upstream_suffix()]
-        .concat()
+    let uri: Uri = upstream_url(target, outgoing.endpoint)
         .parse()
         .map_err(|e| format!("invalid upstream URL: {e}"))?;
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
-    headers.reserve(outgoing.headers.len() + 2);
+    headers.reserve(outgoing.headers.len() + 2 + target.headers.len());
     for (name, value) in outgoing.headers {
         if forwardable(name) {
             headers.append(name.clone(), value.clone());
         }
     }
-    if let Some((name, value)) = credential {
+    for (name, value) in target.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some((name, value)) = target.credential {
         headers.insert(name.clone(), value.clone());
     }
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(paths: &UpstreamPaths, base: &str, model: &str, endpoint: Endpoint) -> String {
+        let target = Upstream {
+            base_url: base,
+            paths,
+            model,
+            credential: None,
+            headers: &[],
+        };
+        upstream_url(&target, endpoint)
+    }
+
+    #[test]
+    fn builds_openai_and_azure_urls() {
+        let openai = UpstreamPaths::OpenAI;
+        assert_eq!(
+            url(
+                &openai,
+                "https://api.mistral.ai/v1",
+                "m",
+                Endpoint::ChatCompletions
+            ),
+            "https://api.mistral.ai/v1/chat/completions"
+        );
+        assert_eq!(
+            url(&openai, "https://h/openai/v1", "m", Endpoint::Responses),
+            "https://h/openai/v1/responses"
+        );
+        let azure = UpstreamPaths::AzureDeployments {
+            query: "api-version=2024-10-21".into(),
+        };
+        let base = "https://r.openai.azure.com/openai";
+        assert_eq!(
+            url(&azure, base, "gpt-4o-prod", Endpoint::ChatCompletions),
+            "https://r.openai.azure.com/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            url(&azure, base, "emb", Endpoint::Embeddings),
+            "https://r.openai.azure.com/openai/deployments/emb/embeddings?api-version=2024-10-21"
+        );
+        assert_eq!(
+            url(&azure, base, "x", Endpoint::Responses),
+            "https://r.openai.azure.com/openai/responses?api-version=2024-10-21"
+        );
+        assert_eq!(
+            url(&azure, base, "a b/c", Endpoint::Completions),
+            "https://r.openai.azure.com/openai/deployments/a%20b%2Fc/completions?api-version=2024-10-21"
+        );
+    }
+
+    #[test]
+    fn quirks_apply_to_completions_only() {
+        let mistral = sluice_crds::snapshot::Provider::Mistral.preset();
+        let q = quirks(Endpoint::ChatCompletions, &mistral);
+        assert!(q.drop_stream_options && q.rename_max_completion_tokens);
+        assert_eq!(quirks(Endpoint::Responses, &mistral), Quirks::default());
+        assert_eq!(quirks(Endpoint::Embeddings, &mistral), Quirks::default());
+        let openai = sluice_crds::snapshot::Provider::OpenAI.preset();
+        assert_eq!(
+            quirks(Endpoint::ChatCompletions, &openai),
+            Quirks::default()
+        );
+    }
 }

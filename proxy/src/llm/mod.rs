@@ -1,5 +1,5 @@
 //! The OpenAI-compatible LLM endpoints (`/v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings`, `/v1/models`): authenticate, read
+//! `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/models`): authenticate, read
 //! the body once, pick the route, forward with fallback, and hand the
 //! response back through the usage observer. Knows nothing of listeners or
 //! config loading.
@@ -37,6 +37,8 @@ pub enum Endpoint {
     Completions,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/responses` (OpenAI Responses API).
+    Responses,
     /// `GET /v1/models`.
     Models,
 }
@@ -48,6 +50,7 @@ impl Endpoint {
             "/v1/chat/completions" | "/chat/completions" => Self::ChatCompletions,
             "/v1/completions" | "/completions" => Self::Completions,
             "/v1/embeddings" | "/embeddings" => Self::Embeddings,
+            "/v1/responses" | "/responses" => Self::Responses,
             "/v1/models" | "/models" => Self::Models,
             _ => return None,
         })
@@ -59,6 +62,7 @@ impl Endpoint {
             Self::ChatCompletions => "/v1/chat/completions",
             Self::Completions => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
+            Self::Responses => "/v1/responses",
             Self::Models => "/v1/models",
         }
     }
@@ -69,12 +73,14 @@ impl Endpoint {
             Self::ChatCompletions => "/chat/completions",
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::Responses => "/responses",
             Self::Models => "/models",
         }
     }
 
-    /// Whether responses can stream (and so may need usage asked for).
-    fn streams(self) -> bool {
+    /// Whether streamed answers report usage only when asked
+    /// (`stream_options.include_usage`); Responses streams always do.
+    fn asks_usage(self) -> bool {
         matches!(self, Self::ChatCompletions | Self::Completions)
     }
 }
@@ -202,7 +208,7 @@ async fn forward_and_respond(
     exchange: &mut Exchange,
     guard: Option<crate::limits::StreamGuard>,
 ) -> Result<Served, GatewayError> {
-    let ask_usage = endpoint.streams() && fields.stream && !fields.include_usage;
+    let ask_usage = endpoint.asks_usage() && fields.stream && !fields.include_usage;
     let outgoing = forward::Outgoing {
         endpoint,
         headers: &parts.headers,
@@ -211,6 +217,9 @@ async fn forward_and_respond(
         ask_usage,
     };
     match forward::forward(gateway, runtime, route, &outgoing, exchange).await {
+        Outcome::Demo(_) if endpoint == Endpoint::Responses => Err(GatewayError::BadRequest(
+            "the Demo backend does not serve /v1/responses; use /v1/chat/completions".into(),
+        )),
         Outcome::Demo(index) => {
             let model = exchange.record.model.as_deref().unwrap_or_default();
             exchange.record.price = runtime.price_at(route, index, model);
@@ -261,6 +270,12 @@ fn respond(
     body_len: usize,
     guard: Option<crate::limits::StreamGuard>,
 ) -> Response<ResponseBody> {
+    // A provider that refuses `stream_options` was not asked: nothing to strip.
+    let ask_usage = ask_usage
+        && match &backend.kind {
+            crate::runtime::BackendKind::Http { preset, .. } => preset.stream_options,
+            _ => true,
+        };
     let (mut parts, body) = upstream.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -223,6 +223,7 @@ impl ObservedBody {
                     Some(Usage {
                         input: self.estimated_input,
                         output: state.content_events,
+                        cached_input: 0,
                     }),
                     true,
                 ),

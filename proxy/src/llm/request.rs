@@ -25,8 +25,22 @@ pub struct RequestFields {
     pub stream_options_span: Option<Range<usize>>,
     /// `stream_options.include_usage: true`.
     pub include_usage: bool,
-    /// `max_tokens` or `max_completion_tokens`.
+    /// `max_tokens`, `max_completion_tokens` or (Responses) `max_output_tokens`.
     pub max_tokens: Option<u64>,
+    /// Byte range of the `max_completion_tokens` value.
+    pub max_completion_tokens_span: Option<Range<usize>>,
+    /// Whether `max_tokens` is present.
+    pub has_max_tokens: bool,
+}
+
+/// Request fields a provider refuses, and what becomes of them (from the
+/// backend's preset).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quirks {
+    /// Remove `stream_options` (the provider sends stream usage on its own).
+    pub drop_stream_options: bool,
+    /// Send `max_completion_tokens` as `max_tokens`.
+    pub rename_max_completion_tokens: bool,
 }
 
 /// Why a body was refused.
@@ -122,9 +136,18 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                     fields.include_usage = options.and_then(|o| o.include_usage).unwrap_or(false);
                     fields.stream_options_span = Some(self.span(raw));
                 }
-                "max_tokens" | "max_completion_tokens" => {
+                "max_completion_tokens" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    let max: Option<u64> = serde_json::from_str(raw.get()).map_err(|_| {
+                        de::Error::custom("`max_completion_tokens` must be a non-negative integer")
+                    })?;
+                    fields.max_tokens = fields.max_tokens.or(max);
+                    fields.max_completion_tokens_span = Some(self.span(raw));
+                }
+                "max_tokens" | "max_output_tokens" => {
                     let max: Option<u64> = map.next_value()?;
                     fields.max_tokens = fields.max_tokens.or(max);
+                    fields.has_max_tokens |= &*key.0 == "max_tokens";
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -143,7 +166,42 @@ pub fn rewrite(
     model: Option<&str>,
     ask_usage: bool,
 ) -> Bytes {
+    rewrite_with(body, fields, model, ask_usage, Quirks::default())
+}
+
+/// [`rewrite`], also adapting the fields a provider refuses. (With
+/// `drop_stream_options`, `ask_usage` is ignored.)
+pub fn rewrite_with(
+    body: &Bytes,
+    fields: &RequestFields,
+    model: Option<&str>,
+    ask_usage: bool,
+    quirks: Quirks,
+) -> Bytes {
     let mut edits: Vec<(Range<usize>, Cow<'_, [u8]>)> = Vec::new();
+    let ask_usage = ask_usage && !quirks.drop_stream_options;
+    if quirks.drop_stream_options {
+        if let Some(member) = fields
+            .stream_options_span
+            .as_ref()
+            .and_then(|span| member_span(body, span, b"stream_options"))
+        {
+            edits.push((member, Cow::Borrowed(b"")));
+        }
+    }
+    if quirks.rename_max_completion_tokens {
+        if let Some(span) = &fields.max_completion_tokens_span {
+            if fields.has_max_tokens {
+                // Both given: the provider's own field wins.
+                if let Some(member) = member_span(body, span, b"max_completion_tokens") {
+                    edits.push((member, Cow::Borrowed(b"")));
+                }
+            } else if let Some(start) = key_start(body, span.start, b"max_completion_tokens") {
+                let key_len = b"\"max_completion_tokens\"".len();
+                edits.push((start..start + key_len, Cow::Borrowed(b"\"max_tokens\"")));
+            }
+        }
+    }
     if let (Some(model), Some(span)) = (model, &fields.model_span) {
         let quoted = serde_json::Value::String(model.to_owned()).to_string();
         edits.push((span.clone(), Cow::Owned(quoted.into_bytes())));
@@ -180,6 +238,48 @@ pub fn rewrite(
     }
     out.extend_from_slice(&body[at..]);
     Bytes::from(out)
+}
+
+/// Where the key `"key"` of the member whose value starts at `value_start`
+/// begins; `None` when the key is written differently (with escapes).
+fn key_start(body: &[u8], value_start: usize, key: &[u8]) -> Option<usize> {
+    let mut at = value_start;
+    while at > 0 && body[at - 1].is_ascii_whitespace() {
+        at -= 1;
+    }
+    if at == 0 || body[at - 1] != b':' {
+        return None;
+    }
+    at -= 1;
+    while at > 0 && body[at - 1].is_ascii_whitespace() {
+        at -= 1;
+    }
+    let quoted_len = key.len() + 2;
+    let start = at.checked_sub(quoted_len)?;
+    let quoted = &body[start..at];
+    (quoted[0] == b'"' && quoted[quoted_len - 1] == b'"' && &quoted[1..quoted_len - 1] == key)
+        .then_some(start)
+}
+
+/// The bytes to remove to drop a member (key, value and one comma).
+fn member_span(body: &[u8], value: &Range<usize>, key: &[u8]) -> Option<Range<usize>> {
+    let start = key_start(body, value.start, key)?;
+    let mut before = start;
+    while before > 0 && body[before - 1].is_ascii_whitespace() {
+        before -= 1;
+    }
+    if before > 0 && body[before - 1] == b',' {
+        return Some(before - 1..value.end);
+    }
+    // The first member: take the comma after it, if any.
+    let mut after = value.end;
+    while after < body.len() && body[after].is_ascii_whitespace() {
+        after += 1;
+    }
+    if after < body.len() && body[after] == b',' {
+        return Some(start..after + 1);
+    }
+    Some(start..value.end)
 }
 
 #[cfg(test)]
@@ -253,8 +353,62 @@ mod tests {
     }
 
     #[test]
+    fn drops_stream_options_where_refused() {
+        let quirks = Quirks {
+            drop_stream_options: true,
+            rename_max_completion_tokens: false,
+        };
+        for text in [
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+            r#"{"stream_options" : {"include_usage":true} , "model":"m","stream":true}"#,
+            r#"{"model":"m", "stream_options":null, "stream":true}"#,
+        ] {
+            let body = Bytes::from(text);
+            let fields = scan(&body).unwrap();
+            let out = rewrite_with(&body, &fields, Some("x"), true, quirks);
+            let out = json(&out);
+            assert_eq!(
+                out,
+                serde_json::json!({"model":"x","stream":true}),
+                "{text}"
+            );
+        }
+        // Nothing to drop: the body is not copied, and no usage is asked for.
+        let body = Bytes::from_static(br#"{"model":"m","stream":true}"#);
+        let fields = scan(&body).unwrap();
+        let out = rewrite_with(&body, &fields, None, true, quirks);
+        assert_eq!(out.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn renames_max_completion_tokens_where_refused() {
+        let quirks = Quirks {
+            drop_stream_options: false,
+            rename_max_completion_tokens: true,
+        };
+        let body = Bytes::from_static(br#"{"model":"m","max_completion_tokens": 64}"#);
+        let fields = scan(&body).unwrap();
+        assert_eq!(fields.max_tokens, Some(64));
+        let out = json(&rewrite_with(&body, &fields, None, false, quirks));
+        assert_eq!(out, serde_json::json!({"model":"m","max_tokens":64}));
+
+        let body =
+            Bytes::from_static(br#"{"max_completion_tokens":64,"model":"m","max_tokens":32}"#);
+        let fields = scan(&body).unwrap();
+        let out = json(&rewrite_with(&body, &fields, None, false, quirks));
+        assert_eq!(out, serde_json::json!({"model":"m","max_tokens":32}));
+
+        assert!(scan(br#"{"max_completion_tokens":"x"}"#)
+            .unwrap_err()
+            .0
+            .contains("max_completion_tokens"));
+        let fields = scan(br#"{"max_output_tokens":9}"#).unwrap();
+        assert_eq!(fields.max_tokens, Some(9));
+    }
+
+    #[test]
     fn never_panics_on_mangled_bodies() {
-        let valid = br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false},"max_tokens":5,"messages":[{"role":"user","content":"h\u00e9llo"}]}"#;
+        let valid = br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false},"max_tokens":5,"max_completion_tokens":7,"messages":[{"role":"user","content":"h\u00e9llo"}]}"#;
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..20_000 {
             let mut body = valid.to_vec();
@@ -278,6 +432,11 @@ mod tests {
             if let Ok(fields) = scan(&body) {
                 let bytes = Bytes::from(body);
                 let _ = rewrite(&bytes, &fields, Some("other"), true);
+                let all = Quirks {
+                    drop_stream_options: true,
+                    rename_max_completion_tokens: true,
+                };
+                let _ = rewrite_with(&bytes, &fields, Some("other"), true, all);
             }
         }
     }

@@ -1,4 +1,6 @@
-//! Incremental server-sent-events handling for OpenAI-style streams: splits
+//! Incremental server-sent-events handling for OpenAI-style streams (chat
+//! and text completions, and the Responses API's `response.*` events, whose
+//! usage comes in `response.completed`): splits
 //! the byte stream into whole events, reads usage from the usage chunk, and,
 //! when the gateway itself asked for `include_usage`, removes the usage chunk
 //! and the `"usage":null` fields the client did not ask for. Events are
@@ -60,8 +62,8 @@ impl SseState {
                 self.pending.clear();
                 return Err(out.freeze());
             }
-            if usage_only {
-                continue;
+            if usage_only && self.strip_usage {
+                continue; // the usage chunk the client did not ask for
             }
             if self.strip_usage {
                 strip_usage_null(event, &mut out);
@@ -239,7 +241,8 @@ mod tests {
             state.usage,
             Some(Usage {
                 input: 7,
-                output: 2
+                output: 2,
+                cached_input: 0
             })
         );
         assert_eq!(state.content_events, 2);
@@ -262,7 +265,8 @@ mod tests {
                 state.usage,
                 Some(Usage {
                     input: 7,
-                    output: 2
+                    output: 2,
+                    cached_input: 0
                 })
             );
             assert_eq!(state.content_events, 2);
@@ -279,7 +283,8 @@ mod tests {
             state.usage,
             Some(Usage {
                 input: 1,
-                output: 1
+                output: 1,
+                cached_input: 0
             })
         );
     }

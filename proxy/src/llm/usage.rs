@@ -1,5 +1,8 @@
 //! Finding token usage in OpenAI-shaped JSON without parsing the whole body:
-//! locate the last `"usage"` key and decode just that object.
+//! locate the last `"usage"` key and decode just that object. Chat and text
+//! completions report `prompt_tokens`/`completion_tokens` (cache hits in
+//! `prompt_tokens_details.cached_tokens`); the Responses API reports
+//! `input_tokens`/`output_tokens` (`input_tokens_details.cached_tokens`).
 
 use serde::Deserialize;
 
@@ -7,10 +10,18 @@ use crate::telemetry::Usage;
 
 #[derive(Deserialize)]
 struct UsageFields {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: u64,
+    #[serde(default, alias = "input_tokens_details")]
+    prompt_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 /// The last `"usage": {...}` object in `json`, if any. (A `"usage"` inside a
@@ -38,6 +49,10 @@ fn usage_at(rest: &[u8]) -> Option<Usage> {
     Some(Usage {
         input: fields.prompt_tokens,
         output: fields.completion_tokens,
+        cached_input: fields
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
     })
 }
 
@@ -67,7 +82,8 @@ mod tests {
             find_usage(body),
             Some(Usage {
                 input: 12,
-                output: 5
+                output: 5,
+                cached_input: 0
             })
         );
         let spaced = b"{\"usage\" : {\"prompt_tokens\": 3}}";
@@ -75,11 +91,37 @@ mod tests {
             find_usage(spaced),
             Some(Usage {
                 input: 3,
-                output: 0
+                output: 0,
+                cached_input: 0
             })
         );
         assert_eq!(find_usage(br#"{"choices":[],"usage":null}"#), None);
         assert_eq!(find_usage(br#"{"id":"no usage"}"#), None);
         assert_eq!(find_usage(br#"{"usage":{"prompt_tokens":"many"}}"#), None);
+    }
+
+    #[test]
+    fn reads_cached_tokens_in_both_shapes() {
+        let chat = br#"{"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+        assert_eq!(
+            find_usage(chat),
+            Some(Usage {
+                input: 2006,
+                output: 300,
+                cached_input: 1920
+            })
+        );
+        let responses = br#"{"type":"response.completed","response":{"id":"resp_1","output":[],"usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":16},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}},"sequence_number":9}"#;
+        assert_eq!(
+            find_usage(responses),
+            Some(Usage {
+                input: 36,
+                output: 87,
+                cached_input: 16
+            })
+        );
+        let null_details =
+            br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":null}}"#;
+        assert_eq!(find_usage(null_details).map(|u| u.cached_input), Some(0));
     }
 }

@@ -69,6 +69,8 @@ struct Line<'a> {
     model: Option<&'a str>,
     tokens_in: Option<u64>,
     tokens_out: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens_cached: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     tokens_estimated: bool,
     latency_ms: f64,
@@ -118,6 +120,7 @@ impl<'a> From<&'a AccessRecord> for Line<'a> {
             model: r.model.as_deref(),
             tokens_in: r.usage.map(|u| u.input),
             tokens_out: r.usage.map(|u| u.output),
+            tokens_cached: r.usage.map(|u| u.cached_input).filter(|&n| n > 0),
             tokens_estimated: r.usage_estimated,
             latency_ms: millis(r.latency),
             ttft_ms: r.ttft.map(millis),
@@ -156,6 +159,7 @@ mod tests {
             usage: Some(Usage {
                 input: 342,
                 output: 89,
+                cached_input: 0,
             }),
             latency: Duration::from_micros(1_240_500),
             ttft: Some(Duration::from_millis(310)),

@@ -14,6 +14,10 @@ pub struct Usage {
     pub input: u64,
     /// Output (completion) tokens.
     pub output: u64,
+    /// Of the input tokens, those read from the provider's prompt cache
+    /// (`prompt_tokens_details.cached_tokens`, Responses'
+    /// `input_tokens_details.cached_tokens`): charged at the cached price.
+    pub cached_input: u64,
 }
 
 /// The finished record of one request.
@@ -190,7 +194,7 @@ impl Exchange {
                 &price,
                 usage.input,
                 usage.output,
-                0,
+                usage.cached_input,
             ));
         }
         if let Some(hook) = self.on_finish.take() {

@@ -28,7 +28,8 @@ pub(crate) fn reply(body: &[u8], control: &Control, ids: &Ids) -> Result<Reply, 
     let request: CompletionRequest<'_> =
         serde_json::from_slice(body).map_err(|e| BadRequest::json(&e))?;
     let id = format!("cmpl-mock-{}", ids.next());
-    let usage = Usage::new(control.prompt_tokens, u64::from(control.chunks));
+    let usage = Usage::new(control.prompt_tokens, u64::from(control.chunks))
+        .with_cached(control.cached_tokens);
     if request.stream == Some(true) {
         let include_usage = request
             .stream_options

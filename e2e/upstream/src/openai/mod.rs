@@ -7,6 +7,7 @@ pub(crate) mod completions;
 pub(crate) mod embeddings;
 pub(crate) mod error;
 pub(crate) mod models;
+pub(crate) mod responses;
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +70,15 @@ pub(crate) struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Only with `x-mock-cached-tokens`, as OpenAI reports prompt cache hits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `prompt_tokens_details` of a usage object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct PromptTokensDetails {
+    pub cached_tokens: u64,
 }
 
 impl Usage {
@@ -77,7 +87,18 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: None,
         }
+    }
+
+    /// With `cached` of the prompt tokens read from the cache (0: none reported).
+    pub fn with_cached(mut self, cached: u64) -> Usage {
+        if cached > 0 {
+            self.prompt_tokens_details = Some(PromptTokensDetails {
+                cached_tokens: cached,
+            });
+        }
+        self
     }
 }
 
@@ -166,9 +187,11 @@ impl ChunkFrame {
 
     /// The final usage chunk: no choices, the totals.
     pub fn usage(&self, usage: &Usage) -> Event {
+        let usage = to_json(usage);
         let s = format!(
-            "{},\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}}}}}\n\n",
-            self.head, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+            "{},\"choices\":[],\"usage\":{}}}\n\n",
+            self.head,
+            String::from_utf8_lossy(&usage)
         );
         Event {
             kind: EventKind::Tail,
