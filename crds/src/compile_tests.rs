@@ -766,6 +766,8 @@ fn compiles_a_raft_state_and_names_each_mistake() {
     assert!(
         errors[0].contains("spec.state.raft: required for type raft"),
         "{errors:#?}"
+    );
+}
 
 /// Compiles one Backend (behind a route, so it is used) and returns it.
 fn compile_backend_text(backend: &str) -> Result<Backend, Vec<String>> {
