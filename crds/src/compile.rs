@@ -651,7 +651,7 @@ fn compile_backend(
     let credential = spec
         .auth
         .as_ref()
-        .and_then(|auth| compile_credential(&id, auth, secrets, errors));
+        .and_then(|auth| compile_credential(&id, auth, provider, secrets, errors));
     if spec.transport.is_some() && (provider != Provider::Mcp || spec.endpoint.is_none()) {
         errors.push(
             &id,
@@ -694,6 +694,7 @@ fn compile_backend(
 fn compile_credential(
     id: &str,
     auth: &BackendAuthSpec,
+    provider: Provider,
     secrets: &dyn SecretSource,
     errors: &mut Errors,
 ) -> Option<Credential> {
@@ -714,7 +715,11 @@ fn compile_credential(
     let header = key
         .header
         .as_deref()
-        .unwrap_or("authorization")
+        .unwrap_or(match provider {
+            // Anthropic takes the bare key in `x-api-key`.
+            Provider::Anthropic => "x-api-key",
+            _ => "authorization",
+        })
         .to_ascii_lowercase();
     if let Err(e) = http_token(&header) {
         errors.push(id, "spec.auth.apiKey.header", e);

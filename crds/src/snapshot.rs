@@ -275,11 +275,13 @@ pub enum Provider {
     DeepInfra,
     /// An MCP server (streamable HTTP).
     Mcp,
+    /// Anthropic's Messages API (translated from and to OpenAI's schema).
+    Anthropic,
 }
 
 impl Provider {
     /// Every supported provider with its name in config.
-    pub const ALL: [(&'static str, Provider); 17] = [
+    pub const ALL: [(&'static str, Provider); 18] = [
         ("Demo", Provider::Demo),
         ("OpenAI", Provider::OpenAI),
         ("OpenAICompatible", Provider::OpenAICompatible),
@@ -297,12 +299,12 @@ impl Provider {
         ("SambaNova", Provider::SambaNova),
         ("DeepInfra", Provider::DeepInfra),
         ("MCP", Provider::Mcp),
+        ("Anthropic", Provider::Anthropic),
     ];
 
     /// Providers of API.md whose translators are not built yet.
-    pub const NOT_YET: [&'static str; 7] = [
+    pub const NOT_YET: [&'static str; 6] = [
         "AzureOpenAI",
-        "Anthropic",
         "Bedrock",
         "Gemini",
         "VertexAI",
@@ -341,6 +343,7 @@ impl Provider {
             Self::Cerebras => "https://api.cerebras.ai/v1",
             Self::SambaNova => "https://api.sambanova.ai/v1",
             Self::DeepInfra => "https://api.deepinfra.com/v1/openai",
+            Self::Anthropic => "https://api.anthropic.com/v1",
         })
     }
 }

@@ -314,6 +314,7 @@ fn provider_label(name: &'static str) -> &'static str {
         "Cerebras" => "cerebras",
         "SambaNova" => "sambanova",
         "DeepInfra" => "deepinfra",
+        "Anthropic" => "anthropic",
         "MCP" => "mcp",
         other => other,
     }

@@ -11,6 +11,7 @@ use sluice_crds::snapshot::Route;
 use std::time::Instant;
 
 use super::request::{rewrite, RequestFields};
+use super::translate::{self, Plan, Schema};
 use super::Endpoint;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -34,7 +35,9 @@ pub enum Outcome {
     /// An upstream answered (any status), from this backend index, on this
     /// connection (which the response body must keep polling).
     Upstream(Response<Incoming>, Box<Conn>, usize),
-    /// The demo backend at this index is next: answer in process.
+    /// The demo backend at this index is next: answer in process. Also a
+    /// request the backend at this index has no endpoint for but the
+    /// gateway can answer itself (count_tokens; see [`Plan::Local`]).
     Demo(usize),
     /// Every allowed attempt failed without a response.
     Failed(GatewayError),
@@ -73,8 +76,9 @@ pub async fn forward(
     let deadline = exchange.started() + route.timeout;
     let retry = route.retry;
     let mut last_failure = GatewayError::UpstreamTimeout(String::new());
-    // The rewritten body is reused across attempts with the same model override.
-    let mut prepared: Option<(Option<&str>, Bytes)> = None;
+    // The rewritten body is reused across attempts with the same model
+    // override and backend schema.
+    let mut prepared: Option<(Option<&str>, Schema, Bytes)> = None;
 
     for attempt in 0..retry.attempts as usize {
         let route_backend = &route.backends[order[attempt % order.len()]];
@@ -89,17 +93,53 @@ pub async fn forward(
             return Outcome::Demo(index);
         };
 
+        let schema = Schema::of_provider(runtime.snapshot.backends[index].provider);
+        let plan = translate::plan(outgoing.endpoint, schema);
+        match plan {
+            Plan::Local => return Outcome::Demo(index),
+            Plan::Unsupported => {
+                exchange
+                    .record
+                    .failed_attempts
+                    .push((backend.name.clone(), "unsupported"));
+                last_failure = GatewayError::BadRequest(format!(
+                    "backend {} ({}) does not serve {}",
+                    backend.name,
+                    backend.provider,
+                    outgoing.endpoint.path()
+                ));
+                continue;
+            }
+            Plan::Passthrough | Plan::Translate { .. } => {}
+        }
         let override_model = route_backend.model.as_deref();
         let body = match &prepared {
-            Some((model, body)) if *model == override_model => body.clone(),
+            Some((model, prepared_schema, body))
+                if *model == override_model && *prepared_schema == schema =>
+            {
+                body.clone()
+            }
             _ => {
-                let body = rewrite(
-                    outgoing.body,
-                    outgoing.fields,
-                    override_model,
-                    outgoing.ask_usage,
-                );
-                prepared = Some((override_model, body.clone()));
+                let body = match plan {
+                    Plan::Translate { .. } => {
+                        let model = override_model
+                            .or(outgoing.fields.model.as_deref())
+                            .unwrap_or_default();
+                        match translate::request(plan, outgoing.body, model) {
+                            Ok(body) => body,
+                            Err(e) => {
+                                return Outcome::Failed(GatewayError::BadRequest(e.to_string()))
+                            }
+                        }
+                    }
+                    _ => rewrite(
+                        outgoing.body,
+                        outgoing.fields,
+                        override_model,
+                        outgoing.ask_usage,
+                    ),
+                };
+                prepared = Some((override_model, schema, body.clone()));
                 body
             }
         };
@@ -109,7 +149,14 @@ pub async fn forward(
             break;
         }
         let wait = backend.timeout.min(deadline - now);
-        let request = match build_request(base_url.as_str(), outgoing, credential.as_ref(), body) {
+        let suffix = translate::upstream_suffix(outgoing.endpoint, schema);
+        let request = match build_request(
+            base_url.as_str(),
+            suffix,
+            outgoing,
+            credential.as_ref(),
+            body,
+        ) {
             Ok(request) => request,
             Err(detail) => {
                 last_failure = GatewayError::UpstreamFailed {
@@ -180,11 +227,12 @@ pub async fn forward(
 
 fn build_request(
     base_url: &str,
+    suffix: &str,
     outgoing: &Outgoing<'_>,
     credential: Option<&(http::HeaderName, http::HeaderValue)>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let uri: Uri = [base_url, outgoing.endpoint.upstream_suffix()]
+    let uri: Uri = [base_url, suffix]
         .concat()
         .parse()
         .map_err(|e| format!("invalid upstream URL: {e}"))?;
@@ -201,5 +249,19 @@ fn build_request(
     if let Some((name, value)) = credential {
         headers.insert(name.clone(), value.clone());
     }
+    if suffix.starts_with("/messages") && !headers.contains_key("anthropic-version") {
+        headers.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static(translate::anthropic::VERSION),
+        );
+    }
     Ok(request)
+}
+
+/// The plan for `endpoint` at backend `index` (of the snapshot's backends).
+pub fn plan_at(runtime: &Runtime, endpoint: Endpoint, index: usize) -> Plan {
+    translate::plan(
+        endpoint,
+        Schema::of_provider(runtime.snapshot.backends[index].provider),
+    )
 }
