@@ -112,7 +112,7 @@ pub struct BlockIn<'a> {
 #[derive(Debug, Deserialize)]
 pub struct ImageSourceIn<'a> {
     /// `base64` or `url`.
-    #[serde(rename = "type", borrow)]
+    #[serde(rename = "type", borrow, default)]
     pub kind: Cow<'a, str>,
     /// `base64`: `image/png`, ...
     #[serde(borrow, default)]
