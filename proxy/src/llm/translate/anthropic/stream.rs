@@ -351,6 +351,8 @@ enum EventOut<'a> {
     MessageStop,
 }
 
+// The variants are named as Anthropic's `type` values are.
+#[allow(clippy::enum_variant_names)]
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum BlockDelta<'a> {
@@ -510,7 +512,7 @@ impl ToAnthropic {
                         thinking: "",
                         signature: "",
                     },
-                    |index| Open::Thinking(index),
+                    Open::Thinking,
                 );
             }
             self.delta(out, BlockDelta::ThinkingDelta { thinking });
@@ -522,7 +524,7 @@ impl ToAnthropic {
                     BlockOut::Text {
                         text: Cow::Borrowed(""),
                     },
-                    |index| Open::Text(index),
+                    Open::Text,
                 );
             }
             self.delta(out, BlockDelta::TextDelta { text });
