@@ -150,7 +150,7 @@ spec:
 ---
 kind: Backend
 metadata: {name: claude}
-spec: {provider: Anthropic}
+spec: {provider: Bedrock}
 ---
 kind: Backend
 metadata: {name: weird}
@@ -172,7 +172,7 @@ spec: {path: /mcp}
     let expect = [
         "MCPRoute/tools: spec.backends: list at least one MCP backend",
         "Budget/team-a: spec.limits: list at least one limit",
-        "Backend/claude: spec.provider: provider `Anthropic` is not supported yet",
+        "Backend/claude: spec.provider: provider `Bedrock` is not supported yet",
         "Backend/weird: spec.provider: unknown provider `Skynet`",
         "Backend/local: spec.endpoint: required for provider OpenAICompatible",
         "AIGateway/gw: spec.listen: `nowhere` is not an address",

@@ -281,11 +281,13 @@ pub enum Provider {
     AzureOpenAI,
     /// An MCP server (streamable HTTP).
     Mcp,
+    /// Anthropic's Messages API (translated from and to OpenAI's schema).
+    Anthropic,
 }
 
 impl Provider {
     /// Every supported provider with its name in config.
-    pub const ALL: [(&'static str, Provider); 20] = [
+    pub const ALL: [(&'static str, Provider); 21] = [
         ("Demo", Provider::Demo),
         ("OpenAI", Provider::OpenAI),
         ("OpenAICompatible", Provider::OpenAICompatible),
@@ -306,10 +308,11 @@ impl Provider {
         ("GeminiOpenAI", Provider::GeminiOpenAI),
         ("AzureOpenAI", Provider::AzureOpenAI),
         ("MCP", Provider::Mcp),
+        ("Anthropic", Provider::Anthropic),
     ];
 
     /// Providers of API.md whose translators are not built yet.
-    pub const NOT_YET: [&'static str; 5] = ["Anthropic", "Bedrock", "Gemini", "VertexAI", "Cohere"];
+    pub const NOT_YET: [&'static str; 4] = ["Bedrock", "Gemini", "VertexAI", "Cohere"];
 
     /// Parses a config name.
     pub fn parse(name: &str) -> Option<Self> {
@@ -430,6 +433,13 @@ impl Provider {
                 default_endpoint: None,
                 key_header: "api-key",
                 version_path: "",
+                ..openai
+            },
+            // docs.anthropic.com/en/api/messages: the bare key in `x-api-key`;
+            // translated from and to OpenAI's schema (llm/translate).
+            Self::Anthropic => Preset {
+                default_endpoint: Some("https://api.anthropic.com/v1"),
+                key_header: "x-api-key",
                 ..openai
             },
         }

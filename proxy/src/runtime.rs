@@ -376,6 +376,7 @@ fn provider_label(name: &'static str) -> &'static str {
         "Perplexity" => "perplexity",
         "GeminiOpenAI" => "gcp.gemini",
         "AzureOpenAI" => "azure.ai.openai",
+        "Anthropic" => "anthropic",
         "MCP" => "mcp",
         other => other,
     }

@@ -28,6 +28,13 @@ Control headers (all optional, read on every request):
                                Without it, a request whose tool_choice is \"required\" calls its
                                first tool, and one naming a function calls that function.
 
+  x-mock-malformed: 1          Answer 200 with a body that cannot be read (cut-off JSON, or an
+                               event whose data is not JSON when the request streams).
+  x-mock-stream-error: 1       Anthropic streams: end with an overloaded_error event after the
+                               content instead of message_delta/message_stop.
+Anthropic's /v1/messages and /v1/messages/count_tokens need x-api-key and anthropic-version;
+x-mock-status answers them in Anthropic's error shape.
+
 An invalid control header value is answered with 400 and a message naming the header.
 ";
 

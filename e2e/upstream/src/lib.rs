@@ -1,5 +1,6 @@
-//! `sluice-test-upstream`: a fake OpenAI-compatible LLM provider for Sluice's
-//! tests and benchmarks. It speaks the OpenAI wire format exactly, is steered
+//! `sluice-test-upstream`: a fake LLM provider for Sluice's tests and
+//! benchmarks. It speaks the OpenAI wire format and Anthropic's Messages
+//! (`/v1/messages`, `anthropic`) exactly, is steered
 //! per request by `x-mock-*` headers (see [`CONTROL_HEADERS_HELP`]) and records
 //! what it receives.
 //!
@@ -16,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod anthropic;
 mod base64;
 mod body;
 mod control;

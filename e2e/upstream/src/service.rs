@@ -11,6 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::anthropic;
 use crate::body::{MockBody, Pacing};
 use crate::control::Control;
 use crate::openai::{
@@ -80,12 +81,20 @@ enum Endpoint {
     Embeddings,
     Responses,
     Models,
+    /// Anthropic's `/v1/messages`.
+    Messages,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Endpoint {
     fn of(path: &str) -> Option<Endpoint> {
         let path = path.strip_suffix('/').unwrap_or(path);
-        if path.ends_with("/chat/completions") {
+        if path.ends_with("/messages/count_tokens") {
+            Some(Endpoint::CountTokens)
+        } else if path.ends_with("/messages") {
+            Some(Endpoint::Messages)
+        } else if path.ends_with("/chat/completions") {
             Some(Endpoint::Chat)
         } else if path.ends_with("/completions") {
             Some(Endpoint::Completions)
@@ -103,18 +112,14 @@ impl Endpoint {
     fn method(self) -> Method {
         match self {
             Endpoint::Models => Method::GET,
-            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
-                Method::POST
-            }
+            _ => Method::POST,
         }
     }
 
     fn allow(self) -> HeaderValue {
         match self {
             Endpoint::Models => HeaderValue::from_static("GET"),
-            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
-                HeaderValue::from_static("POST")
-            }
+            _ => HeaderValue::from_static("POST"),
         }
     }
 }
@@ -170,11 +175,36 @@ async fn answer(
     } else {
         None
     });
+    let path = parts.uri.path();
+    let anthropic_endpoint = matches!(
+        Endpoint::of(path),
+        Some(Endpoint::Messages | Endpoint::CountTokens)
+    );
+    if anthropic_endpoint {
+        if let Err(refusal) = anthropic::check_headers(&parts.headers) {
+            return Ok(json_response(refusal.status, refusal.body));
+        }
+    }
     if let Some(status) = forced_status {
+        if anthropic_endpoint {
+            let message = format!(
+                "Mock upstream error: status {} was requested.",
+                status.as_u16()
+            );
+            let mut response = json_response(status, anthropic::error_body(status, &message));
+            if let Some(secs) = control.retry_after {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return Ok(response);
+        }
         return Ok(forced_error(status, control.retry_after));
     }
+    if parts.headers.contains_key("x-mock-malformed") {
+        return Ok(malformed(body));
+    }
 
-    let path = parts.uri.path();
     let Some(endpoint) = Endpoint::of(path) else {
         let message = format!("Unknown request URL: {} {path}.", parts.method);
         let (kind, _) = error::kind_for(StatusCode::NOT_FOUND);
@@ -192,7 +222,19 @@ async fn answer(
         response.headers_mut().insert(ALLOW, endpoint.allow());
         return Ok(response);
     }
+    let stream_error = parts.headers.contains_key("x-mock-stream-error");
     let reply = match endpoint {
+        Endpoint::Messages | Endpoint::CountTokens => {
+            let reply = if endpoint == Endpoint::Messages {
+                anthropic::messages(body, &control, &state.ids, stream_error)
+            } else {
+                anthropic::count_tokens(body, &control)
+            };
+            return Ok(match reply {
+                Ok(reply) => success(reply, &control),
+                Err(refusal) => json_response(refusal.status, refusal.body),
+            });
+        }
         Endpoint::Chat => chat::reply(body, &control, &state.ids),
         Endpoint::Completions => completions::reply(body, &control, &state.ids),
         Endpoint::Embeddings => embeddings::reply(body, &control),
@@ -230,6 +272,27 @@ fn success(reply: Reply, control: &Control) -> Response<MockBody> {
             response
         }
     }
+}
+
+/// `x-mock-malformed`: a 200 whose body is not what it claims to be, as a
+/// broken provider or proxy would send: cut-off JSON, or for a streaming
+/// request an event whose data is not JSON.
+fn malformed(request: &[u8]) -> Response<MockBody> {
+    let streaming = serde_json::from_slice::<serde_json::Value>(request)
+        .ok()
+        .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false);
+    if streaming {
+        let mut response = Response::new(MockBody::full(Bytes::from_static(
+            b"event: message_start\ndata: {\"type\": \"message_start\", \"message\": {\"id\n\ndata: {\"choices\": [{\"delta\"\n\n",
+        )));
+        response.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
+        return response;
+    }
+    json_response(
+        StatusCode::OK,
+        Bytes::from_static(b"{\"id\": \"cut-off\", \"choices\": [{\"mess"),
+    )
 }
 
 /// The answer `x-mock-status` / `--always-status` ask for.

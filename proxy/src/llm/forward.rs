@@ -11,6 +11,7 @@ use sluice_crds::snapshot::Route;
 use std::time::Instant;
 
 use super::request::{rewrite_with, Quirks, RequestFields};
+use super::translate::{self, Plan, Schema};
 use super::Endpoint;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -34,7 +35,9 @@ pub enum Outcome {
     /// An upstream answered (any status), from this backend index, on this
     /// connection (which the response body must keep polling).
     Upstream(Response<Incoming>, Box<Conn>, usize),
-    /// The demo backend at this index is next: answer in process.
+    /// The demo backend at this index is next: answer in process. Also a
+    /// request the backend at this index has no endpoint for but the
+    /// gateway can answer itself (count_tokens; see [`Plan::Local`]).
     Demo(usize),
     /// Every allowed attempt failed without a response.
     Failed(GatewayError),
@@ -74,8 +77,8 @@ pub async fn forward(
     let retry = route.retry;
     let mut last_failure = GatewayError::UpstreamTimeout(String::new());
     // The rewritten body is reused across attempts with the same model
-    // override and provider quirks.
-    let mut prepared: Option<(Option<&str>, Quirks, Bytes)> = None;
+    // override, backend schema and provider quirks.
+    let mut prepared: Option<(Option<&str>, Schema, Quirks, Bytes)> = None;
 
     for attempt in 0..retry.attempts as usize {
         let route_backend = &route.backends[order[attempt % order.len()]];
@@ -93,19 +96,55 @@ pub async fn forward(
             return Outcome::Demo(index);
         };
 
+        let schema = Schema::of_provider(runtime.snapshot.backends[index].provider);
+        let plan = translate::plan(outgoing.endpoint, schema);
+        match plan {
+            Plan::Local => return Outcome::Demo(index),
+            Plan::Unsupported => {
+                exchange
+                    .record
+                    .failed_attempts
+                    .push((backend.name.clone(), "unsupported"));
+                last_failure = GatewayError::BadRequest(format!(
+                    "backend {} ({}) does not serve {}",
+                    backend.name,
+                    backend.provider,
+                    outgoing.endpoint.path()
+                ));
+                continue;
+            }
+            Plan::Passthrough | Plan::Translate { .. } => {}
+        }
         let override_model = route_backend.model.as_deref();
         let quirks = quirks(outgoing.endpoint, preset);
         let body = match &prepared {
-            Some((model, q, body)) if *model == override_model && *q == quirks => body.clone(),
+            Some((model, prepared_schema, q, body))
+                if *model == override_model && *prepared_schema == schema && *q == quirks =>
+            {
+                body.clone()
+            }
             _ => {
-                let body = rewrite_with(
-                    outgoing.body,
-                    outgoing.fields,
-                    override_model,
-                    outgoing.ask_usage,
-                    quirks,
-                );
-                prepared = Some((override_model, quirks, body.clone()));
+                let body = match plan {
+                    Plan::Translate { .. } => {
+                        let model = override_model
+                            .or(outgoing.fields.model.as_deref())
+                            .unwrap_or_default();
+                        match translate::request(plan, outgoing.body, model) {
+                            Ok(body) => body,
+                            Err(e) => {
+                                return Outcome::Failed(GatewayError::BadRequest(e.to_string()))
+                            }
+                        }
+                    }
+                    _ => rewrite_with(
+                        outgoing.body,
+                        outgoing.fields,
+                        override_model,
+                        outgoing.ask_usage,
+                        quirks,
+                    ),
+                };
+                prepared = Some((override_model, schema, quirks, body.clone()));
                 body
             }
         };
@@ -123,7 +162,8 @@ pub async fn forward(
             credential: credential.as_ref(),
             headers,
         };
-        let request = match build_request(&target, outgoing, body) {
+        let suffix = translate::upstream_suffix(outgoing.endpoint, schema);
+        let request = match build_request(&target, suffix, outgoing, body) {
             Ok(request) => request,
             Err(detail) => {
                 last_failure = GatewayError::UpstreamFailed {
@@ -217,8 +257,7 @@ struct Upstream<'a> {
 /// The request URL: `{base}{suffix}`, or for Azure deployments
 /// `{endpoint}/openai/deployments/{model}{suffix}?api-version=X` (the
 /// Responses API is not per deployment: `{endpoint}/openai/responses?...`).
-fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint) -> String {
-    let suffix = endpoint.upstream_suffix();
+fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint, suffix: &str) -> String {
     match target.paths {
         UpstreamPaths::OpenAI => [target.base_url, suffix].concat(),
         UpstreamPaths::AzureDeployments { query } if endpoint == Endpoint::Responses => {
@@ -251,10 +290,11 @@ fn path_segment(text: &str) -> std::borrow::Cow<'_, str> {
 
 fn build_request(
     target: &Upstream<'_>,
+    suffix: &str,
     outgoing: &Outgoing<'_>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let uri: Uri = upstream_url(target, outgoing.endpoint)
+    let uri: Uri = upstream_url(target, outgoing.endpoint, suffix)
         .parse()
         .map_err(|e| format!("invalid upstream URL: {e}"))?;
     let mut request = Request::new(Full::new(body));
@@ -273,7 +313,21 @@ fn build_request(
     if let Some((name, value)) = target.credential {
         headers.insert(name.clone(), value.clone());
     }
+    if suffix.starts_with("/messages") && !headers.contains_key("anthropic-version") {
+        headers.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static(translate::anthropic::VERSION),
+        );
+    }
     Ok(request)
+}
+
+/// The plan for `endpoint` at backend `index` (of the snapshot's backends).
+pub fn plan_at(runtime: &Runtime, endpoint: Endpoint, index: usize) -> Plan {
+    translate::plan(
+        endpoint,
+        Schema::of_provider(runtime.snapshot.backends[index].provider),
+    )
 }
 
 #[cfg(test)]
@@ -288,7 +342,7 @@ mod tests {
             credential: None,
             headers: &[],
         };
-        upstream_url(&target, endpoint)
+        upstream_url(&target, endpoint, endpoint.upstream_suffix())
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The OpenAI-compatible LLM endpoints (`/v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/models`): authenticate, read
-//! the body once, pick the route, forward with fallback, and hand the
-//! response back through the usage observer. Knows nothing of listeners or
-//! config loading.
+//! The LLM endpoints: OpenAI's (`/v1/chat/completions`, `/v1/completions`,
+//! `/v1/embeddings`, `/v1/responses`, `/v1/models`) and Anthropic's (`/v1/messages`,
+//! `/v1/messages/count_tokens`): authenticate, read the body once, pick the
+//! route, forward with fallback (translating between schemas where client
+//! and backend differ), and hand the response back through the usage
+//! observer. Knows nothing of listeners or config loading.
 
 mod admit;
 pub mod demo;
@@ -10,6 +11,7 @@ mod forward;
 pub mod observe;
 pub mod request;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 
 use std::sync::Arc;
@@ -41,6 +43,10 @@ pub enum Endpoint {
     Responses,
     /// `GET /v1/models`.
     Models,
+    /// `POST /v1/messages` (Anthropic's schema).
+    Messages,
+    /// `POST /v1/messages/count_tokens` (Anthropic's schema).
+    CountTokens,
 }
 
 impl Endpoint {
@@ -52,6 +58,8 @@ impl Endpoint {
             "/v1/embeddings" | "/embeddings" => Self::Embeddings,
             "/v1/responses" | "/responses" => Self::Responses,
             "/v1/models" | "/models" => Self::Models,
+            "/v1/messages" => Self::Messages,
+            "/v1/messages/count_tokens" => Self::CountTokens,
             _ => return None,
         })
     }
@@ -64,6 +72,8 @@ impl Endpoint {
             Self::Embeddings => "/v1/embeddings",
             Self::Responses => "/v1/responses",
             Self::Models => "/v1/models",
+            Self::Messages => "/v1/messages",
+            Self::CountTokens => "/v1/messages/count_tokens",
         }
     }
 
@@ -75,6 +85,8 @@ impl Endpoint {
             Self::Embeddings => "/embeddings",
             Self::Responses => "/responses",
             Self::Models => "/models",
+            Self::Messages => "/messages",
+            Self::CountTokens => "/messages/count_tokens",
         }
     }
 
@@ -104,7 +116,7 @@ pub async fn handle(
             exchange.record.status = error.status().as_u16();
             exchange.record.error = Some(error.code().into());
             exchange.finish();
-            error.response()
+            translate::error_response(endpoint, &error)
         }
     }
 }
@@ -152,6 +164,13 @@ async fn serve(
     let route_index = route_index.ok_or(GatewayError::UnknownModel(model))?;
     let route = &runtime.snapshot.routes[route_index];
 
+    if endpoint == Endpoint::CountTokens {
+        // Counting is not generation: no budget is drawn.
+        return forward_and_respond(
+            gateway, runtime, route, endpoint, &parts, &body, &fields, exchange, None,
+        )
+        .await;
+    }
     let admitted = admit::admit(
         gateway,
         runtime,
@@ -220,19 +239,55 @@ async fn forward_and_respond(
         Outcome::Demo(_) if endpoint == Endpoint::Responses => Err(GatewayError::BadRequest(
             "the Demo backend does not serve /v1/responses; use /v1/chat/completions".into(),
         )),
+        Outcome::Demo(index) if endpoint == Endpoint::CountTokens => {
+            // No backend here counts tokens: the gateway's estimate answers.
+            let model = exchange.record.model.as_deref().unwrap_or_default();
+            let tokens = crate::limits::estimate::prompt_tokens(model, body);
+            exchange.record.upstream = Some(runtime.backends[index].name.clone());
+            exchange.record.provider = runtime.backends[index].provider;
+            Ok(Served::Local(json_response(
+                StatusCode::OK,
+                Bytes::from(format!("{{\"input_tokens\":{tokens}}}")),
+            )))
+        }
         Outcome::Demo(index) => {
             let model = exchange.record.model.as_deref().unwrap_or_default();
             exchange.record.price = runtime.price_at(route, index, model);
             let backend = &runtime.backends[index];
             exchange.record.upstream = Some(backend.name.clone());
             exchange.record.provider = backend.provider;
-            let json: serde_json::Value = serde_json::from_slice(body)
+            let plan = translate::plan(endpoint, translate::Schema::OpenAI);
+            let openai_body = match plan {
+                translate::Plan::Passthrough => body.clone(),
+                _ => translate::request(plan, body, model)
+                    .map_err(|e| GatewayError::BadRequest(e.to_string()))?,
+            };
+            let json: serde_json::Value = serde_json::from_slice(&openai_body)
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
             let model = exchange.record.model.as_deref().unwrap_or_default();
-            let reply = demo::reply(endpoint, &json, model, fields.stream, fields.include_usage);
+            let include_usage = fields.include_usage || plan != translate::Plan::Passthrough;
+            let reply = demo::reply(endpoint, &json, model, fields.stream, include_usage);
             exchange.first_byte();
             exchange.record.usage = Some(reply.usage);
-            let mut response = Response::new(ResponseBody::full(reply.body));
+            let reply_body = match translate::Pipe::for_answer(
+                plan,
+                endpoint,
+                StatusCode::OK,
+                reply.content_type == "text/event-stream",
+                fields.include_usage,
+                reply.usage.input,
+            ) {
+                None => reply.body,
+                Some(mut pipe) => {
+                    let mut out = pipe
+                        .on_data(reply.body, None)
+                        .unwrap_or_else(|b| b)
+                        .to_vec();
+                    out.extend_from_slice(&pipe.finish());
+                    Bytes::from(out)
+                }
+            };
+            let mut response = Response::new(ResponseBody::full(reply_body));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static(reply.content_type),
@@ -243,7 +298,8 @@ async fn forward_and_respond(
             let model = exchange.record.model.as_deref().unwrap_or_default();
             exchange.record.price = runtime.price_at(route, index, model);
             let backend = &runtime.backends[index];
-            Ok(Served::Upstream(respond(
+            let plan = forward::plan_at(runtime, endpoint, index);
+            let response = respond(
                 upstream,
                 conn,
                 backend,
@@ -252,7 +308,9 @@ async fn forward_and_respond(
                 ask_usage,
                 body.len(),
                 guard,
-            )))
+                (plan, endpoint),
+            );
+            Ok(Served::Upstream(finish_whole(response).await))
         }
         Outcome::Failed(error) => Err(error),
     }
@@ -269,6 +327,7 @@ fn respond(
     ask_usage: bool,
     body_len: usize,
     guard: Option<crate::limits::StreamGuard>,
+    (plan, endpoint): (translate::Plan, Endpoint),
 ) -> Response<ResponseBody> {
     // A provider that refuses `stream_options` was not asked: nothing to strip.
     let ask_usage = ask_usage
@@ -285,7 +344,18 @@ fn respond(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let kind = if !status.is_success() {
+    let estimated_input = demo::approx_tokens_len(body_len);
+    let pipe = translate::Pipe::for_answer(
+        plan,
+        endpoint,
+        status,
+        is_event_stream,
+        fields.include_usage,
+        estimated_input,
+    );
+    let kind = if let Some(pipe) = pipe {
+        BodyKind::Translated(Box::new(pipe))
+    } else if !status.is_success() {
         BodyKind::Opaque
     } else if is_event_stream {
         BodyKind::Sse {
@@ -307,7 +377,6 @@ fn respond(
     } else if status.is_client_error() {
         exchange_out.record.error = Some("upstream_4xx".into());
     }
-    let estimated_input = demo::approx_tokens_len(body_len);
     let mut observed = ObservedBody::new(
         body,
         conn,
@@ -320,6 +389,32 @@ fn respond(
         observed.guard(guard);
     }
     Response::from_parts(parts, ResponseBody::Upstream(Box::new(observed)))
+}
+
+/// A translated whole body (JSON, or an error) is read to its end before
+/// the client gets anything, so that its status can follow the translation
+/// (a 502 when the upstream's answer cannot be read, 529 as 503 for OpenAI
+/// clients). Streams and untranslated bodies go out as they arrive.
+async fn finish_whole(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    let ResponseBody::Upstream(mut observed) = body else {
+        return Response::from_parts(parts, body);
+    };
+    if !observed.translates_whole() {
+        return Response::from_parts(parts, ResponseBody::Upstream(observed));
+    }
+    let bytes = match BodyExt::collect(observed.as_mut()).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    if let Some(status) = observed.answer_status() {
+        parts.status = status;
+    }
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, ResponseBody::full(bytes))
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes.

@@ -33,6 +33,8 @@ enum Mode {
     Opaque,
     /// An MCP server's SSE answer, its server-to-client requests relayed.
     McpRelay(Box<crate::mcp::relay::Relay>),
+    /// Translated between schemas (or an Anthropic answer, observed).
+    Translated(Box<super::translate::Pipe>),
 }
 
 /// An upstream body being forwarded.
@@ -122,6 +124,9 @@ pub enum BodyKind {
     Opaque,
     /// An MCP SSE answer, rewritten on its way by this relay.
     McpRelay(Box<crate::mcp::relay::Relay>),
+    /// An answer in another schema than the client's, or one only the
+    /// translation layer can read usage from.
+    Translated(Box<super::translate::Pipe>),
 }
 
 impl ObservedBody {
@@ -142,6 +147,7 @@ impl ObservedBody {
             BodyKind::Sse { strip_usage } => Mode::Sse(SseState::new(strip_usage)),
             BodyKind::Opaque => Mode::Opaque,
             BodyKind::McpRelay(relay) => Mode::McpRelay(relay),
+            BodyKind::Translated(pipe) => Mode::Translated(pipe),
         };
         let now = Instant::now();
         Self {
@@ -162,6 +168,20 @@ impl ObservedBody {
     /// Holds a streamed answer to a budget.
     pub fn guard(&mut self, guard: crate::limits::StreamGuard) {
         self.guard = Some(guard);
+    }
+
+    /// Whether the body is translated whole (read to its end before the
+    /// client gets any of it).
+    pub fn translates_whole(&self) -> bool {
+        matches!(&self.mode, Mode::Translated(pipe) if pipe.is_whole())
+    }
+
+    /// The status a whole translated body gives the client, once read.
+    pub fn answer_status(&self) -> Option<http::StatusCode> {
+        match &self.mode {
+            Mode::Translated(pipe) => pipe.answer_status(),
+            _ => None,
+        }
     }
 
     fn on_data(&mut self, data: Bytes) -> Bytes {
@@ -203,6 +223,27 @@ impl ObservedBody {
             },
             Mode::Opaque => data,
             Mode::McpRelay(relay) => relay.on_data(data),
+            Mode::Translated(pipe) => match &mut self.guard {
+                None => pipe.on_data(data, None).unwrap_or_else(|out| out),
+                Some(guard) => {
+                    let mut refused = None;
+                    let mut allow = |n: u64| match guard.on_output(n) {
+                        Ok(()) => true,
+                        Err(limit) => {
+                            refused = Some(limit);
+                            false
+                        }
+                    };
+                    match pipe.on_data(data, Some(&mut allow)) {
+                        Ok(out) => out,
+                        Err(out) => {
+                            self.guard = None;
+                            self.deferred = refused.map(Deferred::OverBudget);
+                            out
+                        }
+                    }
+                }
+            },
         }
     }
 
@@ -228,6 +269,7 @@ impl ObservedBody {
                     true,
                 ),
             },
+            Mode::Translated(pipe) => pipe.usage(self.estimated_input),
             Mode::Opaque | Mode::McpRelay(_) => (None, false),
         }
     }
@@ -238,6 +280,14 @@ impl ObservedBody {
         if let Some(mut exchange) = self.exchange.take() {
             exchange.record.usage = usage;
             exchange.record.usage_estimated = estimated;
+            if let Mode::Translated(pipe) = &self.mode {
+                if let Some(status) = pipe.answer_status() {
+                    exchange.record.status = status.as_u16();
+                    if status == http::StatusCode::BAD_GATEWAY {
+                        exchange.record.error = Some("upstream_bad_response".into());
+                    }
+                }
+            }
             if let Some(error) = error {
                 exchange.record.error = Some(error.into());
             }
@@ -251,6 +301,7 @@ impl ObservedBody {
         let rest = match &mut self.mode {
             Mode::Sse(state) => state.finish(),
             Mode::McpRelay(relay) => relay.finish(),
+            Mode::Translated(pipe) => pipe.finish(),
             _ => Bytes::new(),
         };
         self.finish(None);
@@ -288,6 +339,14 @@ impl ObservedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.ended = true;
         self.conn = None;
+        if let Mode::Translated(pipe) = &mut self.mode {
+            if pipe.reports_failures() {
+                // The error in the client's schema; the record follows it.
+                let out = pipe.fail(code, message);
+                self.finish(Some(code));
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
+        }
         self.finish(Some(code));
         match &mut self.mode {
             Mode::Sse(_) => {
@@ -413,7 +472,7 @@ impl Body for ObservedBody {
 
     fn size_hint(&self) -> SizeHint {
         match self.mode {
-            Mode::Sse(_) | Mode::McpRelay(_) => SizeHint::default(),
+            Mode::Sse(_) | Mode::McpRelay(_) | Mode::Translated(_) => SizeHint::default(),
             _ => self.inner.size_hint(),
         }
     }

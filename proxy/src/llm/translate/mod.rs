@@ -1,0 +1,605 @@
+//! Translation between the schema a client speaks and the one a backend
+//! speaks. OpenAI chat is the pivot: each backend schema has one module
+//! (`anthropic`; Gemini, Bedrock and Cohere will follow its shape) that
+//! translates requests out and responses and event streams back, plus the
+//! client side of the same schema. When client and backend speak the same
+//! schema nothing here runs: bytes pass through untouched.
+//!
+//! This module decides the [`Plan`] for a request and backend, and owns the
+//! [`Pipe`] a translated (or observed) response body flows through on its
+//! way to the client. Knows nothing of routing, limits or connections.
+
+pub mod anthropic;
+pub mod openai;
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use sluice_crds::snapshot::Provider;
+
+use super::sse::{last_boundary, next_event_len, SseState};
+use super::Endpoint;
+use crate::telemetry::Usage;
+
+/// A wire schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// OpenAI Chat Completions (and the other OpenAI endpoints).
+    OpenAI,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+impl Schema {
+    /// What a backend of this provider speaks.
+    pub fn of_provider(provider: Provider) -> Self {
+        match provider {
+            Provider::Anthropic => Self::Anthropic,
+            _ => Self::OpenAI,
+        }
+    }
+
+    /// What a client of this endpoint speaks.
+    pub fn of_client(endpoint: Endpoint) -> Self {
+        match endpoint {
+            Endpoint::Messages | Endpoint::CountTokens => Self::Anthropic,
+            _ => Self::OpenAI,
+        }
+    }
+}
+
+/// How one request reaches one backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Same schema: the body goes as it is (model override aside).
+    Passthrough,
+    /// The body is translated from the client's schema to the backend's,
+    /// and the answer back.
+    Translate {
+        /// What the client speaks.
+        client: Schema,
+        /// What the backend speaks.
+        backend: Schema,
+    },
+    /// The gateway answers itself (count_tokens for a backend without it).
+    Local,
+    /// This backend cannot serve this endpoint.
+    Unsupported,
+}
+
+/// The plan for `endpoint` on a backend speaking `backend`.
+pub fn plan(endpoint: Endpoint, backend: Schema) -> Plan {
+    let client = Schema::of_client(endpoint);
+    match (endpoint, backend) {
+        (Endpoint::CountTokens, Schema::OpenAI) => Plan::Local,
+        (Endpoint::ChatCompletions | Endpoint::Messages, _) if client != backend => {
+            Plan::Translate { client, backend }
+        }
+        _ if client == backend => Plan::Passthrough,
+        _ => Plan::Unsupported,
+    }
+}
+
+/// The path appended to the backend's base URL (`.../v1`).
+pub fn upstream_suffix(endpoint: Endpoint, backend: Schema) -> &'static str {
+    match (endpoint, backend) {
+        (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Anthropic) => "/messages",
+        (Endpoint::CountTokens, Schema::Anthropic) => "/messages/count_tokens",
+        (Endpoint::Messages, Schema::OpenAI) => "/chat/completions",
+        _ => endpoint.upstream_suffix(),
+    }
+}
+
+/// The body for the backend under a translating plan, for `model`.
+pub fn request(plan: Plan, body: &[u8], model: &str) -> Result<Bytes, TranslateError> {
+    match plan {
+        Plan::Translate {
+            client: Schema::OpenAI,
+            backend: Schema::Anthropic,
+        } => anthropic::request::to_anthropic(body, model).map(Bytes::from),
+        Plan::Translate {
+            client: Schema::Anthropic,
+            backend: Schema::OpenAI,
+        } => anthropic::request::to_openai(body, model).map(Bytes::from),
+        _ => Ok(Bytes::copy_from_slice(body)),
+    }
+}
+
+/// Why a translation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// The client's request cannot be expressed in the backend's schema (a 400).
+    #[error("{0}")]
+    Request(String),
+    /// The backend's answer cannot be read (a 502).
+    #[error("{0}")]
+    Response(String),
+}
+
+impl TranslateError {
+    fn request(error: serde_json::Error) -> Self {
+        Self::Request(if error.is_syntax() || error.is_eof() {
+            format!("the request body is not valid JSON: {error}")
+        } else {
+            format!("invalid request body: {error}")
+        })
+    }
+
+    fn response(error: serde_json::Error) -> Self {
+        Self::Response(format!("the upstream answer could not be read: {error}"))
+    }
+}
+
+/// Token counts in full, whichever schema reported them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Every input token, cache reads and writes included.
+    pub input: u64,
+    /// Output tokens, reasoning included.
+    pub output: u64,
+    /// Input tokens read from the provider's cache.
+    pub cached_input: u64,
+    /// Input tokens written to the provider's cache.
+    pub cache_creation: u64,
+    /// Output tokens spent reasoning.
+    pub reasoning: u64,
+}
+
+impl TokenUsage {
+    /// What the access record and budgets account.
+    pub fn record(&self) -> Usage {
+        Usage {
+            input: self.input,
+            output: self.output,
+            cached_input: self.cached_input,
+        }
+    }
+}
+
+/// Splits a byte stream into whole server-sent events, keeping the tail.
+#[derive(Default)]
+pub struct Splitter {
+    pending: BytesMut,
+}
+
+impl Splitter {
+    /// Takes more bytes; returns the whole events now complete, if any.
+    pub fn push(&mut self, data: &[u8]) -> Option<Bytes> {
+        self.pending.extend_from_slice(data);
+        let end = last_boundary(&self.pending)?;
+        Some(self.pending.split_to(end).freeze())
+    }
+}
+
+/// The whole events of `bytes`, each with its blank line.
+pub fn events(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let len = next_event_len(bytes)?;
+        let (event, rest) = bytes.split_at(len);
+        bytes = rest;
+        Some(event)
+    })
+}
+
+/// Whether `data` ends at an event boundary.
+pub fn ends_event(data: &[u8]) -> bool {
+    data.ends_with(b"\n\n") || data.ends_with(b"\n\r\n")
+}
+
+/// The data of an event: its `data:` lines, joined by newlines.
+pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut found: Option<Cow<'_, [u8]>> = None;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        found = Some(match found {
+            None => Cow::Borrowed(data),
+            Some(before) => {
+                let mut joined = before.into_owned();
+                joined.push(b'\n');
+                joined.extend_from_slice(data);
+                Cow::Owned(joined)
+            }
+        });
+    }
+    found
+}
+
+/// Whole JSON bodies larger than this are not translated (a 502 instead).
+const MAX_WHOLE: usize = 8 << 20;
+
+/// What a whole body becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Whole {
+    /// An Anthropic `message` for an OpenAI client.
+    MessageToOpenAI,
+    /// An OpenAI `chat.completion` for an Anthropic client.
+    CompletionToAnthropic,
+    /// An Anthropic error for an OpenAI client.
+    ErrorToOpenAI,
+    /// An OpenAI error for an Anthropic client.
+    ErrorToAnthropic,
+}
+
+/// A response body on its way from a backend to a client whose schema
+/// differs (or, for Anthropic passthrough, whose usage the OpenAI readers
+/// cannot see). Driven by the LLM response observer.
+pub struct Pipe {
+    client: Schema,
+    kind: PipeKind,
+}
+
+enum PipeKind {
+    /// Collected whole, translated at the end.
+    Whole {
+        what: Whole,
+        status: StatusCode,
+        created: u64,
+        buffer: BytesMut,
+        too_large: bool,
+        usage: Option<TokenUsage>,
+        /// The status the client gets, once known.
+        answer_status: Option<StatusCode>,
+    },
+    /// Anthropic events → OpenAI chunks, then the OpenAI stream filter.
+    StreamToOpenAI {
+        translator: anthropic::stream::ToOpenAI,
+        sse: SseState,
+    },
+    /// OpenAI chunks, through the OpenAI stream filter, → Anthropic events.
+    StreamToAnthropic {
+        sse: SseState,
+        translator: anthropic::stream::ToAnthropic,
+    },
+    /// An Anthropic stream passed through, its usage read.
+    ObserveStream(anthropic::stream::Observer),
+    /// An Anthropic JSON body passed through, its usage read at the end.
+    ObserveJson { chunks: Vec<Bytes>, size: usize },
+}
+
+/// The seconds since the epoch, for `created`.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Pipe {
+    /// The pipe for an upstream answer under `plan`, or `None` when the
+    /// body goes through the OpenAI readers as before. `include_usage`:
+    /// the OpenAI client asked for stream usage. `estimated_input`: the
+    /// prompt estimate, shown until the upstream reports usage.
+    pub fn for_answer(
+        plan: Plan,
+        endpoint: Endpoint,
+        status: StatusCode,
+        event_stream: bool,
+        include_usage: bool,
+        estimated_input: u64,
+    ) -> Option<Self> {
+        let client = Schema::of_client(endpoint);
+        let backend = match plan {
+            Plan::Translate { backend, .. } => backend,
+            Plan::Passthrough if client == Schema::Anthropic && endpoint == Endpoint::Messages => {
+                Schema::Anthropic
+            }
+            _ => return None,
+        };
+        let whole = |what| PipeKind::Whole {
+            what,
+            status,
+            created: now_s(),
+            buffer: BytesMut::new(),
+            too_large: false,
+            usage: None,
+            answer_status: None,
+        };
+        let kind = match (client, backend, status.is_success(), event_stream) {
+            // Anthropic passthrough: errors as they are, successes observed.
+            (Schema::Anthropic, Schema::Anthropic, false, _) => return None,
+            (Schema::Anthropic, Schema::Anthropic, true, true) => {
+                PipeKind::ObserveStream(anthropic::stream::Observer::default())
+            }
+            (Schema::Anthropic, Schema::Anthropic, true, false) => PipeKind::ObserveJson {
+                chunks: Vec::new(),
+                size: 0,
+            },
+            (Schema::OpenAI, _, false, _) => whole(Whole::ErrorToOpenAI),
+            (Schema::Anthropic, _, false, _) => whole(Whole::ErrorToAnthropic),
+            (Schema::OpenAI, _, true, true) => PipeKind::StreamToOpenAI {
+                translator: anthropic::stream::ToOpenAI::new(now_s()),
+                sse: SseState::new(!include_usage),
+            },
+            (Schema::OpenAI, _, true, false) => whole(Whole::MessageToOpenAI),
+            (Schema::Anthropic, _, true, true) => PipeKind::StreamToAnthropic {
+                sse: SseState::new(false),
+                translator: anthropic::stream::ToAnthropic::new(estimated_input),
+            },
+            (Schema::Anthropic, _, true, false) => whole(Whole::CompletionToAnthropic),
+        };
+        Some(Self { client, kind })
+    }
+
+    /// Whether the whole body is translated before any of it goes out (the
+    /// handler then reads it all first, so that its status can change).
+    pub fn is_whole(&self) -> bool {
+        matches!(self.kind, PipeKind::Whole { .. })
+    }
+
+    /// The status the client gets, once a whole body is translated.
+    pub fn answer_status(&self) -> Option<StatusCode> {
+        match &self.kind {
+            PipeKind::Whole { answer_status, .. } => *answer_status,
+            _ => None,
+        }
+    }
+
+    /// Takes upstream bytes, returns what goes to the client now. With
+    /// `allow`, it is asked before the n-th content event goes out; at the
+    /// first refusal `Err` carries what may still go out.
+    pub fn on_data(
+        &mut self,
+        data: Bytes,
+        allow: Option<&mut dyn FnMut(u64) -> bool>,
+    ) -> Result<Bytes, Bytes> {
+        match &mut self.kind {
+            PipeKind::Whole {
+                buffer, too_large, ..
+            } => {
+                if buffer.len() + data.len() > MAX_WHOLE {
+                    *too_large = true;
+                    buffer.clear();
+                } else if !*too_large {
+                    buffer.extend_from_slice(&data);
+                }
+                Ok(Bytes::new())
+            }
+            PipeKind::StreamToOpenAI { translator, sse } => {
+                let mut out = Vec::new();
+                translator.on_data(&data, &mut out);
+                filter(sse, Bytes::from(out), allow)
+            }
+            PipeKind::StreamToAnthropic { sse, translator } => {
+                let (filtered, refused) = match filter(sse, data, allow) {
+                    Ok(bytes) => (bytes, false),
+                    Err(bytes) => (bytes, true),
+                };
+                let mut out = Vec::new();
+                translator.on_data(&filtered, &mut out);
+                if refused {
+                    Err(Bytes::from(out))
+                } else {
+                    Ok(Bytes::from(out))
+                }
+            }
+            PipeKind::ObserveStream(observer) => observer.on_data(data, allow),
+            PipeKind::ObserveJson { chunks, size } => {
+                if *size + data.len() <= MAX_WHOLE {
+                    *size += data.len();
+                    chunks.push(data.clone());
+                }
+                Ok(data)
+            }
+        }
+    }
+
+    /// The upstream body ended: what is left to send.
+    pub fn finish(&mut self) -> Bytes {
+        match &mut self.kind {
+            PipeKind::Whole {
+                what,
+                status,
+                created,
+                buffer,
+                too_large,
+                usage,
+                answer_status,
+            } => {
+                let result = if *too_large {
+                    Err(TranslateError::Response(format!(
+                        "the upstream answer is larger than {MAX_WHOLE} bytes and cannot be translated"
+                    )))
+                } else {
+                    translate_whole(*what, *status, *created, buffer)
+                };
+                match result {
+                    Ok((status, bytes, tokens)) => {
+                        *usage = tokens;
+                        *answer_status = Some(status);
+                        Bytes::from(bytes)
+                    }
+                    Err(error) => {
+                        *answer_status = Some(StatusCode::BAD_GATEWAY);
+                        whole_error(self.client, &error.to_string(), "upstream_bad_response")
+                    }
+                }
+            }
+            PipeKind::StreamToOpenAI { translator, sse } => {
+                let mut out = Vec::new();
+                translator.finish(&mut out);
+                let mut bytes = sse.on_data(Bytes::from(out)).to_vec();
+                bytes.extend_from_slice(&sse.finish());
+                Bytes::from(bytes)
+            }
+            PipeKind::StreamToAnthropic { sse, translator } => {
+                let mut out = Vec::new();
+                translator.on_data(&sse.finish(), &mut out);
+                translator.finish(&mut out);
+                Bytes::from(out)
+            }
+            PipeKind::ObserveStream(observer) => observer.finish(),
+            PipeKind::ObserveJson { .. } => Bytes::new(),
+        }
+    }
+
+    /// The upstream failed or stalled, or a budget ran out: the error the
+    /// client gets instead of the rest, in its schema. `code` is the
+    /// gateway's label (`upstream_stream_error`, `budget_exceeded`, ...).
+    pub fn fail(&mut self, code: &str, message: &str) -> Bytes {
+        let budget = code == "budget_exceeded";
+        match &mut self.kind {
+            PipeKind::Whole { answer_status, .. } => {
+                *answer_status = Some(StatusCode::BAD_GATEWAY);
+                whole_error(self.client, message, code)
+            }
+            PipeKind::ObserveJson { .. } => Bytes::new(),
+            _ => {
+                let mut out = Vec::new();
+                match self.client {
+                    Schema::OpenAI => {
+                        let kind = if budget {
+                            "insufficient_quota"
+                        } else {
+                            "upstream_error"
+                        };
+                        anthropic::stream::openai_error(&mut out, message, kind, code);
+                    }
+                    Schema::Anthropic => {
+                        let kind = if budget {
+                            "rate_limit_error"
+                        } else {
+                            "api_error"
+                        };
+                        anthropic::stream::anthropic_error(&mut out, kind, message);
+                    }
+                }
+                Bytes::from(out)
+            }
+        }
+    }
+
+    /// Whether a failure mid-body can be reported in the body (else the
+    /// connection is cut).
+    pub fn reports_failures(&self) -> bool {
+        !matches!(self.kind, PipeKind::ObserveJson { .. })
+    }
+
+    /// Usage as best known now, and whether it is an estimate.
+    pub fn usage(&self, estimated_input: u64) -> (Option<Usage>, bool) {
+        let from_stream = |sse: &SseState| match sse.usage {
+            Some(usage) => (Some(usage), false),
+            None => (
+                Some(Usage {
+                    input: estimated_input,
+                    output: sse.content_events,
+                    cached_input: 0,
+                }),
+                true,
+            ),
+        };
+        match &self.kind {
+            PipeKind::Whole { usage, .. } => (usage.map(|u| u.record()), false),
+            PipeKind::StreamToOpenAI { sse, .. } | PipeKind::StreamToAnthropic { sse, .. } => {
+                from_stream(sse)
+            }
+            PipeKind::ObserveStream(observer) => match observer.usage() {
+                Some(usage) if usage.output > 0 || observer.content_events == 0 => {
+                    (Some(usage.record()), false)
+                }
+                // Cut before message_delta: the input is known, the output estimated.
+                Some(usage) => (
+                    Some(Usage {
+                        input: usage.input,
+                        output: observer.content_events,
+                        cached_input: usage.cached_input,
+                    }),
+                    true,
+                ),
+                None => (
+                    Some(Usage {
+                        input: estimated_input,
+                        output: observer.content_events,
+                        cached_input: 0,
+                    }),
+                    true,
+                ),
+            },
+            PipeKind::ObserveJson { chunks, .. } => {
+                let usage = match chunks.as_slice() {
+                    [] => None,
+                    [one] => anthropic::stream::json_usage(one),
+                    many => anthropic::stream::json_usage(&many.concat()),
+                };
+                (usage.map(|u| u.record()), false)
+            }
+        }
+    }
+}
+
+/// Runs the OpenAI stream filter, gated when a budget guards the stream.
+fn filter(
+    sse: &mut SseState,
+    data: Bytes,
+    allow: Option<&mut dyn FnMut(u64) -> bool>,
+) -> Result<Bytes, Bytes> {
+    match allow {
+        None => Ok(sse.on_data(data)),
+        Some(allow) => sse.on_data_gated(data, allow),
+    }
+}
+
+type Translated = (StatusCode, Vec<u8>, Option<TokenUsage>);
+
+fn translate_whole(
+    what: Whole,
+    status: StatusCode,
+    created: u64,
+    body: &[u8],
+) -> Result<Translated, TranslateError> {
+    Ok(match what {
+        Whole::MessageToOpenAI => {
+            let (bytes, usage) = anthropic::response::to_openai(body, created)?;
+            (status, bytes, Some(usage))
+        }
+        Whole::CompletionToAnthropic => {
+            let (bytes, usage) = anthropic::response::to_anthropic(body)?;
+            (status, bytes, Some(usage))
+        }
+        Whole::ErrorToOpenAI => {
+            let (status, bytes) = anthropic::response::error_to_openai(status, body);
+            (status, bytes, None)
+        }
+        Whole::ErrorToAnthropic => (
+            status,
+            anthropic::response::error_to_anthropic(status, body),
+            None,
+        ),
+    })
+}
+
+/// A whole error body in the client's schema.
+fn whole_error(client: Schema, message: &str, code: &str) -> Bytes {
+    match client {
+        Schema::OpenAI => crate::error::error_body(message, "upstream_error", code),
+        Schema::Anthropic => Bytes::from(anthropic::response::error_body("api_error", message)),
+    }
+}
+
+/// A gateway error in the client's schema: OpenAI's shape as the error
+/// module writes it, or Anthropic's (`{"type":"error","error":{...}}`)
+/// with the same status and headers.
+pub fn error_response(
+    endpoint: Endpoint,
+    error: &crate::error::GatewayError,
+) -> http::Response<crate::body::ResponseBody> {
+    let mut response = error.response();
+    if Schema::of_client(endpoint) == Schema::Anthropic {
+        let kind = match error {
+            crate::error::GatewayError::LimitReached(_) => "rate_limit_error",
+            _ => anthropic::response::error_type(error.status()),
+        };
+        *response.body_mut() = crate::body::ResponseBody::full(anthropic::response::error_body(
+            kind,
+            &error.to_string(),
+        ));
+    }
+    response
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
