@@ -276,6 +276,9 @@ pub fn budget_figures(name: &str, reports: &[(String, Value)], shared: bool) -> 
             continue;
         };
         reporters += 1;
+        // A replica on a shared store (raft, redis) reports the fleet's
+        // spend: the figures are then the same everywhere, not to be added.
+        let shared = shared || budget["shared"] == true;
         for limit in budget["limits"].as_array().into_iter().flatten() {
             if limit.get("error").is_some() {
                 continue;

@@ -123,6 +123,14 @@ fn budget_spend_adds_up_per_replica_counters_and_takes_the_freshest_shared_one()
     let shared = budget_figures("team-a", &reports, true).unwrap();
     assert_eq!(shared["spent"], json!({"cost": "12.340000", "tokens": 100}));
     assert!(budget_figures("team-b", &reports, true).is_none());
+    // Replicas that say their store is shared (the chart's raft, set by
+    // flags the AIGateway does not show) are not added up either.
+    let mut said = reports.clone();
+    for (_, report) in &mut said {
+        report[0]["shared"] = json!(true);
+    }
+    let told = budget_figures("team-a", &said, false).unwrap();
+    assert_eq!(told["spent"], json!({"cost": "12.340000", "tokens": 100}));
 }
 
 #[test]

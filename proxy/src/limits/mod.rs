@@ -246,6 +246,11 @@ impl Limiter {
         (key, Ok(current + previous + pending))
     }
 
+    /// Whether other replicas share the store (its leases are slices).
+    pub fn shared(&self) -> bool {
+        self.lease_share < 1.0
+    }
+
     /// The store behind it.
     pub fn store(&self) -> &Arc<dyn CounterStore> {
         &self.store

@@ -30,6 +30,9 @@ pub struct BudgetReport {
     pub failure_mode: &'static str,
     /// Its limits.
     pub limits: Vec<LimitReport>,
+    /// Whether the counters are shared with other replicas (`raft` or
+    /// `redis`): every replica then reports the fleet's spend, not its own.
+    pub shared: bool,
 }
 
 /// One limit in its current window.
@@ -136,6 +139,7 @@ pub async fn report(limiter: &Limiter, budgets: &[Arc<BudgetRuntime>]) -> Vec<Bu
                 FailureMode::FailOpen => "FailOpen",
             },
             limits,
+            shared: limiter.shared(),
         });
     }
     out
