@@ -832,10 +832,26 @@ fn every_preset_compiles_with_its_default_endpoint() {
             needs_endpoint,
             "{name}"
         );
-        if !needs_endpoint {
+        // Anthropic is translated (its own target), tested on its own below.
+        if !needs_endpoint && provider != Provider::Anthropic {
             assert!(defaults.iter().any(|(n, _)| *n == name), "{name} untested");
         }
     }
+}
+
+#[test]
+fn anthropic_defaults_to_its_api_and_x_api_key() {
+    let backend = compile_backend_text(
+        "  provider: Anthropic\n  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}\n",
+    )
+    .unwrap();
+    let credential = backend.credential.unwrap();
+    assert_eq!(credential.header, "x-api-key");
+    assert_eq!(credential.value.expose(), "sk-upstream");
+    assert_eq!(
+        Provider::Anthropic.default_endpoint(),
+        Some("https://api.anthropic.com/v1")
+    );
 }
 
 #[test]
