@@ -163,6 +163,7 @@ contract!(
     a_batch_settles_many_counters,
     unknown_counters_are_empty,
     huge_limits_are_as_good_as_none,
+    a_retried_batch_counts_once,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -194,7 +195,7 @@ async fn a_new_leader_keeps_every_settled_spend() {
     let k = key("leader-loss", 1_000);
     let first = cluster.follower().await;
     first.grant("a", &k, 100, 1, TTL).await.unwrap();
-    first.settle("a", &[spend(&k, 70)]).await.unwrap();
+    first.settle("a", 0, &[spend(&k, 70)]).await.unwrap();
     let old = cluster.leader().await;
     let started = Instant::now();
     cluster.stop_node(old).await;
@@ -206,7 +207,7 @@ async fn a_new_leader_keeps_every_settled_spend() {
     assert_eq!(node.totals(&k).await.unwrap().settled, 70);
     // And it takes writes.
     node.grant("b", &k, 10, 1, TTL).await.unwrap();
-    node.settle("b", &[spend(&k, 10)]).await.unwrap();
+    node.settle("b", 0, &[spend(&k, 10)]).await.unwrap();
     assert_eq!(node.totals(&k).await.unwrap().settled, 80);
     cluster.stop().await;
 }
@@ -221,7 +222,7 @@ async fn a_full_restart_loses_no_settled_spend() {
     for i in 0..20 {
         let holder = format!("h{i}");
         node.grant(&holder, &k, 50, 1, TTL).await.unwrap();
-        node.settle(&holder, &[spend(&k, 25)]).await.unwrap();
+        node.settle(&holder, 0, &[spend(&k, 25)]).await.unwrap();
     }
     drop(node);
     for id in 1..=3 {
@@ -260,11 +261,11 @@ async fn a_follower_that_lost_its_disk_rejoins() {
     let follower = cluster.follower().await.id();
     let leader = cluster.nodes[&cluster.leader().await].clone();
     leader.grant("a", &k, 100, 1, TTL).await.unwrap();
-    leader.settle("a", &[spend(&k, 40)]).await.unwrap();
+    leader.settle("a", 0, &[spend(&k, 40)]).await.unwrap();
     cluster.stop_node(follower).await;
     std::fs::remove_dir_all(cluster.data_dir(follower)).unwrap();
     // Spend while it is away, too.
-    leader.settle("a", &[spend(&k, 20)]).await.unwrap();
+    leader.settle("a", 0, &[spend(&k, 20)]).await.unwrap();
     cluster.start_node(follower).await;
     let node = cluster.nodes[&follower].clone();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -273,7 +274,7 @@ async fn a_follower_that_lost_its_disk_rejoins() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // It is a voter again and the cluster still commits through it.
-    node.settle("a", &[spend(&k, 5)]).await.unwrap();
+    node.settle("a", 0, &[spend(&k, 5)]).await.unwrap();
     assert_eq!(node.totals(&k).await.unwrap().settled, 65);
     cluster.stop().await;
 }
@@ -321,7 +322,7 @@ async fn five_nodes_keep_committing_with_two_down() {
     }
     let node = cluster.follower().await;
     node.grant("a", &k, 10, 1, TTL).await.unwrap();
-    node.settle("a", &[spend(&k, 10)]).await.unwrap();
+    node.settle("a", 0, &[spend(&k, 10)]).await.unwrap();
     assert_eq!(node.totals(&k).await.unwrap().settled, 10);
     cluster.stop().await;
 }
@@ -507,7 +508,7 @@ async fn a_wiped_follower_is_restored_from_a_snapshot() {
     for i in 0..60 {
         let holder = format!("h{}", i % 4);
         leader.grant(&holder, &k, 10, 1, TTL).await.unwrap();
-        leader.settle(&holder, &[spend(&k, 10)]).await.unwrap();
+        leader.settle(&holder, 0, &[spend(&k, 10)]).await.unwrap();
     }
     let report = leader.report();
     assert!(
@@ -559,7 +560,7 @@ async fn membership_follows_the_configured_peers() {
     }
     let node = cluster.nodes[&1].clone();
     until_voters(&node, &[1, 2, 3]).await;
-    node.settle("a", &[spend(&k, 10)]).await.unwrap();
+    node.settle("a", 0, &[spend(&k, 10)]).await.unwrap();
     assert_eq!(node.totals(&k).await.unwrap().settled, 10);
     cluster.stop().await;
 }

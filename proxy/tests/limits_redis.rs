@@ -201,6 +201,7 @@ contract!(
     a_batch_settles_many_counters,
     unknown_counters_are_empty,
     huge_limits_are_as_good_as_none,
+    a_retried_batch_counts_once,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -236,6 +237,7 @@ async fn a_redis_restart_loses_no_settled_spend() {
     store
         .settle(
             "a",
+            0,
             &[Settlement {
                 key: k.clone(),
                 spent: 70,
@@ -344,6 +346,7 @@ async fn window_keys_expire_a_window_after_the_next_one() {
     store
         .settle(
             "a",
+            0,
             &[Settlement {
                 key: fresh.clone(),
                 spent: 0,

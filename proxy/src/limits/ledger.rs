@@ -24,6 +24,9 @@ pub struct Entry {
     pub leases: HashMap<String, (u64, i64)>,
     /// After this (Unix ms) nobody reads the window any more.
     pub keep_until: i64,
+    /// holder -> the last settlement batch it applied here.
+    #[serde(default)]
+    pub batches: HashMap<String, u64>,
 }
 
 impl Entry {
@@ -143,11 +146,19 @@ impl Ledger {
     }
 
     /// Settles spend and takes back unused lease. Without a lease (it
-    /// expired and was counted as spent), only `unleased` spend is added.
-    pub fn settle(&mut self, holder: &str, batch: &[Settlement], now_ms: i64) -> Deltas {
+    /// expired and was counted as spent), only `unleased` spend is added. A
+    /// batch `seq` this holder already settled on a counter is skipped there.
+    pub fn settle(&mut self, holder: &str, seq: u64, batch: &[Settlement], now_ms: i64) -> Deltas {
         let mut deltas = Deltas::new();
         for settlement in batch {
             let entry = self.entry(&settlement.key, &mut deltas, now_ms);
+            if seq > 0 {
+                let last = entry.batches.entry(holder.to_owned()).or_insert(0);
+                if *last >= seq {
+                    continue;
+                }
+                *last = seq;
+            }
             let mut added = settlement.unleased;
             if let Some(lease) = entry.leases.get_mut(holder) {
                 let from_lease = lease.0.min(settlement.spent + settlement.unused);

@@ -113,6 +113,14 @@ impl BudgetRuntime {
     }
 }
 
+/// A settlement batch and what it took from each counter (spent,
+/// unleased, unused).
+struct PendingBatch {
+    seq: u64,
+    batch: Vec<Settlement>,
+    taken: Vec<(Arc<Local>, u64, u64, u64)>,
+}
+
 /// The limiter of this process: counters by key, the store, and the task
 /// that settles with it.
 pub struct Limiter {
@@ -122,6 +130,11 @@ pub struct Limiter {
     /// a store no other process shares).
     lease_share: f64,
     counters: Mutex<HashMap<CounterKey, Arc<Local>>>,
+    /// The number of the next settlement batch.
+    next_batch: std::sync::atomic::AtomicU64,
+    /// A batch the store may or may not have applied (its call failed):
+    /// sent again, as it was, before any new one.
+    unsure: tokio::sync::Mutex<Option<PendingBatch>>,
     /// Alert thresholds already raised.
     pub alerts: report::Alerts,
 }
@@ -142,6 +155,8 @@ impl Limiter {
             holder,
             lease_share: if shared { 0.01 } else { 1.0 },
             counters: Mutex::default(),
+            next_batch: std::sync::atomic::AtomicU64::new(1),
+            unsure: tokio::sync::Mutex::new(None),
             alerts: report::Alerts::default(),
         });
         let weak = Arc::downgrade(&limiter);
@@ -362,6 +377,18 @@ impl Limiter {
         Ok(local.try_take(amount))
     }
 
+    /// Sends one settlement batch; when the store took it, its spend stops
+    /// counting as "settling" here (reports read it from the store).
+    async fn send_batch(&self, pending: &PendingBatch) -> Result<(), StoreError> {
+        self.store
+            .settle(&self.holder, pending.seq, &pending.batch)
+            .await?;
+        for (local, spent, unleased, _) in &pending.taken {
+            local.settling.fetch_sub(spent + unleased, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
     /// How much to lease at a time: a share of the limit, or what this
     /// process took since its last grant if that is more (the lease follows
     /// the recent rate), at most a tenth of the limit when the store is
@@ -474,6 +501,15 @@ impl Limiter {
             Ok(counters) => counters.values().cloned().collect(),
             Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
         };
+        // One settlement at a time (the task, or shutdown's last one).
+        let mut unsure = self.unsure.lock().await;
+        if let Some(pending) = unsure.take() {
+            if let Err(error) = self.send_batch(&pending).await {
+                tracing::debug!(%error, "settlement still deferred");
+                *unsure = Some(pending);
+                return;
+            }
+        }
         let mut batch = Vec::new();
         let mut taken = Vec::new();
         for local in &locals {
@@ -511,20 +547,20 @@ impl Limiter {
             }
         }
         if !batch.is_empty() {
-            let settled = self.store.settle(&self.holder, &batch).await;
-            for (local, spent, unleased, unused) in &taken {
-                if settled.is_err() {
-                    local.unsettled.fetch_add(*spent, Ordering::AcqRel);
-                    local.unleased.fetch_add(*unleased, Ordering::AcqRel);
-                    local.returning.fetch_add(*unused, Ordering::AcqRel);
-                }
-                local.settling.fetch_sub(spent + unleased, Ordering::AcqRel);
-            }
-            if let Err(error) = settled {
+            let pending = PendingBatch {
+                seq: self.next_batch.fetch_add(1, Ordering::AcqRel),
+                batch,
+                taken,
+            };
+            if let Err(error) = self.send_batch(&pending).await {
+                // Kept as it is, with its number: the store may have applied
+                // part of it, and applies none of it twice.
                 tracing::debug!(%error, "settlement deferred");
+                *unsure = Some(pending);
                 return;
             }
         }
+        drop(unsure);
         // Leases in use are renewed well before they expire (an expired
         // lease counts as spent).
         let renew_after = i64::try_from(LEASE_TTL.as_millis() / 3).unwrap_or(i64::MAX);
@@ -593,6 +629,82 @@ mod tests {
             requests: n,
             ..Amounts::default()
         }
+    }
+
+    /// A store that applies a settlement and then says it failed, once.
+    struct Flaky {
+        inner: store::MemoryStore,
+        fail_next: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl CounterStore for Flaky {
+        async fn grant(
+            &self,
+            holder: &str,
+            key: &CounterKey,
+            want: u64,
+            at_least: u64,
+            ttl: Duration,
+        ) -> Result<store::Grant, StoreError> {
+            self.inner.grant(holder, key, want, at_least, ttl).await
+        }
+
+        async fn settle(
+            &self,
+            holder: &str,
+            seq: u64,
+            batch: &[Settlement],
+        ) -> Result<(), StoreError> {
+            self.inner.settle(holder, seq, batch).await?;
+            if self.fail_next.swap(false, Ordering::AcqRel) {
+                return Err(StoreError("timed out (but applied)".into()));
+            }
+            Ok(())
+        }
+
+        async fn totals(&self, key: &CounterKey) -> Result<store::Totals, StoreError> {
+            self.inner.totals(key).await
+        }
+    }
+
+    /// A settlement the store applied but whose answer was lost is sent
+    /// again as it was, and counted once; reports count it meanwhile.
+    #[tokio::test]
+    async fn a_settlement_retried_after_a_lost_answer_counts_once() {
+        let flaky = Arc::new(Flaky {
+            inner: store::MemoryStore::ephemeral(),
+            fail_next: std::sync::atomic::AtomicBool::new(true),
+        });
+        let limiter = Limiter::start(flaky.clone(), true);
+        let budgets = [budget(
+            vec![limit(Metric::Requests, 1_000)],
+            Enforcement::Strict,
+        )];
+        for _ in 0..5 {
+            limiter
+                .admit(&budgets, requests(1))
+                .await
+                .unwrap()
+                .settle(requests(1));
+        }
+        let spent = || async { limiter.spent(&budgets[0].limits[0]).await.1.unwrap() };
+        let (key, _) = limiter.spent(&budgets[0].limits[0]).await;
+        limiter.settle_now(false).await; // applied, answer lost
+        assert_eq!(flaky.totals(&key).await.unwrap().settled, 5);
+        // Unsure whether the store has it, the report counts it (twice
+        // here, once the store is found to have it).
+        assert_eq!(spent().await, 10);
+        limiter.settle_now(false).await; // sent again: skipped by the store
+        assert_eq!(spent().await, 5);
+        limiter
+            .admit(&budgets, requests(1))
+            .await
+            .unwrap()
+            .settle(requests(1));
+        limiter.settle_now(false).await;
+        assert_eq!(spent().await, 6);
+        assert_eq!(flaky.totals(&key).await.unwrap().settled, 6);
     }
 
     #[tokio::test]

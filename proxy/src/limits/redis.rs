@@ -5,8 +5,8 @@
 //!
 //! Layout (schema [`SCHEMA`]): one hash per counter window,
 //! `sluice:v1:{<id>}:<start_ms>`, with the fields `settled`, and per
-//! holder `l:<holder>` (lease amount) and `e:<holder>` (lease expiry, Unix
-//! ms by the server's clock). The hash tag `{<id>}` puts every window of a
+//! holder `l:<holder>` (lease amount), `e:<holder>` (lease expiry, Unix
+//! ms by the server's clock) and `s:<holder>` (its last settlement batch). The hash tag `{<id>}` puts every window of a
 //! counter in one cluster slot, so one script can read a sliding window's
 //! previous window. A key expires one window length (plus a minute) after
 //! its window ends, so the previous window is still there to be weighed.
@@ -120,11 +120,23 @@ return {granted, used + granted}
 ";
 
 /// KEYS: the window. ARGV: holder, spent, unused, unleased, start_ms,
-/// end_ms, keep_ms. Spent counts only against a live lease (an expired one
-/// was counted whole); unleased spend always counts.
+/// end_ms, keep_ms, seq. Spent counts only against a live lease (an expired
+/// one was counted whole); unleased spend always counts. A batch `seq` the
+/// holder already settled here (field `s:<holder>`) is skipped.
 const SETTLE: &str = r"
 local holder, spent, unused = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local added = tonumber(ARGV[4])
+local seq = tonumber(ARGV[8] or '0')
+if seq > 0 then
+  local last = tonumber(redis.call('HGET', KEYS[1], 's:' .. holder) or '0')
+  if last >= seq then return 0 end
+  redis.call('HSET', KEYS[1], 's:' .. holder, int(seq))
+  if redis.call('PTTL', KEYS[1]) < 0 then
+    local start_ms, end_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+    local len = math.max(end_ms - start_ms, 1)
+    redis.call('PEXPIREAT', KEYS[1], int(math.max(end_ms + len, now) + tonumber(ARGV[7])))
+  end
+end
 local settled, leased, leases = ledger(KEYS[1])
 local lease = leases[holder]
 if lease ~= nil then
@@ -382,7 +394,7 @@ impl CounterStore for RedisStore {
         Ok(Grant { granted, used })
     }
 
-    async fn settle(&self, holder: &str, batch: &[Settlement]) -> Result<(), StoreError> {
+    async fn settle(&self, holder: &str, seq: u64, batch: &[Settlement]) -> Result<(), StoreError> {
         // One script per counter (counters live in different slots); all
         // are sent at once, and each is finished before an error is told,
         // so a failed batch leaves no call in flight.
@@ -396,6 +408,7 @@ impl CounterStore for RedisStore {
                 settlement.key.start_ms.to_string(),
                 settlement.key.end_ms.to_string(),
                 KEEP_MS.to_string(),
+                seq.to_string(),
             ];
             self.run::<i64>(&self.settle, &keys, &args).await
         });

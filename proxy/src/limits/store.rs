@@ -120,7 +120,12 @@ pub trait CounterStore: Send + Sync + 'static {
     /// Spend beyond the holder's lease is settled all the same (a Lenient
     /// stream that ran past its reservation). A settlement for a lease that
     /// already expired adds nothing: the expiry counted it as spent.
-    async fn settle(&self, holder: &str, batch: &[Settlement]) -> Result<(), StoreError>;
+    ///
+    /// `seq` numbers the holder's batches (increasing; 0: unnumbered). A
+    /// counter that already took this holder's batch `seq` (or a later
+    /// one) skips it, so a batch retried after a timeout, which may or may
+    /// not have been applied, counts once.
+    async fn settle(&self, holder: &str, seq: u64, batch: &[Settlement]) -> Result<(), StoreError>;
 
     /// A counter's totals, for reports.
     async fn totals(&self, key: &CounterKey) -> Result<Totals, StoreError>;
@@ -238,12 +243,12 @@ impl CounterStore for MemoryStore {
         Ok(grant)
     }
 
-    async fn settle(&self, holder: &str, batch: &[Settlement]) -> Result<(), StoreError> {
+    async fn settle(&self, holder: &str, seq: u64, batch: &[Settlement]) -> Result<(), StoreError> {
         let deltas = {
             let mut ledger = self.lock()?;
             let now = now_ms();
             ledger.prune(now);
-            ledger.settle(holder, batch, now)
+            ledger.settle(holder, seq, batch, now)
         };
         self.append(&journal_lines(&deltas)).await
     }
@@ -295,7 +300,7 @@ mod tests {
             unused: 10,
             unleased: 0,
         };
-        store.settle("a", &[s]).await.unwrap();
+        store.settle("a", 0, &[s]).await.unwrap();
         assert_eq!(
             store.totals(&k).await.unwrap(),
             Totals {
@@ -325,7 +330,7 @@ mod tests {
             unused: 0,
             unleased: 0,
         };
-        store.settle("a", &[s]).await.unwrap();
+        store.settle("a", 0, &[s]).await.unwrap();
         assert_eq!(store.totals(&k).await.unwrap().settled, 30);
     }
 
@@ -343,7 +348,7 @@ mod tests {
                 unused: 0,
                 unleased: 5,
             };
-            store.settle("a", &[s]).await.unwrap();
+            store.settle("a", 0, &[s]).await.unwrap();
         }
         let store = MemoryStore::open(path).await.unwrap();
         assert_eq!(
@@ -397,7 +402,7 @@ mod tests {
             unused: 0,
             unleased: 0,
         };
-        store.settle("a", &[s]).await.unwrap();
+        store.settle("a", 0, &[s]).await.unwrap();
         // Half the previous window still overlaps: 40 of its 80 count.
         let grant = store.grant("a", &current, 100, 1, TTL).await.unwrap();
         assert!((59..=61).contains(&grant.granted), "{grant:?}");

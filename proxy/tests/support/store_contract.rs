@@ -59,7 +59,10 @@ pub async fn grants_never_exceed_the_limit(store: &dyn CounterStore) {
     let grant = store.grant("b", &k, 10, 1, TTL).await.unwrap();
     assert_eq!((grant.granted, grant.used), (0, 100));
     // a spends 50 of its 60 and hands back 10: 10 is free again.
-    store.settle("a", &[settlement(&k, 50, 10)]).await.unwrap();
+    store
+        .settle("a", 0, &[settlement(&k, 50, 10)])
+        .await
+        .unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(50, 40));
     let grant = store.grant("a", &k, 60, 20, TTL).await.unwrap();
     assert_eq!(grant.granted, 0, "less than at_least is left: {grant:?}");
@@ -74,7 +77,10 @@ pub async fn expired_leases_count_as_spent(store: &dyn CounterStore) {
     assert_eq!(store.totals(&k).await.unwrap(), totals(30, 0));
     // A late settlement of the expired lease adds nothing, spend beyond
     // it included: the expiry counted the lease as spent.
-    store.settle("a", &[settlement(&k, 45, 0)]).await.unwrap();
+    store
+        .settle("a", 0, &[settlement(&k, 45, 0)])
+        .await
+        .unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(30, 0));
     // And the expired allowance is not handed out again.
     assert_eq!(store.grant("b", &k, 100, 1, TTL).await.unwrap().granted, 70);
@@ -97,15 +103,24 @@ pub async fn spend_beyond_a_lease_is_settled(store: &dyn CounterStore) {
     let k = key("beyond", 100);
     store.grant("a", &k, 10, 1, TTL).await.unwrap();
     // A Lenient stream ran past its reservation.
-    store.settle("a", &[settlement(&k, 25, 0)]).await.unwrap();
+    store
+        .settle("a", 0, &[settlement(&k, 25, 0)])
+        .await
+        .unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(25, 0));
     // Unused beyond the lease hands back nothing more.
     store.grant("a", &k, 10, 1, TTL).await.unwrap();
-    store.settle("a", &[settlement(&k, 0, 50)]).await.unwrap();
+    store
+        .settle("a", 0, &[settlement(&k, 0, 50)])
+        .await
+        .unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(25, 0));
     // Spend beyond the limit still lands: the ledger says what happened.
     store.grant("a", &k, 1, 1, TTL).await.unwrap();
-    store.settle("a", &[settlement(&k, 200, 0)]).await.unwrap();
+    store
+        .settle("a", 0, &[settlement(&k, 200, 0)])
+        .await
+        .unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(225, 0));
     let grant = store.grant("b", &k, 10, 0, TTL).await.unwrap();
     assert_eq!((grant.granted, grant.used), (0, 225));
@@ -119,13 +134,14 @@ pub async fn unleased_spend_always_counts(store: &dyn CounterStore) {
         unleased: n,
         ..settlement(&k, 0, 0)
     };
-    store.settle("a", &[unleased(30)]).await.unwrap();
+    store.settle("a", 0, &[unleased(30)]).await.unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(30, 0));
     // Beside a live lease, and beside an expired one.
     store.grant("a", &k, 20, 1, TTL).await.unwrap();
     store
         .settle(
             "a",
+            0,
             &[Settlement {
                 spent: 20,
                 ..unleased(5)
@@ -138,6 +154,7 @@ pub async fn unleased_spend_always_counts(store: &dyn CounterStore) {
     store
         .settle(
             "b",
+            0,
             &[Settlement {
                 spent: 10,
                 ..unleased(100)
@@ -156,15 +173,18 @@ pub async fn holders_are_kept_apart(store: &dyn CounterStore) {
         store.grant(holder, &k, want, 1, TTL).await.unwrap();
     }
     assert_eq!(store.totals(&k).await.unwrap(), totals(0, 311));
-    store.settle("a", &[settlement(&k, 60, 40)]).await.unwrap();
     store
-        .settle("settled", &[settlement(&k, 1, 0)])
+        .settle("a", 0, &[settlement(&k, 60, 40)])
+        .await
+        .unwrap();
+    store
+        .settle("settled", 0, &[settlement(&k, 1, 0)])
         .await
         .unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(61, 210));
     // A holder settling more than it holds takes nothing from the others.
     store
-        .settle("a:b", &[settlement(&k, 0, 500)])
+        .settle("a:b", 0, &[settlement(&k, 0, 500)])
         .await
         .unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(61, 200));
@@ -178,7 +198,10 @@ pub async fn windows_are_separate_counters(store: &dyn CounterStore) {
         ..k.clone()
     };
     store.grant("a", &k, 100, 1, TTL).await.unwrap();
-    store.settle("a", &[settlement(&k, 100, 0)]).await.unwrap();
+    store
+        .settle("a", 0, &[settlement(&k, 100, 0)])
+        .await
+        .unwrap();
     assert_eq!(
         store.grant("a", &next, 100, 1, TTL).await.unwrap().granted,
         100
@@ -192,7 +215,7 @@ pub async fn a_sliding_window_weighs_the_previous_one(store: &dyn CounterStore) 
     let previous = current.previous();
     store.grant("a", &previous, 80, 1, TTL).await.unwrap();
     store
-        .settle("a", &[settlement(&previous, 80, 0)])
+        .settle("a", 0, &[settlement(&previous, 80, 0)])
         .await
         .unwrap();
     // Half the previous window still overlaps: 40 of its 80 count.
@@ -222,7 +245,7 @@ pub async fn a_fixed_window_ignores_the_previous_one(store: &dyn CounterStore) {
     let previous = current.previous();
     store.grant("a", &previous, 100, 1, TTL).await.unwrap();
     store
-        .settle("a", &[settlement(&previous, 100, 0)])
+        .settle("a", 0, &[settlement(&previous, 100, 0)])
         .await
         .unwrap();
     assert_eq!(
@@ -245,11 +268,11 @@ pub async fn a_batch_settles_many_counters(store: &dyn CounterStore) {
         .enumerate()
         .map(|(i, k)| settlement(k, i as u64, 50 - i as u64))
         .collect();
-    store.settle("a", &batch).await.unwrap();
+    store.settle("a", 0, &batch).await.unwrap();
     for (i, k) in keys.iter().enumerate() {
         assert_eq!(store.totals(k).await.unwrap(), totals(i as u64, 0));
     }
-    store.settle("a", &[]).await.unwrap();
+    store.settle("a", 0, &[]).await.unwrap();
 }
 
 pub async fn unknown_counters_are_empty(store: &dyn CounterStore) {
@@ -264,7 +287,7 @@ pub async fn huge_limits_are_as_good_as_none(store: &dyn CounterStore) {
     let grant = store.grant("a", &k, 1 << 40, 1, TTL).await.unwrap();
     assert_eq!(grant.granted, 1 << 40);
     store
-        .settle("a", &[settlement(&k, 1 << 40, 0)])
+        .settle("a", 0, &[settlement(&k, 1 << 40, 0)])
         .await
         .unwrap();
     assert_eq!(store.totals(&k).await.unwrap(), totals(1 << 40, 0));
@@ -295,7 +318,7 @@ pub async fn concurrent_grants_never_exceed_the_limit(replicas: &[Arc<dyn Counte
                     assert!(grant.granted <= want);
                     let used = grant.granted.div_ceil(2);
                     store
-                        .settle(&holder, &[settlement(&k, used, grant.granted - used)])
+                        .settle(&holder, 0, &[settlement(&k, used, grant.granted - used)])
                         .await
                         .unwrap();
                     spent += used;
@@ -311,4 +334,45 @@ pub async fn concurrent_grants_never_exceed_the_limit(replicas: &[Arc<dyn Counte
     for store in replicas {
         assert_eq!(store.totals(&k).await.unwrap(), totals(LIMIT, 0));
     }
+}
+
+/// A batch retried after a timeout (the store may have applied it) counts
+/// once; an older batch number is skipped; a retried batch that covers a
+/// counter it had not reached yet settles that one.
+pub async fn a_retried_batch_counts_once(store: &dyn CounterStore) {
+    let k = key("retried", 1_000);
+    let other = key("retried-other", 1_000);
+    store.grant("a", &k, 100, 1, TTL).await.unwrap();
+    store.grant("a", &other, 100, 1, TTL).await.unwrap();
+    store
+        .settle("a", 7, &[settlement(&k, 30, 0)])
+        .await
+        .unwrap();
+    store
+        .settle("a", 7, &[settlement(&k, 30, 0)])
+        .await
+        .unwrap();
+    assert_eq!(store.totals(&k).await.unwrap().settled, 30);
+    store
+        .settle("a", 5, &[settlement(&k, 10, 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.totals(&k).await.unwrap().settled,
+        30,
+        "an older batch"
+    );
+    store
+        .settle("a", 8, &[settlement(&k, 10, 0), settlement(&other, 20, 0)])
+        .await
+        .unwrap();
+    assert_eq!(store.totals(&k).await.unwrap().settled, 40);
+    assert_eq!(store.totals(&other).await.unwrap().settled, 20);
+    // Another holder's numbers are its own.
+    store.grant("b", &k, 10, 1, TTL).await.unwrap();
+    store
+        .settle("b", 1, &[settlement(&k, 10, 0)])
+        .await
+        .unwrap();
+    assert_eq!(store.totals(&k).await.unwrap().settled, 50);
 }

@@ -28,7 +28,7 @@ use super::store::{now_ms, CounterKey, CounterStore, Grant, Settlement, StoreErr
 use network::{Network, PeerHttp, PeerStatus, WriteAnswer};
 use storage::{Disk, LogStore, Machine, StateMachine};
 use types::Raft;
-pub use types::{Command, Reply, TypeConfig};
+pub use types::{Command, Reply, Request, TypeConfig};
 
 /// A snapshot is taken after this many log entries (and the log before
 /// it purged, keeping [`LOGS_KEPT`] for slow followers).
@@ -192,6 +192,11 @@ impl RaftStore {
 
     /// Commits `command` through the leader, wherever it is.
     async fn write(&self, command: Command) -> Result<Reply, StoreError> {
+        // One id for every try: the state machine applies it once.
+        let request = Request {
+            id: fastrand::u64(..),
+            command,
+        };
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut last_error = String::from("no Raft leader (is a majority of the replicas up?)");
         loop {
@@ -201,7 +206,7 @@ impl RaftStore {
             }
             let answer = match self.leader() {
                 Some((leader, _)) if leader == self.id => {
-                    tokio::time::timeout(left, network::write_locally(&self.raft, command.clone()))
+                    tokio::time::timeout(left, network::write_locally(&self.raft, request.clone()))
                         .await
                         .unwrap_or_else(|_| {
                             WriteAnswer::Failed("the leader could not commit in time".into())
@@ -209,7 +214,7 @@ impl RaftStore {
                 }
                 Some((_, addr)) => self
                     .http
-                    .call(&addr, "/raft/write", &command, left)
+                    .call(&addr, "/raft/write", &request, left)
                     .await
                     .unwrap_or_else(|e| WriteAnswer::Failed(e.0)),
                 None => WriteAnswer::NotLeader(None),
@@ -223,9 +228,8 @@ impl RaftStore {
                 WriteAnswer::NotLeader(_) => {}
                 WriteAnswer::Failed(error) => last_error = error,
             }
-            // A retried command that did reach the log errs on the safe
-            // side: a lease granted twice or spend settled twice is counted
-            // as spent, so the fleet under-uses, never overspends.
+            // A retried request that did reach the log is answered from the
+            // state machine's memory of it, not applied again.
             tokio::time::sleep(Duration::from_millis(50).min(left)).await;
         }
     }
@@ -487,12 +491,13 @@ impl CounterStore for RaftStore {
         })
     }
 
-    async fn settle(&self, holder: &str, batch: &[Settlement]) -> Result<(), StoreError> {
+    async fn settle(&self, holder: &str, seq: u64, batch: &[Settlement]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.write(Command::Settle {
             holder: holder.to_owned(),
+            seq,
             batch: batch.to_vec(),
             now_ms: now_ms(),
         })

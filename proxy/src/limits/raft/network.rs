@@ -30,7 +30,7 @@ use openraft::raft::{
 use openraft::{BasicNode, Snapshot, SnapshotMeta, Vote};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::types::{Command, Raft, Reply, TypeConfig};
+use super::types::{Raft, Reply, Request as Proposal, TypeConfig};
 use crate::body::ResponseBody;
 
 /// Largest Raft request body accepted (a snapshot of every counter).
@@ -304,8 +304,8 @@ pub async fn serve(
             }
             Err(e) => bad_json(e),
         },
-        "/raft/write" => match serde_json::from_slice::<Command>(&body) {
-            Ok(command) => json(&write_locally(&raft, command).await),
+        "/raft/write" => match serde_json::from_slice::<Proposal>(&body) {
+            Ok(request) => json(&write_locally(&raft, request).await),
             Err(e) => bad_json(e),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -313,9 +313,9 @@ pub async fn serve(
 }
 
 /// Proposes `command` on this node (it must be the leader).
-pub async fn write_locally(raft: &Raft, command: Command) -> WriteAnswer {
+pub async fn write_locally(raft: &Raft, request: Proposal) -> WriteAnswer {
     use openraft::error::ClientWriteError;
-    match raft.client_write(command).await {
+    match raft.client_write(request).await {
         Ok(response) => WriteAnswer::Done(response.data, response.log_id.index),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
             WriteAnswer::NotLeader(forward.leader_node.map(|node| node.addr))

@@ -10,6 +10,7 @@
 // here return the same type rather than boxing and unboxing it.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
@@ -23,7 +24,7 @@ use openraft::{
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::types::Command;
+use super::types::{Command, Request};
 use super::types::{LogId, Reply, StorageError, TypeConfig};
 use crate::limits::ledger::Ledger;
 
@@ -253,7 +254,15 @@ pub struct Machine {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership<u64, BasicNode>,
     pub ledger: Ledger,
+    /// Requests applied lately: id -> (answer, log index), so that a retried
+    /// request is answered, not applied again.
+    #[serde(default)]
+    pub recent: HashMap<u64, (Reply, u64)>,
 }
+
+/// How many log entries a request id is remembered for (a retry comes
+/// within seconds; thousands of entries are minutes of settlements).
+const REMEMBER_ENTRIES: u64 = 50_000;
 
 /// The last snapshot as kept on disk.
 #[derive(Serialize, Deserialize)]
@@ -352,7 +361,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     machine.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Reply::default()
                 }
-                EntryPayload::Normal(command) => apply(&mut machine.ledger, command),
+                EntryPayload::Normal(Request { id, command }) => {
+                    let index = entry.log_id.index;
+                    match machine.recent.get(&id) {
+                        Some((reply, _)) => *reply,
+                        None => {
+                            let reply = apply(&mut machine.ledger, command);
+                            machine.recent.insert(id, (reply, index));
+                            if index % 1_000 == 0 {
+                                machine
+                                    .recent
+                                    .retain(|_, (_, at)| *at + REMEMBER_ENTRIES > index);
+                            }
+                            reply
+                        }
+                    }
+                }
             };
             replies.push(reply);
         }
@@ -414,11 +438,12 @@ fn apply(ledger: &mut Ledger, command: Command) -> Reply {
         }
         Command::Settle {
             holder,
+            seq,
             batch,
             now_ms,
         } => {
             ledger.prune(now_ms);
-            ledger.settle(&holder, &batch, now_ms);
+            ledger.settle(&holder, seq, &batch, now_ms);
             Reply::default()
         }
     }

@@ -22,9 +22,22 @@ pub enum Command {
     /// [`CounterStore::settle`](crate::limits::store::CounterStore::settle).
     Settle {
         holder: String,
+        /// The holder's batch number (see `CounterStore::settle`).
+        #[serde(default)]
+        seq: u64,
         batch: Vec<Settlement>,
         now_ms: i64,
     },
+}
+
+/// A command as proposed: with an id that stays the same when a write is
+/// retried (after a timeout, or a leader change, it may already be in the
+/// log), so the state machine applies it once and answers the retry with
+/// the first answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub command: Command,
 }
 
 /// What applying a command answered (a grant's result; zero otherwise).
@@ -37,7 +50,7 @@ pub struct Reply {
 openraft::declare_raft_types!(
     /// Sluice's Raft: counter commands, nodes named by their address.
     pub TypeConfig:
-        D = Command,
+        D = Request,
         R = Reply,
         NodeId = u64,
         Node = openraft::BasicNode,
