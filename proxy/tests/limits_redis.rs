@@ -314,6 +314,47 @@ async fn a_silent_server_times_out() {
     drop(listener);
 }
 
+/// A grant that reaches Redis after its caller gave up (Redis paused past
+/// the call's timeout, as a partition that heals would deliver it) grants
+/// nothing: no lease is left that no one holds. Deadlines are in Redis's
+/// time (the offset learnt from earlier answers), so clock skew between a
+/// replica and Redis does not matter.
+#[tokio::test]
+async fn a_grant_that_arrives_after_its_caller_gave_up_grants_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::with_timeout(&server.url(), false, Duration::from_millis(300)).unwrap();
+    until_up(&store, &server).await;
+    let k = key("late", 1_000);
+    // One grant in time first: the store learns Redis's clock.
+    store.grant("b", &k, 1, 1, TTL).await.unwrap();
+    let pid = server.child.as_ref().unwrap().id().to_string();
+    let signal = |name: &str| {
+        let done = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(done.success());
+    };
+    signal("-STOP");
+    assert!(store.grant("a", &k, 100, 1, TTL).await.is_err());
+    // Past the 300 ms timeout (and its 200 ms margin).
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let totals = loop {
+        if let Ok(totals) = store.totals(&k).await {
+            break totals;
+        }
+        assert!(Instant::now() < deadline, "redis did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(totals.leased, 1, "only b's lease: {totals:?}");
+    // And a grant in time still grants.
+    assert_eq!(
+        store.grant("a", &k, 100, 1, TTL).await.unwrap().granted,
+        100
+    );
+}
+
 /// A window's key outlives the next window (for the sliding weight), and
 /// then goes; a key made by unleased spend alone expires too.
 #[tokio::test]

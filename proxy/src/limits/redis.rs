@@ -34,6 +34,7 @@
 //! that is as good as none.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -41,7 +42,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind};
 
-use super::store::{CounterKey, CounterStore, Grant, Settlement, StoreError, Totals};
+use super::store::{now_ms, CounterKey, CounterStore, Grant, Settlement, StoreError, Totals};
 
 /// The key layout's version, in every key.
 pub const SCHEMA: &str = "v1";
@@ -52,6 +53,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest amount a Lua number holds exactly.
 const MAX_AMOUNT: u64 = (1 << 53) - 1;
 
+/// Slack on a grant's deadline beyond the call's timeout (the clock offset
+/// is measured to within a round trip).
+const STALE_MARGIN_MS: i64 = 200;
 /// Reconnection attempts per broken connection (each bounded by the
 /// timeout); a later call starts a new round.
 const RECONNECT_RETRIES: u16 = 3;
@@ -94,8 +98,9 @@ end
 ";
 
 /// KEYS: the window, its previous window. ARGV: holder, want, at_least,
-/// ttl_ms, limit, sliding (1/0), start_ms, end_ms, keep_ms.
-/// Returns {granted, used}.
+/// ttl_ms, limit, sliding (1/0), start_ms, end_ms, keep_ms, deadline (Unix
+/// ms by Redis's clock, 0: none; later, nothing is granted). Returns
+/// {granted, used, Redis's time}.
 const GRANT: &str = r"
 local holder = ARGV[1]
 local want, at_least, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -112,11 +117,14 @@ end
 local used = settled + leased + previous
 local left = math.max(limit - used, 0)
 local granted = 0
-if left >= at_least then granted = math.min(want, left) end
+-- A grant that arrives after its caller gave up (a request retransmitted
+-- when a partition heals) grants nothing: no one would spend that lease.
+local stale = tonumber(ARGV[10] or '0') > 0 and now > tonumber(ARGV[10])
+if left >= at_least and not stale then granted = math.min(want, left) end
 redis.call('HSET', KEYS[1], 'l:' .. holder, int((leases[holder] or 0) + granted),
   'e:' .. holder, int(now + ttl))
 redis.call('PEXPIREAT', KEYS[1], int(math.max(end_ms + len, now + ttl) + tonumber(ARGV[9])))
-return {granted, used + granted}
+return {granted, used + granted, now}
 ";
 
 /// KEYS: the window. ARGV: holder, spent, unused, unleased, start_ms,
@@ -212,6 +220,9 @@ pub struct RedisStore {
     grant: Script,
     settle: Script,
     totals: Script,
+    /// Redis's clock minus ours (ms), from the last grant's answer: grant
+    /// deadlines are sent in Redis's time. `i64::MIN`: not known yet.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -260,6 +271,7 @@ impl RedisStore {
             grant: Script::new(GRANT),
             settle: Script::new(SETTLE),
             totals: Script::new(TOTALS),
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -388,9 +400,28 @@ impl CounterStore for RedisStore {
             key.start_ms.to_string(),
             key.end_ms.to_string(),
             KEEP_MS.to_string(),
+            // This call gives up after `timeout`: in Redis's time (the
+            // offset seen at the last grant), when its answer is no use.
+            match self.clock_offset_ms.load(Ordering::Acquire) {
+                i64::MIN => "0".to_owned(),
+                offset => (now_ms()
+                    + offset
+                    + i64::try_from(self.timeout.as_millis()).unwrap_or(0)
+                    + STALE_MARGIN_MS)
+                    .to_string(),
+            },
         ];
-        let values = self.run(&self.grant, &keys, &args).await?;
-        let (granted, used) = self.pair(values)?;
+        let sent = now_ms();
+        let values: Vec<i64> = self.run(&self.grant, &keys, &args).await?;
+        let (granted, used, redis_now) = match values[..] {
+            [granted, used, redis_now] => (granted, used, redis_now),
+            _ => return Err(self.nonsense(&values)),
+        };
+        // Redis read its clock somewhere between sending and now.
+        let midway = sent + (now_ms() - sent) / 2;
+        self.clock_offset_ms
+            .store(redis_now - midway, Ordering::Release);
+        let (granted, used) = self.pair(vec![granted, used])?;
         Ok(Grant { granted, used })
     }
 
