@@ -75,11 +75,13 @@ impl ToOpenAI {
         if self.ended {
             return;
         }
-        // A last event without its blank line still counts.
+        // A last event without its blank line still counts, if whole.
         if let Some(rest) = self.splitter.push(b"\n\n") {
             for event in events(&rest) {
                 if let Some(data) = event_data(event) {
-                    if !self.ended {
+                    let whole =
+                        serde_json::from_slice::<serde::de::IgnoredAny>(data.trim_ascii()).is_ok();
+                    if whole && !self.ended {
                         self.on_event(&data, out);
                     }
                 }
