@@ -483,7 +483,11 @@ pub(crate) fn token(parts: &Parts, body: &[u8]) -> Answer {
     let expected_aud = format!("/{}", parts.uri.path().trim_start_matches('/'));
     if !claims.iss.ends_with(".iam.gserviceaccount.com")
         || claims.scope != "https://www.googleapis.com/auth/cloud-platform"
-        || !claims.aud.ends_with(&expected_aud)
+        || !claims
+            .aud
+            .split('?')
+            .next()
+            .is_some_and(|aud| aud.ends_with(&expected_aud))
         || claims.exp <= claims.iat
         || claims.exp - claims.iat > 3600
     {
