@@ -356,8 +356,9 @@ pub struct BackendSpec {
     /// The provider's API: `OpenAI`, `AzureOpenAI`, `OpenAICompatible`,
     /// `Ollama`, `VLLM`, `LMStudio`, `Mistral`, `Groq`, `DeepSeek`,
     /// `Together`, `Fireworks`, `OpenRouter`, `XAI`, `Perplexity`,
-    /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Demo`, `MCP`;
-    /// later `Anthropic`, `Bedrock`, `Gemini`, `VertexAI`, `Cohere`.
+    /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Gemini`,
+    /// `VertexAI` (endpoint built from `auth.gcp`), `Demo`, `MCP`;
+    /// later `Anthropic`, `Bedrock`, `Cohere`.
     #[schemars(length(min = 1))]
     pub provider: String,
     /// Base URL of the API, as the provider's SDK takes it (e.g.
