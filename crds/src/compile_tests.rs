@@ -994,7 +994,14 @@ fn every_backend_in_the_providers_page_compiles() {
             continue;
         }
         let loaded = load_documents(&[("providers.md".into(), block.into())]);
-        let any_env = |_: &str| Some("sk-doc".to_owned());
+        // `*_SA_KEY`: a service account key's shape (Vertex AI).
+        let any_env = |name: &str| {
+            Some(if name.ends_with("_SA_KEY") {
+                r#"{"type":"service_account","project_id":"doc-project","private_key":"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n","client_email":"sa@doc-project.iam.gserviceaccount.com"}"#.to_owned()
+            } else {
+                "sk-doc".to_owned()
+            })
+        };
         if let Err(errors) = compile(&loaded, &StandaloneSecrets { env: any_env }) {
             panic!("{block}\n{errors:?}");
         }
