@@ -669,6 +669,14 @@ fn compile_backend(
                 }
             },
         },
+        Provider::Gemini | Provider::VertexAI => crate::compile_google::compile_google_target(
+            &id,
+            provider,
+            spec,
+            secrets,
+            &mut errors.0,
+        )
+        .unwrap_or(Target::Demo),
         _ => match spec.endpoint.as_deref().or(provider.default_endpoint()) {
             None => {
                 errors.push(
@@ -828,14 +836,16 @@ fn compile_credential(
     secrets: &dyn SecretSource,
     errors: &mut Errors,
 ) -> Option<Credential> {
-    for (field, set) in [("aws", auth.aws.is_some()), ("gcp", auth.gcp.is_some())] {
-        if set {
-            errors.push(
-                id,
-                format!("spec.auth.{field}"),
-                "not supported yet for this version's providers",
-            );
-        }
+    if auth.aws.is_some() {
+        errors.push(
+            id,
+            "spec.auth.aws",
+            "not supported yet for this version's providers",
+        );
+    }
+    // `Gemini` and `VertexAI` check `gcp` where their target is compiled.
+    if auth.gcp.is_some() && !matches!(provider, Provider::Gemini | Provider::VertexAI) {
+        errors.push(id, "spec.auth.gcp", "only for provider VertexAI");
     }
     if let Some(azure) = &auth.azure {
         if provider != Provider::AzureOpenAI {
@@ -925,7 +935,7 @@ fn compile_price(id: &str, field: &str, spec: &PriceSpec, errors: &mut Errors) -
 /// Normalises an endpoint into a base URL: `http(s)://host[:port]/path`
 /// without a trailing slash, `version_path` (the provider's, `/v1` for
 /// most) when no path is given.
-fn base_url(endpoint: &str, version_path: &str) -> Result<String, String> {
+pub(crate) fn base_url(endpoint: &str, version_path: &str) -> Result<String, String> {
     let (scheme, rest) = endpoint
         .split_once("://")
         .ok_or_else(|| format!("`{endpoint}` is not a URL like https://api.openai.com/v1"))?;

@@ -826,14 +826,16 @@ fn every_preset_compiles_with_its_default_endpoint() {
                 | Provider::AzureOpenAI
                 | Provider::Mcp
                 | Provider::Demo
+                // Built from `auth.gcp` (see vertex_ai_urls_come_from_auth_gcp).
+                | Provider::VertexAI
         );
         assert_eq!(
             provider.default_endpoint().is_none(),
             needs_endpoint,
             "{name}"
         );
-        // Anthropic is translated (its own target), tested on its own below.
-        if !needs_endpoint && provider != Provider::Anthropic {
+        // Anthropic and Gemini have targets and key headers of their own.
+        if !needs_endpoint && !matches!(provider, Provider::Anthropic | Provider::Gemini) {
             assert!(defaults.iter().any(|(n, _)| *n == name), "{name} untested");
         }
     }
@@ -1007,7 +1009,14 @@ fn every_backend_in_the_providers_page_compiles() {
             continue;
         }
         let loaded = load_documents(&[("providers.md".into(), block.into())]);
-        let any_env = |_: &str| Some("sk-doc".to_owned());
+        // `*_SA_KEY`: a service account key's shape (Vertex AI).
+        let any_env = |name: &str| {
+            Some(if name.ends_with("_SA_KEY") {
+                r#"{"type":"service_account","project_id":"doc-project","private_key":"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n","client_email":"sa@doc-project.iam.gserviceaccount.com"}"#.to_owned()
+            } else {
+                "sk-doc".to_owned()
+            })
+        };
         if let Err(errors) = compile(&loaded, &StandaloneSecrets { env: any_env }) {
             panic!("{block}\n{errors:?}");
         }
@@ -1016,5 +1025,49 @@ fn every_backend_in_the_providers_page_compiles() {
     assert!(
         count >= 18,
         "only {count} Backend blocks in docs/providers.md"
+    );
+}
+
+#[test]
+fn gemini_and_vertex_ai_urls() {
+    let backend = compile_backend_text(
+        "  provider: Gemini\n  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}\n",
+    )
+    .unwrap();
+    match &backend.target {
+        Target::Gemini {
+            base_url,
+            service_account: None,
+        } => assert_eq!(base_url, "https://generativelanguage.googleapis.com/v1beta"),
+        other => panic!("{other:?}"),
+    }
+    let credential = backend.credential.unwrap();
+    assert_eq!(credential.header, "x-goog-api-key");
+    assert_eq!(credential.value.expose(), "sk-upstream");
+    // VertexAI needs `auth.gcp`; a key that is not a service account key is refused.
+    let errors = compile_backend_text("  provider: VertexAI\n").unwrap_err();
+    assert!(
+        format!("{errors:?}").contains("spec.auth.gcp"),
+        "{errors:?}"
+    );
+    let errors = compile_backend_text(
+        "  provider: VertexAI\n  auth: {gcp: {serviceAccountKey: {valueFrom: {env: UPSTREAM_KEY}}, location: us-central1}}\n",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{errors:?}").contains("not a service account JSON key"),
+        "{errors:?}"
+    );
+    assert!(
+        !format!("{errors:?}").contains("sk-upstream"),
+        "the key is never quoted"
+    );
+    let errors = compile_backend_text(
+        "  provider: OpenAI\n  auth: {gcp: {serviceAccountKey: {valueFrom: {env: UPSTREAM_KEY}}, location: us-central1}}\n",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{errors:?}").contains("only for provider VertexAI"),
+        "{errors:?}"
     );
 }

@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod compile;
 mod compile_auth;
 mod compile_budget;
+mod compile_google;
 mod compile_mcp;
 pub mod crd;
 pub mod defaults;

@@ -356,8 +356,9 @@ pub struct BackendSpec {
     /// The provider's API: `OpenAI`, `AzureOpenAI`, `OpenAICompatible`,
     /// `Ollama`, `VLLM`, `LMStudio`, `Mistral`, `Groq`, `DeepSeek`,
     /// `Together`, `Fireworks`, `OpenRouter`, `XAI`, `Perplexity`,
-    /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Demo`, `MCP`;
-    /// later `Anthropic`, `Bedrock`, `Gemini`, `VertexAI`, `Cohere`.
+    /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Gemini`,
+    /// `VertexAI` (endpoint built from `auth.gcp`), `Demo`, `MCP`;
+    /// later `Anthropic`, `Bedrock`, `Cohere`.
     #[schemars(length(min = 1))]
     pub provider: String,
     /// Base URL of the API, as the provider's SDK takes it (e.g.
@@ -417,14 +418,31 @@ pub struct BackendAuthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::free_form_object")]
     pub aws: Option<serde_yaml::Value>,
-    /// GCP credentials (Vertex AI; not supported yet).
+    /// Google Cloud credentials (`VertexAI`): a service account key whose
+    /// OAuth access tokens the gateway fetches, caches and refreshes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::crd::free_form_object")]
-    pub gcp: Option<serde_yaml::Value>,
+    pub gcp: Option<BackendGcpAuthSpec>,
     /// Azure credentials (`AzureOpenAI`): a Microsoft Entra ID access token
     /// sent as `Authorization: Bearer TOKEN` instead of an `api-key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<BackendAzureAuthSpec>,
+}
+
+/// Google Cloud credentials and placement of a `VertexAI` Backend.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendGcpAuthSpec {
+    /// The service account's JSON key file (as downloaded from the Cloud
+    /// console), with the `aiplatform.endpoints.predict` permission (role
+    /// `roles/aiplatform.user`).
+    pub service_account_key: BackendTokenSpec,
+    /// The project (default: the key's `project_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"))]
+    pub project: Option<String>,
+    /// The region, e.g. `us-central1`, or `global`.
+    #[schemars(pattern(r"^[a-z][-a-z0-9]*[a-z0-9]$"))]
+    pub location: String,
 }
 
 /// Azure credentials of an `AzureOpenAI` Backend.

@@ -283,11 +283,15 @@ pub enum Provider {
     Mcp,
     /// Anthropic's Messages API (translated from and to OpenAI's schema).
     Anthropic,
+    /// Google's Gemini API (AI Studio), native `generateContent`.
+    Gemini,
+    /// Gemini models on Google Cloud Vertex AI (service-account auth).
+    VertexAI,
 }
 
 impl Provider {
     /// Every supported provider with its name in config.
-    pub const ALL: [(&'static str, Provider); 21] = [
+    pub const ALL: [(&'static str, Provider); 23] = [
         ("Demo", Provider::Demo),
         ("OpenAI", Provider::OpenAI),
         ("OpenAICompatible", Provider::OpenAICompatible),
@@ -309,10 +313,12 @@ impl Provider {
         ("AzureOpenAI", Provider::AzureOpenAI),
         ("MCP", Provider::Mcp),
         ("Anthropic", Provider::Anthropic),
+        ("Gemini", Provider::Gemini),
+        ("VertexAI", Provider::VertexAI),
     ];
 
     /// Providers of API.md whose translators are not built yet.
-    pub const NOT_YET: [&'static str; 4] = ["Bedrock", "Gemini", "VertexAI", "Cohere"];
+    pub const NOT_YET: [&'static str; 2] = ["Bedrock", "Cohere"];
 
     /// Parses a config name.
     pub fn parse(name: &str) -> Option<Self> {
@@ -442,6 +448,23 @@ impl Provider {
                 key_header: "x-api-key",
                 ..openai
             },
+            // ai.google.dev/api/generate-content: `{base}/models/{model}:generateContent`
+            // (`:streamGenerateContent?alt=sse`), the bare key in `x-goog-api-key`;
+            // translated from and to OpenAI's schema (llm/translate/gemini).
+            Self::Gemini => Preset {
+                default_endpoint: Some("https://generativelanguage.googleapis.com"),
+                version_path: "/v1beta",
+                key_header: "x-goog-api-key",
+                ..openai
+            },
+            // cloud.google.com/vertex-ai/generative-ai/docs/reference/rest: the
+            // same body as Gemini under `/v1/projects/{p}/locations/{l}/publishers/google`
+            // on `https://{l}-aiplatform.googleapis.com`, with an OAuth token
+            // from a service account (`auth.gcp`); the endpoint is built from it.
+            Self::VertexAI => Preset {
+                default_endpoint: None,
+                ..openai
+            },
         }
     }
 }
@@ -513,6 +536,15 @@ pub enum Target {
         /// How request URLs are built.
         api: AzureApi,
     },
+    /// Google's `generateContent` API (`Gemini`, `VertexAI`).
+    Gemini {
+        /// Where `/models/{model}:generateContent` is appended, e.g.
+        /// `https://generativelanguage.googleapis.com/v1beta` or
+        /// `https://us-central1-aiplatform.googleapis.com/v1/projects/P/locations/us-central1/publishers/google`.
+        base_url: String,
+        /// Vertex AI: the service account whose OAuth tokens are sent.
+        service_account: Option<ServiceAccount>,
+    },
     /// An MCP server over streamable HTTP.
     Mcp {
         /// The server's MCP endpoint, e.g. `https://mcp.example.com/mcp`.
@@ -528,6 +560,20 @@ pub enum Target {
         /// Program and arguments.
         command: Vec<String>,
     },
+}
+
+/// A Google service account key (the fields of its JSON key file the
+/// gateway uses), for OAuth tokens of the `cloud-platform` scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    /// `client_email`: the JWT's issuer.
+    pub client_email: String,
+    /// `private_key_id`: the JWT's `kid`.
+    pub private_key_id: Option<String>,
+    /// `private_key`: a PEM RSA key (PKCS#8), never logged.
+    pub private_key: Secret,
+    /// `token_uri`: where the signed JWT is exchanged for a token.
+    pub token_uri: String,
 }
 
 /// The URL style of an Azure OpenAI backend.

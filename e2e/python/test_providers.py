@@ -338,3 +338,150 @@ def test_broken_streams_raise_in_the_sdks(stack: Stack) -> None:
                 model="gpt-4o", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
             ) as stream:
                 stream.get_final_message()
+
+
+# --------------------------------------------------------------------------
+# OpenAI SDK -> gateway -> Gemini backend (the test upstream's Gemini face,
+# which refuses bodies Google would refuse)
+
+GEMINI_CONFIG = """\
+apiVersion: sluice.dev/v1alpha1
+kind: AIGateway
+metadata: {name: default}
+spec:
+  listen: 127.0.0.1:${SLUICE_PORT}
+  admin: 127.0.0.1:${SLUICE_ADMIN_PORT}
+  auth:
+    apiKeys:
+      - {name: ci, tenant: team-a, valueFrom: {env: GATEWAY_KEY}}
+  llm:
+    routes:
+      - models: ["gemini-*"]
+        backends: [{backend: gemini}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Backend
+metadata: {name: gemini}
+spec:
+  provider: Gemini
+  endpoint: http://127.0.0.1:${GEMINI_PORT}
+  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def gemini_stack(sluice_bin: Path, upstream_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    gemini = start_upstream(upstream_bin, tmp_path_factory.mktemp("gemini"), "gemini")
+    gateway = start_gateway(
+        sluice_bin,
+        tmp_path_factory.mktemp("providers-gemini"),
+        GEMINI_CONFIG,
+        env={"GATEWAY_KEY": GATEWAY_KEY, "UPSTREAM_KEY": UPSTREAM_KEY, "GEMINI_PORT": str(gemini.port)},
+    )
+    try:
+        # `claude` and `gpt` hold the Gemini upstream here.
+        yield Stack(gateway, gemini, gemini)
+    finally:
+        gateway.process.stop()
+        gemini.process.stop()
+
+
+def test_openai_sdk_chats_with_a_gemini_backend(gemini_stack: Stack) -> None:
+    marker = unique("gm-chat")
+    completion = gemini_stack.openai(**{"x-mock-cached-tokens": "3"}).chat.completions.create(
+        model="gemini-2.5-flash",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"Hello ({marker})"},
+        ],
+        max_tokens=64,
+    )
+    assert completion.choices[0].message.content == "tok0 tok1 tok2 tok3 tok4 "
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 7
+    assert completion.usage.completion_tokens == 5
+    assert completion.usage.prompt_tokens_details.cached_tokens == 3
+
+    [seen] = gemini_stack.gpt.requests_with(marker)
+    assert seen["path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert seen["header_map"]["x-goog-api-key"] == UPSTREAM_KEY
+    assert seen["json"]["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert seen["json"]["generationConfig"] == {"maxOutputTokens": 64}
+
+
+def test_openai_sdk_streams_from_a_gemini_backend(gemini_stack: Stack) -> None:
+    marker = unique("gm-stream")
+    stream = gemini_stack.openai().chat.completions.create(
+        model="gemini-2.5-flash",
+        messages=[{"role": "user", "content": f"Hi ({marker})"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, usage = "", None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    assert text == "tok0 tok1 tok2 tok3 tok4 "
+    assert finish == "stop"
+    assert usage is not None and usage.completion_tokens == 5
+    [seen] = gemini_stack.gpt.requests_with(marker)
+    assert seen["path"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+
+
+def test_openai_sdk_tool_calls_round_trip_through_gemini(gemini_stack: Stack) -> None:
+    marker = unique("gm-tools")
+    messages: list[dict] = [{"role": "user", "content": f"Weather in Paris? ({marker})"}]
+    stream = gemini_stack.openai().chat.completions.create(
+        model="gemini-2.5-flash",
+        messages=messages,
+        tools=[WEATHER_OPENAI],
+        tool_choice="required",
+        stream=True,
+    )
+    calls: dict[int, dict] = {}
+    finish = None
+    for chunk in stream:
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for call in choice.delta.tool_calls or []:
+                entry = calls.setdefault(call.index, {"id": call.id, "name": "", "arguments": ""})
+                entry["name"] += call.function.name or ""
+                entry["arguments"] += call.function.arguments or ""
+    assert finish == "tool_calls"
+    [call] = calls.values()
+    assert call["name"] == "get_weather"
+    assert json.loads(call["arguments"]) == {"q": "mock"}
+    assert call["id"].startswith("call_")
+
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call["id"], "content": "21 degrees, sunny"},
+    ]
+    completion = gemini_stack.openai().chat.completions.create(
+        model="gemini-2.5-flash", messages=messages, tools=[WEATHER_OPENAI]
+    )
+    assert completion.choices[0].message.content == "tok0 tok1 tok2 tok3 tok4 "
+    sent = gemini_stack.gpt.requests_with(marker)[-1]["json"]
+    assert [c["role"] for c in sent["contents"]] == ["user", "model", "user"]
+    assert sent["contents"][1]["parts"] == [{"functionCall": {"name": "get_weather", "args": {"q": "mock"}}}]
+    assert sent["contents"][2]["parts"] == [
+        {"functionResponse": {"name": "get_weather", "response": {"content": "21 degrees, sunny"}}}
+    ]
+
+
+def test_openai_sdk_sees_gemini_quota_errors_as_429(gemini_stack: Stack) -> None:
+    with pytest.raises(openai.RateLimitError) as raised:
+        gemini_stack.openai(**{"x-mock-status": "429"}).chat.completions.create(
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.status_code == 429
+    assert raised.value.body["code"] == "RESOURCE_EXHAUSTED"

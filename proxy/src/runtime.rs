@@ -59,6 +59,8 @@ pub enum BackendKind {
         preset: sluice_crds::snapshot::Preset,
         /// The Backend's `headers`, added to every request.
         headers: Vec<(HeaderName, HeaderValue)>,
+        /// Vertex AI: where OAuth tokens come from (sent as `authorization`).
+        gcp: Option<Arc<crate::llm::gcp_auth::TokenSource>>,
     },
 }
 
@@ -73,6 +75,8 @@ pub enum UpstreamPaths {
         /// `api-version=X`, ready to append.
         query: String,
     },
+    /// Google's `{base}/models/{model}:generateContent` (Gemini, Vertex AI).
+    Gemini,
 }
 
 /// A client key's identity.
@@ -210,6 +214,28 @@ impl Runtime {
                         paths: UpstreamPaths::OpenAI,
                         preset: backend.provider.preset(),
                         headers: extra_headers(backend)?,
+                        gcp: None,
+                    },
+                    Target::Gemini {
+                        base_url,
+                        service_account,
+                    } => BackendKind::Http {
+                        base_url: base_url.clone(),
+                        credential,
+                        paths: UpstreamPaths::Gemini,
+                        preset: backend.provider.preset(),
+                        headers: extra_headers(backend)?,
+                        gcp: match service_account {
+                            None => None,
+                            Some(account) => Some(Arc::new(
+                                crate::llm::gcp_auth::TokenSource::new(account).map_err(
+                                    |message| RuntimeError {
+                                        backend: backend.name.to_string(),
+                                        message,
+                                    },
+                                )?,
+                            )),
+                        },
                     },
                     Target::AzureOpenAI { endpoint, api } => BackendKind::Http {
                         base_url: match api {
@@ -227,6 +253,7 @@ impl Runtime {
                         },
                         preset: backend.provider.preset(),
                         headers: extra_headers(backend)?,
+                        gcp: None,
                     },
                     Target::Mcp { url } => BackendKind::Mcp {
                         url: url.clone(),
@@ -377,6 +404,8 @@ fn provider_label(name: &'static str) -> &'static str {
         "GeminiOpenAI" => "gcp.gemini",
         "AzureOpenAI" => "azure.ai.openai",
         "Anthropic" => "anthropic",
+        "Gemini" => "gcp.gemini",
+        "VertexAI" => "gcp.vertex_ai",
         "MCP" => "mcp",
         other => other,
     }

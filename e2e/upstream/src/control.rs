@@ -34,6 +34,11 @@ Control headers (all optional, read on every request):
                                content instead of message_delta/message_stop.
 Anthropic's /v1/messages and /v1/messages/count_tokens need x-api-key and anthropic-version;
 x-mock-status answers them in Anthropic's error shape.
+Gemini's .../models/M:generateContent and :streamGenerateContent?alt=sse need x-goog-api-key
+(or, on Vertex paths /v1/projects/..., a Bearer token from POST .../token, which checks the
+JWT assertion of the test service account; ?expires_in=N and ?status=N on the token URL steer
+it); x-mock-status answers them in Google's error shape, x-mock-stream-error ends a stream
+with an UNAVAILABLE error event.
 
 An invalid control header value is answered with 400 and a message naming the header.
 ";

@@ -1,6 +1,7 @@
 //! `sluice-test-upstream`: a fake LLM provider for Sluice's tests and
-//! benchmarks. It speaks the OpenAI wire format and Anthropic's Messages
-//! (`/v1/messages`, `anthropic`) exactly, is steered
+//! benchmarks. It speaks the OpenAI wire format, Anthropic's Messages
+//! (`/v1/messages`, `anthropic`) and Google's `generateContent` (AI Studio
+//! and Vertex AI paths, with an OAuth token endpoint; `gemini`) exactly, is steered
 //! per request by `x-mock-*` headers (see [`CONTROL_HEADERS_HELP`]) and records
 //! what it receives.
 //!
@@ -21,6 +22,7 @@ mod anthropic;
 mod base64;
 mod body;
 mod control;
+pub mod gemini;
 mod openai;
 mod record;
 mod service;

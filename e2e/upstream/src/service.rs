@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use crate::anthropic;
 use crate::body::{MockBody, Pacing};
 use crate::control::Control;
+use crate::gemini;
 use crate::openai::{
     self, chat, completions, embeddings, error, responses, BadRequest, Ids, Reply,
 };
@@ -176,6 +177,16 @@ async fn answer(
         None
     });
     let path = parts.uri.path();
+    if let Some(route) = gemini::route(path) {
+        return Ok(answer_gemini(
+            state,
+            parts,
+            body,
+            &control,
+            forced_status,
+            route,
+        ));
+    }
     let anthropic_endpoint = matches!(
         Endpoint::of(path),
         Some(Endpoint::Messages | Endpoint::CountTokens)
@@ -247,6 +258,42 @@ async fn answer(
             error_response(StatusCode::BAD_REQUEST, &message, param)
         }
     })
+}
+
+/// Gemini's endpoints and the OAuth token endpoint, in Google's shapes.
+fn answer_gemini(
+    state: &State,
+    parts: &Parts,
+    body: &[u8],
+    control: &Control,
+    forced_status: Option<StatusCode>,
+    route: gemini::Route,
+) -> Response<MockBody> {
+    let answer = |a: gemini::Answer| json_response(a.status, a.body);
+    let gemini::Route::Generate { vertex, stream } = route else {
+        return answer(gemini::token(parts, body));
+    };
+    if let Err(refusal) = gemini::check_auth(&parts.headers, vertex) {
+        return answer(refusal);
+    }
+    if let Some(status) = forced_status {
+        let message = format!(
+            "Mock upstream error: status {} was requested.",
+            status.as_u16()
+        );
+        let mut response = answer(gemini::error(status, &message));
+        if let Some(secs) = control.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return response;
+    }
+    let stream_error = parts.headers.contains_key("x-mock-stream-error");
+    match gemini::generate(parts, body, control, state.ids.next(), stream, stream_error) {
+        Ok(reply) => success(reply, control),
+        Err(refusal) => answer(refusal),
+    }
 }
 
 /// Frames an endpoint's reply, breaking it if `x-mock-error-after` asks.

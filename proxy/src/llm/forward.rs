@@ -91,6 +91,7 @@ pub async fn forward(
             paths,
             preset,
             headers,
+            gcp,
         } = &backend.kind
         else {
             return Outcome::Demo(index);
@@ -155,12 +156,32 @@ pub async fn forward(
             break;
         }
         let wait = backend.timeout.min(deadline - now);
+        // Vertex AI: an OAuth token (cached; fetched only when none is valid).
+        let bearer = match gcp {
+            None => None,
+            Some(tokens) => match tokens.bearer(&gateway.upstreams).await {
+                Ok(bearer) => Some(bearer),
+                Err(error) => {
+                    exchange
+                        .record
+                        .failed_attempts
+                        .push((backend.name.clone(), "auth"));
+                    last_failure = GatewayError::UpstreamFailed {
+                        backend: backend.name.to_string(),
+                        detail: error.to_string(),
+                    };
+                    continue;
+                }
+            },
+        };
         let target = Upstream {
             base_url,
             paths,
             model: upstream_model.unwrap_or_default(),
             credential: credential.as_ref(),
             headers,
+            bearer,
+            stream: outgoing.fields.stream,
         };
         let suffix = translate::upstream_suffix(outgoing.endpoint, schema);
         let request = match build_request(&target, suffix, outgoing, body) {
@@ -252,6 +273,10 @@ struct Upstream<'a> {
     model: &'a str,
     credential: Option<&'a (http::HeaderName, http::HeaderValue)>,
     headers: &'a [(http::HeaderName, http::HeaderValue)],
+    /// A fetched `Bearer` token (Vertex AI), sent as `authorization`.
+    bearer: Option<http::HeaderValue>,
+    /// The client asked for a stream (Gemini's URL says so).
+    stream: bool,
 }
 
 /// The request URL: `{base}{suffix}`, or for Azure deployments
@@ -267,6 +292,16 @@ fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint, suffix: &str) -> Stri
             "{}/deployments/{}{suffix}?{query}",
             target.base_url,
             path_segment(target.model)
+        ),
+        UpstreamPaths::Gemini => format!(
+            "{}/models/{}{}",
+            target.base_url,
+            path_segment(target.model.strip_prefix("models/").unwrap_or(target.model)),
+            if target.stream {
+                translate::gemini::STREAM_METHOD
+            } else {
+                suffix
+            }
         ),
     }
 }
@@ -313,6 +348,9 @@ fn build_request(
     if let Some((name, value)) = target.credential {
         headers.insert(name.clone(), value.clone());
     }
+    if let Some(bearer) = &target.bearer {
+        headers.insert(http::header::AUTHORIZATION, bearer.clone());
+    }
     if suffix.starts_with("/messages") && !headers.contains_key("anthropic-version") {
         headers.insert(
             "anthropic-version",
@@ -341,6 +379,8 @@ mod tests {
             model,
             credential: None,
             headers: &[],
+            bearer: None,
+            stream: false,
         };
         upstream_url(&target, endpoint, endpoint.upstream_suffix())
     }

@@ -8,6 +8,7 @@
 mod admit;
 pub mod demo;
 mod forward;
+pub mod gcp_auth;
 pub mod observe;
 pub mod request;
 pub mod sse;

@@ -10,6 +10,7 @@
 //! way to the client. Knows nothing of routing, limits or connections.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use std::borrow::Cow;
@@ -29,6 +30,8 @@ pub enum Schema {
     OpenAI,
     /// Anthropic Messages.
     Anthropic,
+    /// Google Gemini `generateContent` (AI Studio and Vertex AI).
+    Gemini,
 }
 
 impl Schema {
@@ -36,6 +39,7 @@ impl Schema {
     pub fn of_provider(provider: Provider) -> Self {
         match provider {
             Provider::Anthropic => Self::Anthropic,
+            Provider::Gemini | Provider::VertexAI => Self::Gemini,
             _ => Self::OpenAI,
         }
     }
@@ -72,7 +76,7 @@ pub enum Plan {
 pub fn plan(endpoint: Endpoint, backend: Schema) -> Plan {
     let client = Schema::of_client(endpoint);
     match (endpoint, backend) {
-        (Endpoint::CountTokens, Schema::OpenAI) => Plan::Local,
+        (Endpoint::CountTokens, Schema::OpenAI | Schema::Gemini) => Plan::Local,
         (Endpoint::ChatCompletions | Endpoint::Messages, _) if client != backend => {
             Plan::Translate { client, backend }
         }
@@ -87,6 +91,9 @@ pub fn upstream_suffix(endpoint: Endpoint, backend: Schema) -> &'static str {
         (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Anthropic) => "/messages",
         (Endpoint::CountTokens, Schema::Anthropic) => "/messages/count_tokens",
         (Endpoint::Messages, Schema::OpenAI) => "/chat/completions",
+        // `{base}/models/{model}` + this (`:streamGenerateContent?alt=sse`
+        // for streams: see `gemini::STREAM_METHOD`).
+        (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Gemini) => ":generateContent",
         _ => endpoint.upstream_suffix(),
     }
 }
@@ -102,6 +109,18 @@ pub fn request(plan: Plan, body: &[u8], model: &str) -> Result<Bytes, TranslateE
             client: Schema::Anthropic,
             backend: Schema::OpenAI,
         } => anthropic::request::to_openai(body, model).map(Bytes::from),
+        Plan::Translate {
+            client: Schema::OpenAI,
+            backend: Schema::Gemini,
+        } => gemini::request::to_gemini(body).map(Bytes::from),
+        // Anthropic clients reach Gemini through the OpenAI pivot.
+        Plan::Translate {
+            client: Schema::Anthropic,
+            backend: Schema::Gemini,
+        } => {
+            let openai = anthropic::request::to_openai(body, model)?;
+            gemini::request::to_gemini(&openai).map(Bytes::from)
+        }
         _ => Ok(Bytes::copy_from_slice(body)),
     }
 }
@@ -223,6 +242,14 @@ enum Whole {
     ErrorToOpenAI,
     /// An OpenAI error for an Anthropic client.
     ErrorToAnthropic,
+    /// A Gemini answer for an OpenAI client.
+    GeminiToOpenAI,
+    /// A Gemini answer for an Anthropic client (through OpenAI's shape).
+    GeminiToAnthropic,
+    /// A Google error for an OpenAI client.
+    GeminiErrorToOpenAI,
+    /// A Google error for an Anthropic client.
+    GeminiErrorToAnthropic,
 }
 
 /// A response body on its way from a backend to a client whose schema
@@ -254,6 +281,17 @@ enum PipeKind {
     StreamToAnthropic {
         sse: SseState,
         translator: anthropic::stream::ToAnthropic,
+    },
+    /// Gemini events → OpenAI chunks, then the OpenAI stream filter.
+    GeminiToOpenAI {
+        translator: gemini::stream::ToOpenAI,
+        sse: SseState,
+    },
+    /// Gemini events → OpenAI chunks → the filter → Anthropic events.
+    GeminiToAnthropic {
+        translator: gemini::stream::ToOpenAI,
+        sse: SseState,
+        to_anthropic: anthropic::stream::ToAnthropic,
     },
     /// An Anthropic stream passed through, its usage read.
     ObserveStream(anthropic::stream::Observer),
@@ -308,6 +346,19 @@ impl Pipe {
                 chunks: Vec::new(),
                 size: 0,
             },
+            (Schema::OpenAI, Schema::Gemini, false, _) => whole(Whole::GeminiErrorToOpenAI),
+            (Schema::Anthropic, Schema::Gemini, false, _) => whole(Whole::GeminiErrorToAnthropic),
+            (Schema::OpenAI, Schema::Gemini, true, true) => PipeKind::GeminiToOpenAI {
+                translator: gemini::stream::ToOpenAI::new(now_s()),
+                sse: SseState::new(!include_usage),
+            },
+            (Schema::OpenAI, Schema::Gemini, true, false) => whole(Whole::GeminiToOpenAI),
+            (Schema::Anthropic, Schema::Gemini, true, true) => PipeKind::GeminiToAnthropic {
+                translator: gemini::stream::ToOpenAI::new(now_s()),
+                sse: SseState::new(false),
+                to_anthropic: anthropic::stream::ToAnthropic::new(estimated_input),
+            },
+            (Schema::Anthropic, Schema::Gemini, true, false) => whole(Whole::GeminiToAnthropic),
             (Schema::OpenAI, _, false, _) => whole(Whole::ErrorToOpenAI),
             (Schema::Anthropic, _, false, _) => whole(Whole::ErrorToAnthropic),
             (Schema::OpenAI, _, true, true) => PipeKind::StreamToOpenAI {
@@ -320,6 +371,8 @@ impl Pipe {
                 translator: anthropic::stream::ToAnthropic::new(estimated_input),
             },
             (Schema::Anthropic, _, true, false) => whole(Whole::CompletionToAnthropic),
+            // No client speaks a backend-only schema.
+            (Schema::Gemini, _, _, _) => return None,
         };
         Some(Self { client, kind })
     }
@@ -370,6 +423,30 @@ impl Pipe {
                 };
                 let mut out = Vec::new();
                 translator.on_data(&filtered, &mut out);
+                if refused {
+                    Err(Bytes::from(out))
+                } else {
+                    Ok(Bytes::from(out))
+                }
+            }
+            PipeKind::GeminiToOpenAI { translator, sse } => {
+                let mut out = Vec::new();
+                translator.on_data(&data, &mut out);
+                filter(sse, Bytes::from(out), allow)
+            }
+            PipeKind::GeminiToAnthropic {
+                translator,
+                sse,
+                to_anthropic,
+            } => {
+                let mut chunks = Vec::new();
+                translator.on_data(&data, &mut chunks);
+                let (filtered, refused) = match filter(sse, Bytes::from(chunks), allow) {
+                    Ok(bytes) => (bytes, false),
+                    Err(bytes) => (bytes, true),
+                };
+                let mut out = Vec::new();
+                to_anthropic.on_data(&filtered, &mut out);
                 if refused {
                     Err(Bytes::from(out))
                 } else {
@@ -431,6 +508,27 @@ impl Pipe {
                 translator.finish(&mut out);
                 Bytes::from(out)
             }
+            PipeKind::GeminiToOpenAI { translator, sse } => {
+                let mut out = Vec::new();
+                translator.finish(&mut out);
+                let mut bytes = sse.on_data(Bytes::from(out)).to_vec();
+                bytes.extend_from_slice(&sse.finish());
+                Bytes::from(bytes)
+            }
+            PipeKind::GeminiToAnthropic {
+                translator,
+                sse,
+                to_anthropic,
+            } => {
+                let mut chunks = Vec::new();
+                translator.finish(&mut chunks);
+                let mut filtered = sse.on_data(Bytes::from(chunks)).to_vec();
+                filtered.extend_from_slice(&sse.finish());
+                let mut out = Vec::new();
+                to_anthropic.on_data(&filtered, &mut out);
+                to_anthropic.finish(&mut out);
+                Bytes::from(out)
+            }
             PipeKind::ObserveStream(observer) => observer.finish(),
             PipeKind::ObserveJson { .. } => Bytes::new(),
         }
@@ -450,7 +548,7 @@ impl Pipe {
             _ => {
                 let mut out = Vec::new();
                 match self.client {
-                    Schema::OpenAI => {
+                    Schema::OpenAI | Schema::Gemini => {
                         let kind = if budget {
                             "insufficient_quota"
                         } else {
@@ -493,9 +591,10 @@ impl Pipe {
         };
         match &self.kind {
             PipeKind::Whole { usage, .. } => (usage.map(|u| u.record()), false),
-            PipeKind::StreamToOpenAI { sse, .. } | PipeKind::StreamToAnthropic { sse, .. } => {
-                from_stream(sse)
-            }
+            PipeKind::StreamToOpenAI { sse, .. }
+            | PipeKind::StreamToAnthropic { sse, .. }
+            | PipeKind::GeminiToOpenAI { sse, .. }
+            | PipeKind::GeminiToAnthropic { sse, .. } => from_stream(sse),
             PipeKind::ObserveStream(observer) => match observer.usage() {
                 Some(usage) if usage.output > 0 || observer.content_events == 0 => {
                     (Some(usage.record()), false)
@@ -568,13 +667,36 @@ fn translate_whole(
             anthropic::response::error_to_anthropic(status, body),
             None,
         ),
+        Whole::GeminiToOpenAI => {
+            let (bytes, usage) = gemini::response::to_openai(body, created)?;
+            (status, bytes, Some(usage))
+        }
+        Whole::GeminiToAnthropic => {
+            let (openai, usage) = gemini::response::to_openai(body, created)?;
+            let (bytes, _) = anthropic::response::to_anthropic(&openai)?;
+            (status, bytes, Some(usage))
+        }
+        Whole::GeminiErrorToOpenAI => {
+            let (status, bytes) = gemini::response::error_to_openai(status, body);
+            (status, bytes, None)
+        }
+        Whole::GeminiErrorToAnthropic => {
+            let (status, openai) = gemini::response::error_to_openai(status, body);
+            (
+                status,
+                anthropic::response::error_to_anthropic(status, &openai),
+                None,
+            )
+        }
     })
 }
 
 /// A whole error body in the client's schema.
 fn whole_error(client: Schema, message: &str, code: &str) -> Bytes {
     match client {
-        Schema::OpenAI => crate::error::error_body(message, "upstream_error", code),
+        Schema::OpenAI | Schema::Gemini => {
+            crate::error::error_body(message, "upstream_error", code)
+        }
         Schema::Anthropic => Bytes::from(anthropic::response::error_body("api_error", message)),
     }
 }

@@ -55,6 +55,28 @@ pub struct ChatRequest<'a> {
     /// `user`.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Cow<'a, str>>,
+    /// `response_format` (JSON mode).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat<'a>>,
+}
+
+/// `response_format`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ResponseFormat<'a> {
+    /// `text`, `json_object` or `json_schema`.
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    /// With `json_schema`: `{"name":...,"schema":{...},"strict":...}`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<JsonSchemaFormat<'a>>,
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct JsonSchemaFormat<'a> {
+    /// The schema, copied as is.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<&'a RawValue>,
 }
 
 /// `stream_options`.

@@ -1,0 +1,434 @@
+//! OAuth access tokens of a Google service account, for Vertex AI
+//! backends: a JWT signed with the account's key (RS256) is exchanged at
+//! the key's `token_uri` for a `cloud-platform` token (RFC 7523, as
+//! Google's client libraries do). The token is kept in an `ArcSwap`; a
+//! background task owned by the source refreshes it [`REFRESH_EARLY`]
+//! before it expires, so requests wait for a fetch only when there is no
+//! valid token (the first request, or after failures). One fetch at a
+//! time; after a failure, requests get the same error for [`RETRY_AFTER`]
+//! instead of hammering the token endpoint. Never logs the key or a token.
+//! Knows nothing of requests or routing.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request};
+use http_body::Body as _;
+use http_body_util::Full;
+use ring::rand::SystemRandom;
+use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+use serde::{Deserialize, Serialize};
+use sluice_crds::snapshot::ServiceAccount;
+use tokio_util::sync::CancellationToken;
+
+use crate::upstream::Pool;
+
+/// The scope Vertex AI needs.
+pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// A token is refreshed this long before it expires.
+pub const REFRESH_EARLY: Duration = Duration::from_secs(300);
+/// Requests do not use a token this close to its expiry.
+const MARGIN: Duration = Duration::from_secs(30);
+/// Longest wait for the token endpoint, connection included.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed fetch, how long requests get its error without a new try.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Lifetime asked for in the JWT (Google's maximum).
+const ASSERTION_LIFETIME: u64 = 3600;
+/// Largest token answer read.
+const MAX_BODY: usize = 64 << 10;
+
+/// Why no token could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("could not get a Google Cloud access token: {0}")]
+pub struct TokenError(pub String);
+
+/// A valid token, ready to send.
+struct Token {
+    /// `Bearer ...`, marked sensitive.
+    header: HeaderValue,
+    expires_at: Instant,
+}
+
+struct Failure {
+    at: Instant,
+    error: TokenError,
+}
+
+/// The tokens of one service account.
+pub struct TokenSource {
+    client_email: String,
+    key_id: Option<String>,
+    token_uri: String,
+    key: RsaKeyPair,
+    current: ArcSwapOption<Token>,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+    last_failure: Mutex<Option<Failure>>,
+    refresher_started: std::sync::atomic::AtomicBool,
+    /// Stops the refresher when the source is dropped (a config reload).
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("client_email", &self.client_email)
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TokenSource {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TokenSource {
+    /// Reads the account's key; nothing is fetched until a request needs a
+    /// token. The error never quotes the key.
+    pub fn new(account: &ServiceAccount) -> Result<Self, String> {
+        let der = pem_body(account.private_key.expose())
+            .ok_or("the service account's `private_key` is not a PEM key")?;
+        let key = RsaKeyPair::from_pkcs8(&der)
+            .or_else(|_| RsaKeyPair::from_der(&der))
+            .map_err(|e| format!("the service account's `private_key` is not an RSA key: {e}"))?;
+        Ok(Self {
+            client_email: account.client_email.clone(),
+            key_id: account.private_key_id.clone(),
+            token_uri: account.token_uri.clone(),
+            key,
+            current: ArcSwapOption::empty(),
+            fetching: tokio::sync::Mutex::new(()),
+            last_failure: Mutex::new(None),
+            refresher_started: std::sync::atomic::AtomicBool::new(false),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// `Bearer TOKEN` for the next request: the cached token, or a fresh
+    /// one when none is valid.
+    pub async fn bearer(self: &Arc<Self>, pool: &Arc<Pool>) -> Result<HeaderValue, TokenError> {
+        if let Some(header) = self.valid() {
+            return Ok(header);
+        }
+        let _fetching = self.fetching.lock().await;
+        // Another request may have fetched one meanwhile.
+        if let Some(header) = self.valid() {
+            return Ok(header);
+        }
+        if let Some(failure) = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|f| f.at.elapsed() < RETRY_AFTER)
+        {
+            return Err(failure.error.clone());
+        }
+        let header = self.refresh(pool).await?;
+        self.start_refresher(pool);
+        Ok(header)
+    }
+
+    fn valid(&self) -> Option<HeaderValue> {
+        let token = self.current.load();
+        let token = token.as_ref()?;
+        (Instant::now() + MARGIN < token.expires_at).then(|| token.header.clone())
+    }
+
+    /// Fetches a token and keeps it (or the failure).
+    async fn refresh(&self, pool: &Arc<Pool>) -> Result<HeaderValue, TokenError> {
+        let result = match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(pool)).await {
+            Ok(result) => result,
+            Err(_) => Err(TokenError(format!(
+                "{} gave no answer within {}s",
+                self.token_uri,
+                FETCH_TIMEOUT.as_secs()
+            ))),
+        };
+        let mut failure = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(token) => {
+                *failure = None;
+                let header = token.header.clone();
+                self.current.store(Some(Arc::new(token)));
+                tracing::debug!(account = %self.client_email, "fetched a Google Cloud access token");
+                Ok(header)
+            }
+            Err(error) => {
+                tracing::warn!(account = %self.client_email, %error, "cannot get a Google Cloud access token");
+                *failure = Some(Failure {
+                    at: Instant::now(),
+                    error: error.clone(),
+                });
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts, once, the task that refreshes the token before it expires.
+    /// It holds the source weakly and ends when the source is dropped.
+    fn start_refresher(self: &Arc<Self>, pool: &Arc<Pool>) {
+        use std::sync::atomic::Ordering;
+        if self.refresher_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let pool = pool.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let wait = match weak.upgrade() {
+                    None => return,
+                    Some(source) => source.next_refresh_in(),
+                };
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                let Some(source) = weak.upgrade() else {
+                    return;
+                };
+                let _fetching = source.fetching.lock().await;
+                if source.next_refresh_in() <= Duration::from_millis(10) {
+                    let _ = source.refresh(&pool).await;
+                }
+            }
+        });
+    }
+
+    /// How long until the token should be refreshed (at least
+    /// [`RETRY_AFTER`] after a failure).
+    fn next_refresh_in(&self) -> Duration {
+        let failed_recently = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|f| f.at.elapsed() < RETRY_AFTER);
+        if failed_recently {
+            return RETRY_AFTER;
+        }
+        match self.current.load().as_ref() {
+            None => Duration::ZERO,
+            Some(token) => token
+                .expires_at
+                .saturating_duration_since(Instant::now() + REFRESH_EARLY),
+        }
+    }
+
+    /// The signed assertion (RFC 7523 section 2.1).
+    fn assertion(&self) -> Result<String, TokenError> {
+        #[derive(Serialize)]
+        struct Header<'a> {
+            alg: &'static str,
+            typ: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kid: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            iss: &'a str,
+            scope: &'static str,
+            aud: &'a str,
+            iat: u64,
+            exp: u64,
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut jwt = encoded(&Header {
+            alg: "RS256",
+            typ: "JWT",
+            kid: self.key_id.as_deref(),
+        })?;
+        jwt.push('.');
+        jwt.push_str(&encoded(&Claims {
+            iss: &self.client_email,
+            scope: SCOPE,
+            aud: &self.token_uri,
+            iat: now,
+            exp: now + ASSERTION_LIFETIME,
+        })?);
+        let mut signature = vec![0; self.key.public().modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                jwt.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| TokenError("signing the assertion failed".into()))?;
+        jwt.push('.');
+        jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(jwt)
+    }
+
+    /// POSTs the assertion, reads the token.
+    async fn fetch(&self, pool: &Arc<Pool>) -> Result<Token, TokenError> {
+        let assertion = self.assertion()?;
+        let form = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+        );
+        let mut request = Request::new(Full::new(Bytes::from(form)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self
+            .token_uri
+            .parse()
+            .map_err(|e| TokenError(format!("bad token_uri: {e}")))?;
+        request.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let (response, mut conn) = pool
+            .send(request)
+            .await
+            .map_err(|e| TokenError(format!("{}: {e}", self.token_uri)))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut out = Vec::new();
+        loop {
+            let frame = std::future::poll_fn(|cx| {
+                conn.drive(cx);
+                std::pin::Pin::new(&mut body).poll_frame(cx)
+            })
+            .await;
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(TokenError(format!("reading the answer: {e}"))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if out.len() + data.len() > MAX_BODY {
+                            return Err(TokenError("the answer is too large".into()));
+                        }
+                        out.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+        let mut conn = Some(conn);
+        std::future::poll_fn(|cx| {
+            if let Some(conn) = conn.take() {
+                conn.release(cx);
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
+        parse_answer(status, &out)
+    }
+}
+
+/// The token endpoint's answer: a token, or its error in words.
+fn parse_answer(status: http::StatusCode, body: &[u8]) -> Result<Token, TokenError> {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow, default)]
+        access_token: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        expires_in: Option<u64>,
+        #[serde(borrow, default)]
+        error: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        error_description: Option<std::borrow::Cow<'a, str>>,
+    }
+    let answer: Option<Answer<'_>> = serde_json::from_slice(body).ok();
+    match answer {
+        Some(Answer {
+            access_token: Some(token),
+            expires_in,
+            ..
+        }) if status.is_success() => {
+            let mut header = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| TokenError("the token is not a valid header value".into()))?;
+            header.set_sensitive(true);
+            Ok(Token {
+                header,
+                expires_at: Instant::now() + Duration::from_secs(expires_in.unwrap_or(3600)),
+            })
+        }
+        Some(Answer {
+            error: Some(error),
+            error_description,
+            ..
+        }) => Err(TokenError(format!(
+            "the token endpoint answered {status}: {error}{}",
+            error_description
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ))),
+        _ => Err(TokenError(format!(
+            "the token endpoint answered {status} without a token"
+        ))),
+    }
+}
+
+/// The DER bytes of the first PEM block.
+fn pem_body(pem: &str) -> Option<Vec<u8>> {
+    let start = pem.find("-----BEGIN ")?;
+    let rest = &pem[start..];
+    let body_start = rest.find('\n')? + 1;
+    let end = rest.find("-----END ")?;
+    let body: String = rest
+        .get(body_start..end)?
+        // Keys pasted into JSON sometimes keep `\n` as two characters.
+        .replace("\\n", "")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    STANDARD.decode(body).ok()
+}
+
+/// A JWT segment: base64url JSON.
+fn encoded<T: Serialize>(value: &T) -> Result<String, TokenError> {
+    serde_json::to_vec(value)
+        .map(|json| URL_SAFE_NO_PAD.encode(json))
+        .map_err(|e| TokenError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_token_answers_and_errors() {
+        let ok = parse_answer(
+            http::StatusCode::OK,
+            br#"{"access_token":"ya29.a","expires_in":3599,"token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.header, "Bearer ya29.a");
+        assert!(ok.header.is_sensitive());
+        let err = parse_answer(
+            http::StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "could not get a Google Cloud access token: the token endpoint answered 400 Bad Request: invalid_grant (Invalid JWT Signature.)"
+        );
+        let err = parse_answer(http::StatusCode::BAD_GATEWAY, b"<html>")
+            .err()
+            .unwrap();
+        assert!(err.0.contains("502"), "{err}");
+    }
+
+    #[test]
+    fn pem_blocks_are_read_with_real_or_escaped_newlines() {
+        assert_eq!(
+            pem_body("-----BEGIN PRIVATE KEY-----\nAAEC\nAw==\n-----END PRIVATE KEY-----\n"),
+            Some(vec![0, 1, 2, 3])
+        );
+        assert_eq!(pem_body("no pem here"), None);
+    }
+}
