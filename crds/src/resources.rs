@@ -356,8 +356,8 @@ pub struct BackendSpec {
     /// The provider's API: `OpenAI`, `AzureOpenAI`, `OpenAICompatible`,
     /// `Ollama`, `VLLM`, `LMStudio`, `Mistral`, `Groq`, `DeepSeek`,
     /// `Together`, `Fireworks`, `OpenRouter`, `XAI`, `Perplexity`,
-    /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Demo`, `MCP`;
-    /// later `Anthropic`, `Bedrock`, `Gemini`, `VertexAI`, `Cohere`.
+    /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Demo`, `MCP`,
+    /// `Anthropic`, `Bedrock`; later `Gemini`, `VertexAI`, `Cohere`.
     #[schemars(length(min = 1))]
     pub provider: String,
     /// Base URL of the API, as the provider's SDK takes it (e.g.
@@ -413,10 +413,10 @@ pub struct BackendAuthSpec {
     /// An API key, sent as `Authorization: Bearer KEY` unless `header` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<BackendApiKeySpec>,
-    /// AWS credentials (Bedrock; not supported yet).
+    /// AWS credentials (`Bedrock`): requests are signed with Signature
+    /// Version 4 for service `bedrock` in `region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::crd::free_form_object")]
-    pub aws: Option<serde_yaml::Value>,
+    pub aws: Option<BackendAwsAuthSpec>,
     /// GCP credentials (Vertex AI; not supported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::free_form_object")]
@@ -425,6 +425,26 @@ pub struct BackendAuthSpec {
     /// sent as `Authorization: Bearer TOKEN` instead of an `api-key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<BackendAzureAuthSpec>,
+}
+
+/// AWS credentials of a `Bedrock` Backend: an IAM access key (and the
+/// session token of temporary credentials), read when the config is loaded.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendAwsAuthSpec {
+    /// The AWS region, e.g. `us-east-1`: part of every signature, and of
+    /// the default endpoint `https://bedrock-runtime.{region}.amazonaws.com`.
+    #[schemars(pattern(r"^[a-z0-9-]+$"))]
+    pub region: String,
+    /// The access key id (`AKIA...`, or `ASIA...` for temporary credentials).
+    pub access_key_id: SecretRef,
+    /// The secret access key.
+    pub secret_access_key: SecretRef,
+    /// The session token of temporary credentials (STS), sent as
+    /// `x-amz-security-token`. Read when the config is loaded: reload the
+    /// config before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<SecretRef>,
 }
 
 /// Azure credentials of an `AzureOpenAI` Backend.

@@ -283,11 +283,13 @@ pub enum Provider {
     Mcp,
     /// Anthropic's Messages API (translated from and to OpenAI's schema).
     Anthropic,
+    /// AWS Bedrock's Converse API (translated, requests signed with SigV4).
+    Bedrock,
 }
 
 impl Provider {
     /// Every supported provider with its name in config.
-    pub const ALL: [(&'static str, Provider); 21] = [
+    pub const ALL: [(&'static str, Provider); 22] = [
         ("Demo", Provider::Demo),
         ("OpenAI", Provider::OpenAI),
         ("OpenAICompatible", Provider::OpenAICompatible),
@@ -309,10 +311,11 @@ impl Provider {
         ("AzureOpenAI", Provider::AzureOpenAI),
         ("MCP", Provider::Mcp),
         ("Anthropic", Provider::Anthropic),
+        ("Bedrock", Provider::Bedrock),
     ];
 
     /// Providers of API.md whose translators are not built yet.
-    pub const NOT_YET: [&'static str; 4] = ["Bedrock", "Gemini", "VertexAI", "Cohere"];
+    pub const NOT_YET: [&'static str; 3] = ["Gemini", "VertexAI", "Cohere"];
 
     /// Parses a config name.
     pub fn parse(name: &str) -> Option<Self> {
@@ -442,6 +445,15 @@ impl Provider {
                 key_header: "x-api-key",
                 ..openai
             },
+            // docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html:
+            // `{endpoint}/model/{modelId}/converse[-stream]`, no version path;
+            // the endpoint defaults to the region's (see `Target::Bedrock`).
+            // An API key (Bedrock API keys) goes as `Authorization: Bearer`.
+            Self::Bedrock => Preset {
+                default_endpoint: None,
+                version_path: "",
+                ..openai
+            },
         }
     }
 }
@@ -513,6 +525,17 @@ pub enum Target {
         /// How request URLs are built.
         api: AzureApi,
     },
+    /// AWS Bedrock's Converse API.
+    Bedrock {
+        /// `https://bedrock-runtime.{region}.amazonaws.com`, or the Backend's
+        /// `endpoint` (a VPC endpoint, a test server), without a trailing slash.
+        endpoint: String,
+        /// The region signatures are made for.
+        region: String,
+        /// The keys requests are signed with (`None`: the Backend's `apiKey`
+        /// is sent as a bearer token instead).
+        aws: Option<AwsCredentials>,
+    },
     /// An MCP server over streamable HTTP.
     Mcp {
         /// The server's MCP endpoint, e.g. `https://mcp.example.com/mcp`.
@@ -528,6 +551,17 @@ pub enum Target {
         /// Program and arguments.
         command: Vec<String>,
     },
+}
+
+/// AWS credentials, ready to sign with (Signature Version 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    /// The access key id (not a secret: it is sent in every signature).
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: Secret,
+    /// The session token of temporary credentials.
+    pub session_token: Option<Secret>,
 }
 
 /// The URL style of an Azure OpenAI backend.
