@@ -416,7 +416,7 @@ pub struct BackendAuthSpec {
     /// AWS credentials (`Bedrock`): requests are signed with Signature
     /// Version 4 for service `bedrock` in `region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<BackendAwsAuthSpec>,
+    pub aws: Option<Box<BackendAwsAuthSpec>>,
     /// GCP credentials (Vertex AI; not supported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::free_form_object")]
