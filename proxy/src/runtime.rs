@@ -59,6 +59,8 @@ pub enum BackendKind {
         preset: sluice_crds::snapshot::Preset,
         /// The Backend's `headers`, added to every request.
         headers: Vec<(HeaderName, HeaderValue)>,
+        /// Signs each request (Bedrock with AWS keys).
+        signer: Option<Arc<crate::llm::sigv4::Signer>>,
     },
 }
 
@@ -73,6 +75,8 @@ pub enum UpstreamPaths {
         /// `api-version=X`, ready to append.
         query: String,
     },
+    /// Bedrock: `{endpoint}/model/{model}/converse[-stream]`.
+    Bedrock,
 }
 
 /// A client key's identity.
@@ -210,6 +214,7 @@ impl Runtime {
                         paths: UpstreamPaths::OpenAI,
                         preset: backend.provider.preset(),
                         headers: extra_headers(backend)?,
+                        signer: None,
                     },
                     Target::AzureOpenAI { endpoint, api } => BackendKind::Http {
                         base_url: match api {
@@ -227,6 +232,29 @@ impl Runtime {
                         },
                         preset: backend.provider.preset(),
                         headers: extra_headers(backend)?,
+                        signer: None,
+                    },
+                    Target::Bedrock {
+                        endpoint,
+                        region,
+                        aws,
+                    } => BackendKind::Http {
+                        base_url: endpoint.clone(),
+                        credential,
+                        paths: UpstreamPaths::Bedrock,
+                        preset: backend.provider.preset(),
+                        headers: extra_headers(backend)?,
+                        signer: match aws {
+                            None => None,
+                            Some(aws) => Some(Arc::new(
+                                crate::llm::sigv4::Signer::new(aws, region, "bedrock").map_err(
+                                    |e| RuntimeError {
+                                        backend: backend.name.to_string(),
+                                        message: e.to_string(),
+                                    },
+                                )?,
+                            )),
+                        },
                     },
                     Target::Mcp { url } => BackendKind::Mcp {
                         url: url.clone(),
