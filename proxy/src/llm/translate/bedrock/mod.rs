@@ -386,3 +386,7 @@ mod tests {
         assert_eq!(finish_reason(None), "stop");
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod fixture_tests;
