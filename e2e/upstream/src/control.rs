@@ -34,6 +34,11 @@ Control headers (all optional, read on every request):
                                content instead of message_delta/message_stop.
 Anthropic's /v1/messages and /v1/messages/count_tokens need x-api-key and anthropic-version;
 x-mock-status answers them in Anthropic's error shape.
+Bedrock's /model/{id}/converse and /converse-stream need a SigV4 Authorization for service
+bedrock (recomputed for the test key id AKIDSLUICETEST) or a bearer API key; x-mock-status
+answers them in Bedrock's shape ({message} and x-amzn-errortype: ThrottlingException for 429,
+ServiceUnavailableException for 503, ...); x-mock-stream-error ends a stream with a
+modelStreamErrorException; x-mock-malformed sends a message with a bad checksum.
 
 An invalid control header value is answered with 400 and a message naming the header.
 ";

@@ -1,6 +1,7 @@
 //! `sluice-test-upstream`: a fake LLM provider for Sluice's tests and
-//! benchmarks. It speaks the OpenAI wire format and Anthropic's Messages
-//! (`/v1/messages`, `anthropic`) exactly, is steered
+//! benchmarks. It speaks the OpenAI wire format, Anthropic's Messages
+//! (`/v1/messages`, `anthropic`) and Bedrock's Converse
+//! (`/model/{id}/converse[-stream]`, `bedrock`) exactly, is steered
 //! per request by `x-mock-*` headers (see [`CONTROL_HEADERS_HELP`]) and records
 //! what it receives.
 //!
@@ -19,6 +20,7 @@
 
 mod anthropic;
 mod base64;
+mod bedrock;
 mod body;
 mod control;
 mod openai;
@@ -36,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+pub use bedrock::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 pub use control::CONTROL_HEADERS_HELP;
 pub use record::{RecordedRequest, CAPACITY as RECORDED_REQUESTS_KEPT};
 pub use service::{NAME_HEADER, REQUESTS_PATH};
