@@ -405,6 +405,7 @@ fn provider_label(name: &'static str) -> &'static str {
         "GeminiOpenAI" => "gcp.gemini",
         "AzureOpenAI" => "azure.ai.openai",
         "Anthropic" => "anthropic",
+        "Bedrock" => "aws.bedrock",
         "MCP" => "mcp",
         other => other,
     }
