@@ -16,8 +16,9 @@ use crate::resources::{
     RouteSpec, ValueFrom,
 };
 use crate::snapshot::{
-    AccessLogTarget, ApiKey, ApiKeyHash, Auth, AzureApi, Backend, BackendName, Budget, Credential,
-    Price, Provider, Retry, Route, RouteBackend, Snapshot, StateStore, Target, TenantId,
+    AccessLogTarget, ApiKey, ApiKeyHash, Auth, AwsCredentials, AzureApi, Backend, BackendName,
+    Budget, Credential, Price, Provider, Retry, Route, RouteBackend, Snapshot, StateStore, Target,
+    TenantId,
 };
 use crate::values::{parse_duration, parse_size, MicroUsd, Secret};
 
@@ -677,6 +678,7 @@ fn compile_backend(
             &mut errors.0,
         )
         .unwrap_or(Target::Demo),
+        Provider::Bedrock => compile_bedrock(&id, spec, secrets, errors),
         _ => match spec.endpoint.as_deref().or(provider.default_endpoint()) {
             None => {
                 errors.push(
@@ -755,6 +757,126 @@ fn compile_backend(
         timeout,
         headers,
     })
+}
+
+/// A Bedrock backend: its endpoint (the region's unless `endpoint` names
+/// one) and the AWS keys its requests are signed with.
+fn compile_bedrock(
+    id: &str,
+    spec: &BackendSpec,
+    secrets: &dyn SecretSource,
+    errors: &mut Errors,
+) -> Target {
+    let auth = spec.auth.as_ref();
+    let Some(aws) = auth.and_then(|a| a.aws.as_ref()) else {
+        // A Bedrock API key: a bearer token, no signature; the endpoint
+        // names the region.
+        return match (
+            spec.endpoint.as_deref(),
+            auth.and_then(|a| a.api_key.as_ref()),
+        ) {
+            (Some(endpoint), Some(_)) => match base_url(endpoint, "") {
+                Ok(endpoint) => Target::Bedrock {
+                    endpoint,
+                    region: String::new(),
+                    aws: None,
+                },
+                Err(e) => {
+                    errors.push(id, "spec.endpoint", e);
+                    Target::Demo
+                }
+            },
+            _ => {
+                errors.push(
+                    id,
+                    "spec.auth.aws",
+                    "required for provider Bedrock: `region`, `accessKeyId` and `secretAccessKey` (or an `endpoint` with a Bedrock API key in `apiKey`)",
+                );
+                Target::Demo
+            }
+        };
+    };
+    if auth.is_some_and(|a| a.api_key.is_some()) {
+        errors.push(
+            id,
+            "spec.auth.aws",
+            "set either `aws` (signed requests) or `apiKey` (a Bedrock API key), not both",
+        );
+    }
+    let region_ok = !aws.region.is_empty()
+        && aws
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !region_ok {
+        errors.push(
+            id,
+            "spec.auth.aws.region",
+            format!("`{}` is not an AWS region like us-east-1", aws.region),
+        );
+        return Target::Demo;
+    }
+    let mut read =
+        |field: &str, from: &crate::resources::SecretRef| match secrets.get(&from.value_from) {
+            Ok(value) if value.expose().trim().is_empty() => {
+                errors.push(
+                    id,
+                    format!("spec.auth.aws.{field}.valueFrom"),
+                    "the value is empty",
+                );
+                None
+            }
+            Ok(value) if value.expose().bytes().any(|b| b < 0x20 || b == 0x7f) => {
+                errors.push(
+                    id,
+                    format!("spec.auth.aws.{field}.valueFrom"),
+                    "the value contains control characters",
+                );
+                None
+            }
+            Ok(value) => Some(Secret::new(value.expose().trim())),
+            Err(e) => {
+                errors.push(id, format!("spec.auth.aws.{field}.valueFrom"), e);
+                None
+            }
+        };
+    let access_key_id = read("accessKeyId", &aws.access_key_id);
+    let secret_access_key = read("secretAccessKey", &aws.secret_access_key);
+    let session_token = aws
+        .session_token
+        .as_ref()
+        .map(|token| read("sessionToken", token));
+    let endpoint = match spec.endpoint.as_deref() {
+        None => format!("https://bedrock-runtime.{}.amazonaws.com", aws.region),
+        Some(endpoint) => match base_url(endpoint, "") {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                errors.push(id, "spec.endpoint", e);
+                return Target::Demo;
+            }
+        },
+    };
+    match (access_key_id, secret_access_key, session_token) {
+        (Some(access_key_id), Some(secret_access_key), None) => Target::Bedrock {
+            endpoint,
+            region: aws.region.clone(),
+            aws: Some(AwsCredentials {
+                access_key_id: access_key_id.expose().to_owned(),
+                secret_access_key,
+                session_token: None,
+            }),
+        },
+        (Some(access_key_id), Some(secret_access_key), Some(Some(token))) => Target::Bedrock {
+            endpoint,
+            region: aws.region.clone(),
+            aws: Some(AwsCredentials {
+                access_key_id: access_key_id.expose().to_owned(),
+                secret_access_key,
+                session_token: Some(token),
+            }),
+        },
+        _ => Target::Demo,
+    }
 }
 
 /// The `api-version` of Azure deployment URLs when a Backend names none:
@@ -836,16 +958,16 @@ fn compile_credential(
     secrets: &dyn SecretSource,
     errors: &mut Errors,
 ) -> Option<Credential> {
-    if auth.aws.is_some() {
-        errors.push(
-            id,
-            "spec.auth.aws",
-            "not supported yet for this version's providers",
-        );
-    }
     // `Gemini` and `VertexAI` check `gcp` where their target is compiled.
     if auth.gcp.is_some() && !matches!(provider, Provider::Gemini | Provider::VertexAI) {
         errors.push(id, "spec.auth.gcp", "only for provider VertexAI");
+    }
+    if auth.aws.is_some() {
+        // Bedrock's keys sign requests (see `compile_bedrock`): no header.
+        if provider != Provider::Bedrock {
+            errors.push(id, "spec.auth.aws", "only for provider Bedrock");
+        }
+        return None;
     }
     if let Some(azure) = &auth.azure {
         if provider != Provider::AzureOpenAI {

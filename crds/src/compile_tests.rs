@@ -150,7 +150,7 @@ spec:
 ---
 kind: Backend
 metadata: {name: claude}
-spec: {provider: Bedrock}
+spec: {provider: Cohere}
 ---
 kind: Backend
 metadata: {name: weird}
@@ -172,7 +172,7 @@ spec: {path: /mcp}
     let expect = [
         "MCPRoute/tools: spec.backends: list at least one MCP backend",
         "Budget/team-a: spec.limits: list at least one limit",
-        "Backend/claude: spec.provider: provider `Bedrock` is not supported yet",
+        "Backend/claude: spec.provider: provider `Cohere` is not supported yet",
         "Backend/weird: spec.provider: unknown provider `Skynet`",
         "Backend/local: spec.endpoint: required for provider OpenAICompatible",
         "AIGateway/gw: spec.listen: `nowhere` is not an address",
@@ -828,6 +828,8 @@ fn every_preset_compiles_with_its_default_endpoint() {
                 | Provider::Demo
                 // Built from `auth.gcp` (see vertex_ai_urls_come_from_auth_gcp).
                 | Provider::VertexAI
+                // The region's endpoint, from `auth.aws.region`.
+                | Provider::Bedrock
         );
         assert_eq!(
             provider.default_endpoint().is_none(),
@@ -1070,4 +1072,78 @@ fn gemini_and_vertex_ai_urls() {
         format!("{errors:?}").contains("only for provider VertexAI"),
         "{errors:?}"
     );
+}
+
+#[test]
+fn compiles_bedrock_backends() {
+    let backend = compile_backend_text(
+        "  provider: Bedrock\n  auth:\n    aws:\n      region: eu-west-3\n      accessKeyId: {valueFrom: {env: TEAM_A_KEY}}\n      secretAccessKey: {valueFrom: {env: UPSTREAM_KEY}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        backend.target,
+        Target::Bedrock {
+            endpoint: "https://bedrock-runtime.eu-west-3.amazonaws.com".into(),
+            region: "eu-west-3".into(),
+            aws: Some(AwsCredentials {
+                access_key_id: "sk-team-a".into(),
+                secret_access_key: Secret::new("sk-upstream"),
+                session_token: None,
+            }),
+        }
+    );
+    assert!(backend.credential.is_none(), "signed, no header credential");
+
+    // An endpoint override (VPC endpoint, test server) keeps its path as is.
+    let backend = compile_backend_text(
+        "  provider: Bedrock\n  endpoint: http://127.0.0.1:9/\n  auth:\n    aws:\n      region: us-east-1\n      accessKeyId: {valueFrom: {env: TEAM_A_KEY}}\n      secretAccessKey: {valueFrom: {env: UPSTREAM_KEY}}\n      sessionToken: {valueFrom: {env: TEAM_B_KEY}}\n",
+    )
+    .unwrap();
+    let Target::Bedrock { endpoint, aws, .. } = backend.target else {
+        panic!("not Bedrock");
+    };
+    assert_eq!(endpoint, "http://127.0.0.1:9");
+    assert_eq!(aws.unwrap().session_token.unwrap().expose(), "sk-team-b");
+
+    // A Bedrock API key: bearer token on an explicit endpoint.
+    let backend = compile_backend_text(
+        "  provider: Bedrock\n  endpoint: https://bedrock-runtime.us-west-2.amazonaws.com\n  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}\n",
+    )
+    .unwrap();
+    assert!(matches!(backend.target, Target::Bedrock { aws: None, .. }));
+    assert_eq!(
+        backend.credential.unwrap().value.expose(),
+        "Bearer sk-upstream"
+    );
+}
+
+#[test]
+fn rejects_bad_bedrock_settings() {
+    let aws = "      accessKeyId: {valueFrom: {env: TEAM_A_KEY}}\n      secretAccessKey: {valueFrom: {env: UPSTREAM_KEY}}\n";
+    let cases = [
+        ("  provider: Bedrock\n".to_owned(), "spec.auth.aws: required for provider Bedrock"),
+        (
+            format!("  provider: Bedrock\n  auth:\n    aws:\n      region: EU West\n{aws}"),
+            "spec.auth.aws.region: `EU West` is not an AWS region",
+        ),
+        (
+            "  provider: Bedrock\n  auth:\n    aws:\n      region: us-east-1\n      accessKeyId: {valueFrom: {env: NOPE}}\n      secretAccessKey: {valueFrom: {env: UPSTREAM_KEY}}\n".to_owned(),
+            "spec.auth.aws.accessKeyId.valueFrom: environment variable NOPE is not set",
+        ),
+        (
+            format!("  provider: Bedrock\n  auth:\n    apiKey: {{valueFrom: {{env: UPSTREAM_KEY}}}}\n    aws:\n      region: us-east-1\n{aws}"),
+            "set either `aws` (signed requests) or `apiKey`",
+        ),
+        (
+            format!("  provider: OpenAI\n  auth:\n    aws:\n      region: us-east-1\n{aws}"),
+            "spec.auth.aws: only for provider Bedrock",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let errors = compile_backend_text(&spec).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{spec}: expected `{expected}` in {errors:?}"
+        );
+    }
 }

@@ -482,15 +482,6 @@ fn sorted_yaml(value: &Value) -> serde_yaml::Value {
     }
 }
 
-/// An object of any shape (cloud credentials not supported yet): kept as
-/// written by the API server.
-pub(crate) fn free_form_object(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
-}
-
 /// An integer or a decimal string (budget amounts: tokens and requests are
 /// integers, USD a string).
 pub(crate) fn int_or_string(_: &mut SchemaGenerator) -> Schema {

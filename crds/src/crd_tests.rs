@@ -466,8 +466,12 @@ fn the_check_refuses_what_the_api_server_would() {
             "{kind} {spec}: expected an error with `{expected}`, got {errors:?}"
         );
     }
-    let free_form = json!({"provider": "Bedrock", "auth": {"aws": {"region": "eu-west-1", "any": {"thing": 1}}}});
-    assert_eq!(spec_errors("Backend", &free_form), Vec::<String>::new());
+    let aws = json!({"provider": "Bedrock", "auth": {"aws": {"region": "eu-west-1",
+        "accessKeyId": {"valueFrom": {"env": "AWS_ACCESS_KEY_ID"}},
+        "secretAccessKey": {"valueFrom": {"secretKeyRef": {"name": "aws", "key": "secret"}}}}}});
+    assert_eq!(spec_errors("Backend", &aws), Vec::<String>::new());
+    let unknown = json!({"provider": "Bedrock", "auth": {"aws": {"region": "eu-west-1", "any": {"thing": 1}}}});
+    assert!(!spec_errors("Backend", &unknown).is_empty());
 }
 
 #[test]

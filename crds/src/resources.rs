@@ -357,8 +357,8 @@ pub struct BackendSpec {
     /// `Ollama`, `VLLM`, `LMStudio`, `Mistral`, `Groq`, `DeepSeek`,
     /// `Together`, `Fireworks`, `OpenRouter`, `XAI`, `Perplexity`,
     /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Gemini`,
-    /// `VertexAI` (endpoint built from `auth.gcp`), `Demo`, `MCP`;
-    /// later `Anthropic`, `Bedrock`, `Cohere`.
+    /// `VertexAI` (endpoint built from `auth.gcp`), `Anthropic`, `Bedrock`,
+    /// `Demo`, `MCP`; later `Cohere`.
     #[schemars(length(min = 1))]
     pub provider: String,
     /// Base URL of the API, as the provider's SDK takes it (e.g.
@@ -414,10 +414,10 @@ pub struct BackendAuthSpec {
     /// An API key, sent as `Authorization: Bearer KEY` unless `header` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<BackendApiKeySpec>,
-    /// AWS credentials (Bedrock; not supported yet).
+    /// AWS credentials (`Bedrock`): requests are signed with Signature
+    /// Version 4 for service `bedrock` in `region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::crd::free_form_object")]
-    pub aws: Option<serde_yaml::Value>,
+    pub aws: Option<Box<BackendAwsAuthSpec>>,
     /// Google Cloud credentials (`VertexAI`): a service account key whose
     /// OAuth access tokens the gateway fetches, caches and refreshes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -443,6 +443,26 @@ pub struct BackendGcpAuthSpec {
     /// The region, e.g. `us-central1`, or `global`.
     #[schemars(pattern(r"^[a-z][-a-z0-9]*[a-z0-9]$"))]
     pub location: String,
+}
+
+/// AWS credentials of a `Bedrock` Backend: an IAM access key (and the
+/// session token of temporary credentials), read when the config is loaded.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendAwsAuthSpec {
+    /// The AWS region, e.g. `us-east-1`: part of every signature, and of
+    /// the default endpoint `https://bedrock-runtime.{region}.amazonaws.com`.
+    #[schemars(pattern(r"^[a-z0-9-]+$"))]
+    pub region: String,
+    /// The access key id (`AKIA...`, or `ASIA...` for temporary credentials).
+    pub access_key_id: SecretRef,
+    /// The secret access key.
+    pub secret_access_key: SecretRef,
+    /// The session token of temporary credentials (STS), sent as
+    /// `x-amz-security-token`. Read when the config is loaded: reload the
+    /// config before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<SecretRef>,
 }
 
 /// Azure credentials of an `AzureOpenAI` Backend.

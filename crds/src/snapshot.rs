@@ -287,11 +287,13 @@ pub enum Provider {
     Gemini,
     /// Gemini models on Google Cloud Vertex AI (service-account auth).
     VertexAI,
+    /// AWS Bedrock's Converse API (translated, requests signed with SigV4).
+    Bedrock,
 }
 
 impl Provider {
     /// Every supported provider with its name in config.
-    pub const ALL: [(&'static str, Provider); 23] = [
+    pub const ALL: [(&'static str, Provider); 24] = [
         ("Demo", Provider::Demo),
         ("OpenAI", Provider::OpenAI),
         ("OpenAICompatible", Provider::OpenAICompatible),
@@ -315,10 +317,11 @@ impl Provider {
         ("Anthropic", Provider::Anthropic),
         ("Gemini", Provider::Gemini),
         ("VertexAI", Provider::VertexAI),
+        ("Bedrock", Provider::Bedrock),
     ];
 
     /// Providers of API.md whose translators are not built yet.
-    pub const NOT_YET: [&'static str; 2] = ["Bedrock", "Cohere"];
+    pub const NOT_YET: [&'static str; 1] = ["Cohere"];
 
     /// Parses a config name.
     pub fn parse(name: &str) -> Option<Self> {
@@ -465,6 +468,15 @@ impl Provider {
                 default_endpoint: None,
                 ..openai
             },
+            // docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html:
+            // `{endpoint}/model/{modelId}/converse[-stream]`, no version path;
+            // the endpoint defaults to the region's (see `Target::Bedrock`).
+            // An API key (Bedrock API keys) goes as `Authorization: Bearer`.
+            Self::Bedrock => Preset {
+                default_endpoint: None,
+                version_path: "",
+                ..openai
+            },
         }
     }
 }
@@ -545,6 +557,17 @@ pub enum Target {
         /// Vertex AI: the service account whose OAuth tokens are sent.
         service_account: Option<ServiceAccount>,
     },
+    /// AWS Bedrock's Converse API.
+    Bedrock {
+        /// `https://bedrock-runtime.{region}.amazonaws.com`, or the Backend's
+        /// `endpoint` (a VPC endpoint, a test server), without a trailing slash.
+        endpoint: String,
+        /// The region signatures are made for.
+        region: String,
+        /// The keys requests are signed with (`None`: the Backend's `apiKey`
+        /// is sent as a bearer token instead).
+        aws: Option<AwsCredentials>,
+    },
     /// An MCP server over streamable HTTP.
     Mcp {
         /// The server's MCP endpoint, e.g. `https://mcp.example.com/mcp`.
@@ -574,6 +597,17 @@ pub struct ServiceAccount {
     pub private_key: Secret,
     /// `token_uri`: where the signed JWT is exchanged for a token.
     pub token_uri: String,
+}
+
+/// AWS credentials, ready to sign with (Signature Version 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    /// The access key id (not a secret: it is sent in every signature).
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: Secret,
+    /// The session token of temporary credentials.
+    pub session_token: Option<Secret>,
 }
 
 /// The URL style of an Azure OpenAI backend.

@@ -485,3 +485,182 @@ def test_openai_sdk_sees_gemini_quota_errors_as_429(gemini_stack: Stack) -> None
         )
     assert raised.value.status_code == 429
     assert raised.value.body["code"] == "RESOURCE_EXHAUSTED"
+
+
+# OpenAI SDK -> gateway -> AWS Bedrock (Converse), on the test upstream's
+# Bedrock face: it recomputes each SigV4 signature with the test keys and
+# answers ConverseStream in the binary event stream.
+
+AWS_ACCESS_KEY_ID = "AKIDSLUICETEST"  # sluice_test_upstream::TEST_ACCESS_KEY_ID
+AWS_SECRET_ACCESS_KEY = "sluice/test+SECRET/key0123456789abcdefghij"  # ::TEST_SECRET_ACCESS_KEY
+BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+
+BEDROCK_CONFIG = """\
+apiVersion: sluice.dev/v1alpha1
+kind: AIGateway
+metadata: {name: default}
+spec:
+  listen: 127.0.0.1:${SLUICE_PORT}
+  admin: 127.0.0.1:${SLUICE_ADMIN_PORT}
+  auth:
+    apiKeys:
+      - {name: ci, tenant: team-a, valueFrom: {env: GATEWAY_KEY}}
+  llm:
+    routes:
+      - models: ["anthropic.*"]
+        backends: [{backend: bedrock}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Backend
+metadata: {name: bedrock}
+spec:
+  provider: Bedrock
+  endpoint: http://127.0.0.1:${BEDROCK_PORT}
+  auth:
+    aws:
+      region: eu-west-1
+      accessKeyId: {valueFrom: {env: AWS_ACCESS_KEY_ID}}
+      secretAccessKey: {valueFrom: {env: AWS_SECRET_ACCESS_KEY}}
+"""
+
+
+class BedrockStack:
+    def __init__(self, gateway: Gateway, bedrock: Upstream) -> None:
+        self.gateway, self.bedrock = gateway, bedrock
+
+    def openai(self, **headers: str) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.gateway.url}/v1",
+            api_key=GATEWAY_KEY,
+            max_retries=0,
+            timeout=CALL_TIMEOUT_S,
+            default_headers=headers or None,
+        )
+
+
+@pytest.fixture(scope="module")
+def bedrock_stack(
+    sluice_bin: Path, upstream_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BedrockStack]:
+    bedrock = start_upstream(upstream_bin, tmp_path_factory.mktemp("bedrock"), "bedrock")
+    gateway = start_gateway(
+        sluice_bin,
+        tmp_path_factory.mktemp("providers-bedrock"),
+        BEDROCK_CONFIG,
+        env={
+            "GATEWAY_KEY": GATEWAY_KEY,
+            "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
+            "BEDROCK_PORT": str(bedrock.port),
+        },
+    )
+    try:
+        yield BedrockStack(gateway, bedrock)
+    finally:
+        gateway.process.stop()
+        bedrock.process.stop()
+
+
+def test_openai_sdk_chats_with_a_bedrock_backend(bedrock_stack: BedrockStack) -> None:
+    marker = unique("br-chat")
+    completion = bedrock_stack.openai(**{"x-mock-cached-tokens": "3"}).chat.completions.create(
+        model=BEDROCK_MODEL,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"Hello ({marker})"},
+        ],
+        max_tokens=64,
+    )
+    assert completion.model == BEDROCK_MODEL
+    assert completion.choices[0].message.content == "tok0 tok1 tok2 tok3 tok4 "
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 7
+    assert completion.usage.prompt_tokens_details.cached_tokens == 3
+    assert completion.usage.completion_tokens == 5
+
+    [seen] = bedrock_stack.bedrock.requests_with(marker)
+    assert seen["path"] == "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    authorization = seen["header_map"]["authorization"]
+    assert authorization.startswith(f"AWS4-HMAC-SHA256 Credential={AWS_ACCESS_KEY_ID}/")
+    assert "/eu-west-1/bedrock/aws4_request" in authorization
+    assert GATEWAY_KEY not in json.dumps(seen)
+    assert seen["json"]["system"] == [{"text": "Be brief."}]
+    assert seen["json"]["inferenceConfig"] == {"maxTokens": 64}
+    assert "model" not in seen["json"]
+
+
+def test_openai_sdk_streams_tool_calls_from_a_bedrock_backend(bedrock_stack: BedrockStack) -> None:
+    marker = unique("br-tools")
+    messages = [{"role": "user", "content": f"Weather in Paris? ({marker})"}]
+    stream = bedrock_stack.openai().chat.completions.create(
+        model=BEDROCK_MODEL,
+        messages=messages,
+        tools=[WEATHER_OPENAI],
+        tool_choice="required",
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    calls: dict[int, dict] = {}
+    finish = None
+    usage = None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for call in choice.delta.tool_calls or []:
+                entry = calls.setdefault(call.index, {"id": None, "name": None, "arguments": ""})
+                entry["id"] = call.id or entry["id"]
+                if call.function and call.function.name:
+                    entry["name"] = call.function.name
+                if call.function and call.function.arguments:
+                    entry["arguments"] += call.function.arguments
+    assert finish == "tool_calls"
+    assert calls[0]["name"] == "get_weather"
+    assert json.loads(calls[0]["arguments"]) == {"q": "mock"}
+    assert usage is not None and usage.prompt_tokens == 7 and usage.completion_tokens == 5
+    [seen] = bedrock_stack.bedrock.requests_with(marker)
+    assert seen["path"].endswith("/converse-stream")
+    assert seen["json"]["toolConfig"]["toolChoice"] == {"any": {}}
+
+    # The tool result goes back; the Bedrock face checks the turns and blocks.
+    followup = bedrock_stack.openai().chat.completions.create(
+        model=BEDROCK_MODEL,
+        messages=messages
+        + [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": calls[0]["id"],
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": calls[0]["arguments"]},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": calls[0]["id"], "content": "18 degrees"},
+        ],
+        tools=[WEATHER_OPENAI],
+        stream=True,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in followup if c.choices)
+    assert text == "tok0 tok1 tok2 tok3 tok4 "
+    seen = bedrock_stack.bedrock.requests_with(marker)[-1]["json"]
+    assert [m["role"] for m in seen["messages"]] == ["user", "assistant", "user"]
+    assert seen["messages"][1]["content"][0]["toolUse"]["toolUseId"] == calls[0]["id"]
+    assert seen["messages"][2]["content"][0]["toolResult"]["content"] == [{"text": "18 degrees"}]
+
+
+def test_openai_sdk_sees_bedrock_throttling_as_429(bedrock_stack: BedrockStack) -> None:
+    with pytest.raises(openai.RateLimitError) as caught:
+        bedrock_stack.openai(**{"x-mock-status": "429"}).chat.completions.create(
+            model=BEDROCK_MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 429
+    assert caught.value.code == "ThrottlingException"
+    with pytest.raises(openai.APIError):
+        for _ in bedrock_stack.openai(**{"x-mock-stream-error": "1"}).chat.completions.create(
+            model=BEDROCK_MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+        ):
+            pass

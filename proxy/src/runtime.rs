@@ -61,6 +61,8 @@ pub enum BackendKind {
         headers: Vec<(HeaderName, HeaderValue)>,
         /// Vertex AI: where OAuth tokens come from (sent as `authorization`).
         gcp: Option<Arc<crate::llm::gcp_auth::TokenSource>>,
+        /// Signs each request (Bedrock with AWS keys).
+        signer: Option<Arc<crate::llm::sigv4::Signer>>,
     },
 }
 
@@ -77,6 +79,8 @@ pub enum UpstreamPaths {
     },
     /// Google's `{base}/models/{model}:generateContent` (Gemini, Vertex AI).
     Gemini,
+    /// Bedrock: `{endpoint}/model/{model}/converse[-stream]`.
+    Bedrock,
 }
 
 /// A client key's identity.
@@ -215,6 +219,7 @@ impl Runtime {
                         preset: backend.provider.preset(),
                         headers: extra_headers(backend)?,
                         gcp: None,
+                        signer: None,
                     },
                     Target::Gemini {
                         base_url,
@@ -236,6 +241,7 @@ impl Runtime {
                                 )?,
                             )),
                         },
+                        signer: None,
                     },
                     Target::AzureOpenAI { endpoint, api } => BackendKind::Http {
                         base_url: match api {
@@ -253,6 +259,30 @@ impl Runtime {
                         },
                         preset: backend.provider.preset(),
                         headers: extra_headers(backend)?,
+                        gcp: None,
+                        signer: None,
+                    },
+                    Target::Bedrock {
+                        endpoint,
+                        region,
+                        aws,
+                    } => BackendKind::Http {
+                        base_url: endpoint.clone(),
+                        credential,
+                        paths: UpstreamPaths::Bedrock,
+                        preset: backend.provider.preset(),
+                        headers: extra_headers(backend)?,
+                        signer: match aws {
+                            None => None,
+                            Some(aws) => Some(Arc::new(
+                                crate::llm::sigv4::Signer::new(aws, region, "bedrock").map_err(
+                                    |e| RuntimeError {
+                                        backend: backend.name.to_string(),
+                                        message: e.to_string(),
+                                    },
+                                )?,
+                            )),
+                        },
                         gcp: None,
                     },
                     Target::Mcp { url } => BackendKind::Mcp {
@@ -406,6 +436,7 @@ fn provider_label(name: &'static str) -> &'static str {
         "Anthropic" => "anthropic",
         "Gemini" => "gcp.gemini",
         "VertexAI" => "gcp.vertex_ai",
+        "Bedrock" => "aws.bedrock",
         "MCP" => "mcp",
         other => other,
     }

@@ -39,6 +39,11 @@ Gemini's .../models/M:generateContent and :streamGenerateContent?alt=sse need x-
 JWT assertion of the test service account; ?expires_in=N and ?status=N on the token URL steer
 it); x-mock-status answers them in Google's error shape, x-mock-stream-error ends a stream
 with an UNAVAILABLE error event.
+Bedrock's /model/{id}/converse and /converse-stream need a SigV4 Authorization for service
+bedrock (recomputed for the test key id AKIDSLUICETEST) or a bearer API key; x-mock-status
+answers them in Bedrock's shape ({message} and x-amzn-errortype: ThrottlingException for 429,
+ServiceUnavailableException for 503, ...); x-mock-stream-error ends a stream with a
+modelStreamErrorException; x-mock-malformed sends a message with a bad checksum.
 
 An invalid control header value is answered with 400 and a message naming the header.
 ";

@@ -1,7 +1,8 @@
 //! `sluice-test-upstream`: a fake LLM provider for Sluice's tests and
 //! benchmarks. It speaks the OpenAI wire format, Anthropic's Messages
-//! (`/v1/messages`, `anthropic`) and Google's `generateContent` (AI Studio
-//! and Vertex AI paths, with an OAuth token endpoint; `gemini`) exactly, is steered
+//! (`/v1/messages`, `anthropic`), Google's `generateContent` (AI Studio
+//! and Vertex AI paths, with an OAuth token endpoint; `gemini`) and
+//! Bedrock's Converse (`/model/{id}/converse[-stream]`, `bedrock`) exactly, is steered
 //! per request by `x-mock-*` headers (see [`CONTROL_HEADERS_HELP`]) and records
 //! what it receives.
 //!
@@ -20,6 +21,7 @@
 
 mod anthropic;
 mod base64;
+mod bedrock;
 mod body;
 mod control;
 pub mod gemini;
@@ -38,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+pub use bedrock::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 pub use control::CONTROL_HEADERS_HELP;
 pub use record::{RecordedRequest, CAPACITY as RECORDED_REQUESTS_KEPT};
 pub use service::{NAME_HEADER, REQUESTS_PATH};

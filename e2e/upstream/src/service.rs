@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::anthropic;
+use crate::bedrock;
 use crate::body::{MockBody, Pacing};
 use crate::control::Control;
 use crate::gemini;
@@ -177,6 +178,16 @@ async fn answer(
         None
     });
     let path = parts.uri.path();
+    if let Some((_, stream)) = bedrock::route(path) {
+        return Ok(bedrock_answer(
+            state,
+            parts,
+            body,
+            &control,
+            forced_status,
+            stream,
+        ));
+    }
     if let Some(route) = gemini::route(path) {
         return Ok(answer_gemini(
             state,
@@ -293,6 +304,82 @@ fn answer_gemini(
     match gemini::generate(parts, body, control, state.ids.next(), stream, stream_error) {
         Ok(reply) => success(reply, control),
         Err(refusal) => answer(refusal),
+    }
+}
+
+/// Bedrock's Converse: credentials first, then forced errors, then the answer.
+fn bedrock_answer(
+    state: &State,
+    parts: &Parts,
+    body: &[u8],
+    control: &Control,
+    forced_status: Option<StatusCode>,
+    stream: bool,
+) -> Response<MockBody> {
+    let refused = |refusal: bedrock::Refusal, retry_after: Option<u64>| {
+        let mut response = json_response(refusal.status, refusal.body);
+        response.headers_mut().insert(
+            "x-amzn-errortype",
+            bedrock::error_type_header(refusal.error_type),
+        );
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    };
+    if let Err(refusal) = bedrock::check_auth(
+        parts.method.as_str(),
+        parts.uri.path(),
+        &parts.headers,
+        body,
+    ) {
+        return refused(refusal, None);
+    }
+    if let Some(status) = forced_status {
+        let message = format!(
+            "Mock upstream error: status {} was requested.",
+            status.as_u16()
+        );
+        return refused(bedrock::refuse(status, &message), control.retry_after);
+    }
+    if parts.method != Method::POST {
+        let mut response = refused(
+            bedrock::refuse(StatusCode::METHOD_NOT_ALLOWED, "Only POST is allowed."),
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    if parts.headers.contains_key("x-mock-malformed") {
+        if stream {
+            let mut response = Response::new(MockBody::full(bedrock::malformed_stream()));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(bedrock::EVENT_STREAM),
+            );
+            return response;
+        }
+        return json_response(
+            StatusCode::OK,
+            Bytes::from_static(b"{\"output\": {\"message\": {\"con"),
+        );
+    }
+    let stream_error = parts.headers.contains_key("x-mock-stream-error");
+    match bedrock::converse(body, stream, control, &state.ids, stream_error) {
+        Ok(bedrock::Answer::Json(bytes)) => success(Reply::Json(bytes), control),
+        Ok(bedrock::Answer::Stream(source)) => {
+            let mut response = success(Reply::Stream(source), control);
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(bedrock::EVENT_STREAM),
+            );
+            response
+        }
+        Err(refusal) => refused(refusal, None),
     }
 }
 

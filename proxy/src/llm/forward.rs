@@ -92,6 +92,7 @@ pub async fn forward(
             preset,
             headers,
             gcp,
+            signer,
         } = &backend.kind
         else {
             return Outcome::Demo(index);
@@ -183,8 +184,17 @@ pub async fn forward(
             bearer,
             stream: outgoing.fields.stream,
         };
-        let suffix = translate::upstream_suffix(outgoing.endpoint, schema);
-        let request = match build_request(&target, suffix, outgoing, body) {
+        let bedrock_path;
+        let suffix = if *paths == UpstreamPaths::Bedrock {
+            bedrock_path = translate::bedrock::path(target.model, outgoing.fields.stream);
+            bedrock_path.as_str()
+        } else {
+            translate::upstream_suffix(outgoing.endpoint, schema)
+        };
+        let signed = signer.as_deref().map(|signer| (signer, body.clone()));
+        let request = match build_request(&target, suffix, outgoing, body)
+            .and_then(|request| sign(request, signed, schema))
+        {
             Ok(request) => request,
             Err(detail) => {
                 last_failure = GatewayError::UpstreamFailed {
@@ -284,7 +294,7 @@ struct Upstream<'a> {
 /// Responses API is not per deployment: `{endpoint}/openai/responses?...`).
 fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint, suffix: &str) -> String {
     match target.paths {
-        UpstreamPaths::OpenAI => [target.base_url, suffix].concat(),
+        UpstreamPaths::OpenAI | UpstreamPaths::Bedrock => [target.base_url, suffix].concat(),
         UpstreamPaths::AzureDeployments { query } if endpoint == Endpoint::Responses => {
             format!("{}{suffix}?{query}", target.base_url)
         }
@@ -358,6 +368,31 @@ fn build_request(
         );
     }
     Ok(request)
+}
+
+/// Signs a request with AWS keys over its final URL, headers and body.
+/// Bedrock gets `content-type: application/json` (its requests are JSON
+/// whatever the client sent) before the signature covers it.
+fn sign(
+    mut request: Request<Full<Bytes>>,
+    signer: Option<(&crate::llm::sigv4::Signer, Bytes)>,
+    schema: Schema,
+) -> Result<Request<Full<Bytes>>, String> {
+    if schema == Schema::Bedrock {
+        request.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+    }
+    let Some((signer, body)) = signer else {
+        return Ok(request);
+    };
+    let now = crate::llm::sigv4::amz_date(chrono::Utc::now().timestamp());
+    let (mut parts, full) = request.into_parts();
+    signer
+        .sign(&parts.method, &parts.uri, &mut parts.headers, &body, &now)
+        .map_err(|e| e.to_string())?;
+    Ok(Request::from_parts(parts, full))
 }
 
 /// The plan for `endpoint` at backend `index` (of the snapshot's backends).

@@ -11,6 +11,7 @@ mod forward;
 pub mod gcp_auth;
 pub mod observe;
 pub mod request;
+pub mod sigv4;
 pub mod sse;
 pub mod translate;
 pub mod usage;
@@ -344,7 +345,12 @@ fn respond(
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        .is_some_and(|v| {
+            v.starts_with("text/event-stream")
+                // Bedrock's ConverseStream (translated to SSE by the pipe).
+                || (matches!(plan, translate::Plan::Translate { backend: translate::Schema::Bedrock, .. })
+                    && v.starts_with("application/vnd.amazon.eventstream"))
+        });
     let estimated_input = demo::approx_tokens_len(body_len);
     let pipe = translate::Pipe::for_answer(
         plan,
@@ -354,7 +360,17 @@ fn respond(
         fields.include_usage,
         estimated_input,
     );
-    let kind = if let Some(pipe) = pipe {
+    let kind = if let Some(mut pipe) = pipe {
+        pipe.note_upstream(
+            exchange.record.model.as_deref().unwrap_or_default(),
+            &parts.headers,
+        );
+        if let Some(content_type) = pipe.content_type() {
+            parts.headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            );
+        }
         BodyKind::Translated(Box::new(pipe))
     } else if !status.is_success() {
         BodyKind::Opaque

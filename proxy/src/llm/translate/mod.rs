@@ -10,6 +10,7 @@
 //! way to the client. Knows nothing of routing, limits or connections.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
@@ -32,6 +33,8 @@ pub enum Schema {
     Anthropic,
     /// Google Gemini `generateContent` (AI Studio and Vertex AI).
     Gemini,
+    /// AWS Bedrock Converse (backends only).
+    Bedrock,
 }
 
 impl Schema {
@@ -40,6 +43,7 @@ impl Schema {
         match provider {
             Provider::Anthropic => Self::Anthropic,
             Provider::Gemini | Provider::VertexAI => Self::Gemini,
+            Provider::Bedrock => Self::Bedrock,
             _ => Self::OpenAI,
         }
     }
@@ -76,7 +80,7 @@ pub enum Plan {
 pub fn plan(endpoint: Endpoint, backend: Schema) -> Plan {
     let client = Schema::of_client(endpoint);
     match (endpoint, backend) {
-        (Endpoint::CountTokens, Schema::OpenAI | Schema::Gemini) => Plan::Local,
+        (Endpoint::CountTokens, Schema::OpenAI | Schema::Gemini | Schema::Bedrock) => Plan::Local,
         (Endpoint::ChatCompletions | Endpoint::Messages, _) if client != backend => {
             Plan::Translate { client, backend }
         }
@@ -94,6 +98,8 @@ pub fn upstream_suffix(endpoint: Endpoint, backend: Schema) -> &'static str {
         // `{base}/models/{model}` + this (`:streamGenerateContent?alt=sse`
         // for streams: see `gemini::STREAM_METHOD`).
         (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Gemini) => ":generateContent",
+        // The model and stream pick the path: see `bedrock::path`.
+        (_, Schema::Bedrock) => "",
         _ => endpoint.upstream_suffix(),
     }
 }
@@ -120,6 +126,18 @@ pub fn request(plan: Plan, body: &[u8], model: &str) -> Result<Bytes, TranslateE
         } => {
             let openai = anthropic::request::to_openai(body, model)?;
             gemini::request::to_gemini(&openai).map(Bytes::from)
+        }
+        Plan::Translate {
+            client: Schema::OpenAI,
+            backend: Schema::Bedrock,
+        } => bedrock::request::to_bedrock(body).map(Bytes::from),
+        // Through the pivot: Anthropic → OpenAI → Converse.
+        Plan::Translate {
+            client: Schema::Anthropic,
+            backend: Schema::Bedrock,
+        } => {
+            let openai = anthropic::request::to_openai(body, model)?;
+            bedrock::request::to_bedrock(&openai).map(Bytes::from)
         }
         _ => Ok(Bytes::copy_from_slice(body)),
     }
@@ -250,6 +268,14 @@ enum Whole {
     GeminiErrorToOpenAI,
     /// A Google error for an Anthropic client.
     GeminiErrorToAnthropic,
+    /// A Bedrock Converse answer for an OpenAI client.
+    BedrockToOpenAI,
+    /// A Bedrock Converse answer for an Anthropic client (via OpenAI's shape).
+    BedrockToAnthropic,
+    /// A Bedrock error for an OpenAI client.
+    BedrockErrorToOpenAI,
+    /// A Bedrock error for an Anthropic client.
+    BedrockErrorToAnthropic,
 }
 
 /// A response body on its way from a backend to a client whose schema
@@ -258,6 +284,16 @@ enum Whole {
 pub struct Pipe {
     client: Schema,
     kind: PipeKind,
+    upstream: UpstreamHead,
+}
+
+/// What a translation needs from the request and the upstream's head.
+#[derive(Default)]
+struct UpstreamHead {
+    /// The model the client asked for (Bedrock answers do not name one).
+    model: String,
+    /// Bedrock's `x-amzn-errortype`.
+    error_type: Option<String>,
 }
 
 enum PipeKind {
@@ -297,6 +333,13 @@ enum PipeKind {
     ObserveStream(anthropic::stream::Observer),
     /// An Anthropic JSON body passed through, its usage read at the end.
     ObserveJson { chunks: Vec<Bytes>, size: usize },
+    /// A Bedrock event stream → OpenAI chunks, then the OpenAI stream
+    /// filter, then (for an Anthropic client) Anthropic events.
+    BedrockStream {
+        translator: bedrock::stream::ToOpenAI,
+        sse: SseState,
+        to_anthropic: Option<Box<anthropic::stream::ToAnthropic>>,
+    },
 }
 
 /// The seconds since the epoch, for `created`.
@@ -336,7 +379,25 @@ impl Pipe {
             usage: None,
             answer_status: None,
         };
+        let bedrock_stream = |sse, to_anthropic| PipeKind::BedrockStream {
+            translator: bedrock::stream::ToOpenAI::new(completion_id(), String::new(), now_s()),
+            sse,
+            to_anthropic,
+        };
         let kind = match (client, backend, status.is_success(), event_stream) {
+            (Schema::OpenAI, Schema::Bedrock, false, _) => whole(Whole::BedrockErrorToOpenAI),
+            (_, Schema::Bedrock, false, _) => whole(Whole::BedrockErrorToAnthropic),
+            (Schema::OpenAI, Schema::Bedrock, true, true) => {
+                bedrock_stream(SseState::new(!include_usage), None)
+            }
+            (_, Schema::Bedrock, true, true) => bedrock_stream(
+                SseState::new(false),
+                Some(Box::new(anthropic::stream::ToAnthropic::new(
+                    estimated_input,
+                ))),
+            ),
+            (Schema::OpenAI, Schema::Bedrock, true, false) => whole(Whole::BedrockToOpenAI),
+            (_, Schema::Bedrock, true, false) => whole(Whole::BedrockToAnthropic),
             // Anthropic passthrough: errors as they are, successes observed.
             (Schema::Anthropic, Schema::Anthropic, false, _) => return None,
             (Schema::Anthropic, Schema::Anthropic, true, true) => {
@@ -373,8 +434,33 @@ impl Pipe {
             (Schema::Anthropic, _, true, false) => whole(Whole::CompletionToAnthropic),
             // No client speaks a backend-only schema.
             (Schema::Gemini, _, _, _) => return None,
+            // No client speaks Converse.
+            (Schema::Bedrock, _, _, _) => return None,
         };
-        Some(Self { client, kind })
+        Some(Self {
+            client,
+            kind,
+            upstream: UpstreamHead::default(),
+        })
+    }
+
+    /// Notes what a translation needs from the request and the upstream's
+    /// head: the model asked for, Bedrock's `x-amzn-errortype`.
+    pub fn note_upstream(&mut self, model: &str, headers: &http::HeaderMap) {
+        self.upstream.model = model.to_owned();
+        self.upstream.error_type = headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let PipeKind::BedrockStream { translator, .. } = &mut self.kind {
+            translator.set_model(model);
+        }
+    }
+
+    /// The `content-type` the client gets when it differs from the
+    /// upstream's (a Bedrock event stream becomes server-sent events).
+    pub fn content_type(&self) -> Option<&'static str> {
+        matches!(self.kind, PipeKind::BedrockStream { .. }).then_some("text/event-stream")
     }
 
     /// Whether the whole body is translated before any of it goes out (the
@@ -461,6 +547,29 @@ impl Pipe {
                 }
                 Ok(data)
             }
+            PipeKind::BedrockStream {
+                translator,
+                sse,
+                to_anthropic,
+            } => {
+                let mut out = Vec::new();
+                translator.on_data(&data, &mut out);
+                let filtered = filter(sse, Bytes::from(out), allow);
+                let Some(to_anthropic) = to_anthropic else {
+                    return filtered;
+                };
+                let (filtered, refused) = match filtered {
+                    Ok(bytes) => (bytes, false),
+                    Err(bytes) => (bytes, true),
+                };
+                let mut out = Vec::new();
+                to_anthropic.on_data(&filtered, &mut out);
+                if refused {
+                    Err(Bytes::from(out))
+                } else {
+                    Ok(Bytes::from(out))
+                }
+            }
         }
     }
 
@@ -481,7 +590,7 @@ impl Pipe {
                         "the upstream answer is larger than {MAX_WHOLE} bytes and cannot be translated"
                     )))
                 } else {
-                    translate_whole(*what, *status, *created, buffer)
+                    translate_whole(*what, *status, *created, buffer, &self.upstream)
                 };
                 match result {
                     Ok((status, bytes, tokens)) => {
@@ -531,6 +640,23 @@ impl Pipe {
             }
             PipeKind::ObserveStream(observer) => observer.finish(),
             PipeKind::ObserveJson { .. } => Bytes::new(),
+            PipeKind::BedrockStream {
+                translator,
+                sse,
+                to_anthropic,
+            } => {
+                let mut out = Vec::new();
+                translator.finish(&mut out);
+                let mut bytes = sse.on_data(Bytes::from(out)).to_vec();
+                bytes.extend_from_slice(&sse.finish());
+                let Some(to_anthropic) = to_anthropic else {
+                    return Bytes::from(bytes);
+                };
+                let mut out = Vec::new();
+                to_anthropic.on_data(&bytes, &mut out);
+                to_anthropic.finish(&mut out);
+                Bytes::from(out)
+            }
         }
     }
 
@@ -548,7 +674,7 @@ impl Pipe {
             _ => {
                 let mut out = Vec::new();
                 match self.client {
-                    Schema::OpenAI | Schema::Gemini => {
+                    Schema::OpenAI | Schema::Gemini | Schema::Bedrock => {
                         let kind = if budget {
                             "insufficient_quota"
                         } else {
@@ -594,7 +720,8 @@ impl Pipe {
             PipeKind::StreamToOpenAI { sse, .. }
             | PipeKind::StreamToAnthropic { sse, .. }
             | PipeKind::GeminiToOpenAI { sse, .. }
-            | PipeKind::GeminiToAnthropic { sse, .. } => from_stream(sse),
+            | PipeKind::GeminiToAnthropic { sse, .. }
+            | PipeKind::BedrockStream { sse, .. } => from_stream(sse),
             PipeKind::ObserveStream(observer) => match observer.usage() {
                 Some(usage) if usage.output > 0 || observer.content_events == 0 => {
                     (Some(usage.record()), false)
@@ -648,6 +775,7 @@ fn translate_whole(
     status: StatusCode,
     created: u64,
     body: &[u8],
+    upstream: &UpstreamHead,
 ) -> Result<Translated, TranslateError> {
     Ok(match what {
         Whole::MessageToOpenAI => {
@@ -688,13 +816,43 @@ fn translate_whole(
                 None,
             )
         }
+        Whole::BedrockToOpenAI => {
+            let (bytes, usage) =
+                bedrock::response::to_openai(body, &completion_id(), &upstream.model, created)?;
+            (status, bytes, Some(usage))
+        }
+        Whole::BedrockToAnthropic => {
+            let (openai, usage) =
+                bedrock::response::to_openai(body, &completion_id(), &upstream.model, created)?;
+            let (bytes, _) = anthropic::response::to_anthropic(&openai)?;
+            (status, bytes, Some(usage))
+        }
+        Whole::BedrockErrorToOpenAI => {
+            let (status, bytes) =
+                bedrock::response::error_to_openai(status, upstream.error_type.as_deref(), body);
+            (status, bytes, None)
+        }
+        Whole::BedrockErrorToAnthropic => {
+            let (status, openai) =
+                bedrock::response::error_to_openai(status, upstream.error_type.as_deref(), body);
+            (
+                status,
+                anthropic::response::error_to_anthropic(status, &openai),
+                None,
+            )
+        }
     })
+}
+
+/// A fresh `chatcmpl-...` id, for backends whose answers carry none.
+fn completion_id() -> String {
+    format!("chatcmpl-{:024x}", fastrand::u128(..) >> 32)
 }
 
 /// A whole error body in the client's schema.
 fn whole_error(client: Schema, message: &str, code: &str) -> Bytes {
     match client {
-        Schema::OpenAI | Schema::Gemini => {
+        Schema::OpenAI | Schema::Gemini | Schema::Bedrock => {
             crate::error::error_body(message, "upstream_error", code)
         }
         Schema::Anthropic => Bytes::from(anthropic::response::error_body("api_error", message)),
