@@ -502,3 +502,39 @@ pub struct ErrorDetail<'a> {
     #[serde(rename = "type", borrow, default)]
     pub kind: Option<Cow<'a, str>>,
 }
+
+/// A translated stream that answers OpenAI clients: one `data:` event per
+/// `chat.completion.chunk`, all with the same id, creation time and model.
+/// Implementors say who they are; the writing is shared.
+pub trait ChunkEmitter {
+    /// The stream's id, creation time (Unix seconds) and model.
+    fn head(&self) -> (&str, u64, &str);
+
+    /// A chunk of one choice.
+    fn chunk(&self, out: &mut Vec<u8>, delta: DeltaOut<'_>, finish_reason: Option<&str>) {
+        let choice = [ChunkChoiceOut {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        }];
+        self.write(out, &choice, None);
+    }
+
+    /// A chunk of these choices (none: the usage chunk).
+    fn write(&self, out: &mut Vec<u8>, choices: &[ChunkChoiceOut<'_>], usage: Option<Usage>) {
+        let (id, created, model) = self.head();
+        let chunk = ChunkOut {
+            id,
+            object: "chat.completion.chunk",
+            created,
+            model,
+            choices,
+            usage,
+        };
+        out.extend_from_slice(b"data: ");
+        // Writing plain structs into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &chunk);
+        out.extend_from_slice(b"\n\n");
+    }
+}

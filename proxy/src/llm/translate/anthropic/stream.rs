@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::{finish_reason, stop_reason, BlockIn, BlockOut, DeltaUsage, MessageResponseOut, Usage};
 use crate::llm::translate::openai::{
-    self, ChunkChoiceOut, ChunkIn, ChunkOut, DeltaOut, FunctionDeltaOut, ToolCallDeltaOut,
+    self, ChunkEmitter, ChunkIn, DeltaOut, FunctionDeltaOut, ToolCallDeltaOut,
 };
 use crate::llm::translate::{event_data, Splitter, TokenUsage};
 use crate::llm::usage::find;
@@ -286,36 +286,6 @@ impl ToOpenAI {
             },
             None,
         );
-    }
-
-    fn chunk(&self, out: &mut Vec<u8>, delta: DeltaOut<'_>, finish_reason: Option<&str>) {
-        let choice = [ChunkChoiceOut {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason,
-        }];
-        self.write(out, &choice, None);
-    }
-
-    fn write(
-        &self,
-        out: &mut Vec<u8>,
-        choices: &[ChunkChoiceOut<'_>],
-        usage: Option<openai::Usage>,
-    ) {
-        let chunk = ChunkOut {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices,
-            usage,
-        };
-        out.extend_from_slice(b"data: ");
-        // Writing plain structs into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &chunk);
-        out.extend_from_slice(b"\n\n");
     }
 }
 
@@ -724,4 +694,10 @@ pub fn json_usage(body: &[u8]) -> Option<TokenUsage> {
         end = at;
     }
     None
+}
+
+impl ChunkEmitter for ToOpenAI {
+    fn head(&self) -> (&str, u64, &str) {
+        (&self.id, self.created, &self.model)
+    }
 }

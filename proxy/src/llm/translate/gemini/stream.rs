@@ -11,9 +11,7 @@ use serde_json::value::RawValue;
 use super::response::response_id;
 use super::{call_id, finish_reason, GenerateResponseIn, UsageMetadata};
 use crate::llm::translate::anthropic::stream::openai_error;
-use crate::llm::translate::openai::{
-    ChunkChoiceOut, ChunkOut, DeltaOut, FunctionDeltaOut, ToolCallDeltaOut,
-};
+use crate::llm::translate::openai::{ChunkEmitter, DeltaOut, FunctionDeltaOut, ToolCallDeltaOut};
 use crate::llm::translate::{event_data, events, Splitter, TokenUsage};
 
 /// Gemini events → OpenAI chunks. The output always carries
@@ -211,34 +209,10 @@ impl ToOpenAI {
             }
         }
     }
+}
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: DeltaOut<'_>, finish_reason: Option<&str>) {
-        let choice = [ChunkChoiceOut {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason,
-        }];
-        self.write(out, &choice, None);
-    }
-
-    fn write(
-        &self,
-        out: &mut Vec<u8>,
-        choices: &[ChunkChoiceOut<'_>],
-        usage: Option<crate::llm::translate::openai::Usage>,
-    ) {
-        let chunk = ChunkOut {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices,
-            usage,
-        };
-        out.extend_from_slice(b"data: ");
-        // Writing plain structs into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &chunk);
-        out.extend_from_slice(b"\n\n");
+impl ChunkEmitter for ToOpenAI {
+    fn head(&self) -> (&str, u64, &str) {
+        (&self.id, self.created, &self.model)
     }
 }
