@@ -538,3 +538,18 @@ pub trait ChunkEmitter {
         out.extend_from_slice(b"\n\n");
     }
 }
+
+/// Tool call arguments (a JSON document in a string) as an input object;
+/// `None` when they are not a JSON object. Empty arguments are `{}`.
+pub fn tool_input(arguments: &str) -> Option<Cow<'_, RawValue>> {
+    let trimmed = arguments.trim();
+    if trimmed.is_empty() {
+        return RawValue::from_string("{}".to_owned()).ok().map(Cow::Owned);
+    }
+    if !trimmed.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<&RawValue>(trimmed)
+        .ok()
+        .map(Cow::Borrowed)
+}

@@ -13,8 +13,8 @@ use super::{
     MetadataOut, TextOrBlocks, ToolChoiceOut, ToolOut, DEFAULT_MAX_TOKENS,
 };
 use crate::llm::translate::openai::{
-    self, ChatRequest, Content, FunctionCall, FunctionDef, ImageUrl, Part, Stop, StreamOptions,
-    Tool, ToolCall, ToolChoice,
+    self, tool_input, ChatRequest, Content, FunctionCall, FunctionDef, ImageUrl, Part, Stop,
+    StreamOptions, Tool, ToolCall, ToolChoice,
 };
 use crate::llm::translate::TranslateError;
 
@@ -161,21 +161,6 @@ fn empty_schema<'a>() -> Cow<'a, RawValue> {
         |_| Cow::Owned(Box::<RawValue>::default()),
         Cow::Owned,
     )
-}
-
-/// Tool call arguments (a JSON document in a string) as an input object;
-/// `None` when they are not a JSON object. Empty arguments are `{}`.
-fn tool_input(arguments: &str) -> Option<Cow<'_, RawValue>> {
-    let trimmed = arguments.trim();
-    if trimmed.is_empty() {
-        return RawValue::from_string("{}".to_owned()).ok().map(Cow::Owned);
-    }
-    if !trimmed.starts_with('{') {
-        return None;
-    }
-    serde_json::from_str::<&RawValue>(trimmed)
-        .ok()
-        .map(Cow::Borrowed)
 }
 
 /// Appends a turn, merging it into the previous one of the same role

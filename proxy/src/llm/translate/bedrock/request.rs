@@ -14,7 +14,7 @@ use super::{
     MessageOut, Named, TextBlock, ToolChoiceOut, ToolConfig, ToolOut, ToolResultOut, ToolSpec,
     ToolUseOut,
 };
-use crate::llm::translate::openai::{ChatRequest, Content, Part, Stop, ToolChoice};
+use crate::llm::translate::openai::{tool_input, ChatRequest, Content, Part, Stop, ToolChoice};
 use crate::llm::translate::TranslateError;
 
 /// An empty object schema, for tools defined without parameters.
@@ -159,21 +159,6 @@ pub fn to_bedrock(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
 fn empty_schema<'a>() -> Cow<'a, RawValue> {
     RawValue::from_string(EMPTY_SCHEMA.to_owned())
         .map_or_else(|_| Cow::Owned(Box::<RawValue>::default()), Cow::Owned)
-}
-
-/// Tool call arguments as an input object; `None` when they are not a JSON
-/// object. Empty arguments are `{}`.
-fn tool_input(arguments: &str) -> Option<Cow<'_, RawValue>> {
-    let trimmed = arguments.trim();
-    if trimmed.is_empty() {
-        return RawValue::from_string("{}".to_owned()).ok().map(Cow::Owned);
-    }
-    if !trimmed.starts_with('{') {
-        return None;
-    }
-    serde_json::from_str::<&RawValue>(trimmed)
-        .ok()
-        .map(Cow::Borrowed)
 }
 
 /// Appends a turn, merging it into the previous one of the same role.

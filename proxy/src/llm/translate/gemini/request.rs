@@ -16,7 +16,7 @@ use super::{
     FunctionDeclarationOut, FunctionResponseOut, GenerateRequestOut, GenerationConfigOut, PartOut,
     SystemOut, ToolConfigOut, ToolOut,
 };
-use crate::llm::translate::openai::{ChatRequest, Content, Part, Stop, ToolChoice};
+use crate::llm::translate::openai::{tool_input, ChatRequest, Content, Part, Stop, ToolChoice};
 use crate::llm::translate::TranslateError;
 
 /// An OpenAI chat request as a Gemini `generateContent` body.
@@ -57,7 +57,7 @@ pub fn to_gemini(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
                 let mut parts = user_parts(message.content.as_ref(), i)?;
                 for call in message.tool_calls.iter().flatten() {
                     called.insert(&call.id, &call.function.name);
-                    let args = object(&call.function.arguments).ok_or_else(|| {
+                    let args = tool_input(&call.function.arguments).ok_or_else(|| {
                         TranslateError::Request(format!(
                             "messages[{i}]: the arguments of tool call `{}` are not a JSON object",
                             call.id
@@ -261,21 +261,6 @@ fn mime_of(url: &str) -> Option<&'static str> {
     })
 }
 
-/// Arguments (a JSON document in a string) as an object; empty is `{}`,
-/// anything else that is not an object is `None`.
-fn object(arguments: &str) -> Option<Cow<'_, RawValue>> {
-    let trimmed = arguments.trim();
-    if trimmed.is_empty() {
-        return RawValue::from_string("{}".to_owned()).ok().map(Cow::Owned);
-    }
-    if !trimmed.starts_with('{') {
-        return None;
-    }
-    serde_json::from_str::<&RawValue>(trimmed)
-        .ok()
-        .map(Cow::Borrowed)
-}
-
 /// A tool message's content as a `functionResponse.response` object: a
 /// JSON object as is, any other text as `{"content": text}`.
 fn tool_response<'a>(
@@ -301,7 +286,7 @@ fn tool_response<'a>(
         }
     };
     if let Cow::Borrowed(text) = text {
-        if let Some(raw) = object(text).filter(|_| !text.trim().is_empty()) {
+        if let Some(raw) = tool_input(text).filter(|_| !text.trim().is_empty()) {
             return Ok(raw);
         }
     }
