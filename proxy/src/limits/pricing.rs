@@ -149,13 +149,45 @@ fn literal_chars(glob: &str) -> usize {
     glob.chars().filter(|c| !matches!(c, '*' | '?')).count()
 }
 
-/// `model`, then its name without a `vendor/` prefix, then each of those
-/// without its dated suffixes, one at a time.
+/// `model`, then its name without a `vendor/` prefix or a Bedrock model
+/// id's dressing, then each of those without its dated suffixes, one at a
+/// time.
 fn resolved_names(model: &str) -> impl Iterator<Item = &str> {
     let bare = model.rsplit_once('/').map(|(_, bare)| bare);
     std::iter::once(model)
         .chain(bare)
+        .chain(bedrock_bare(model))
         .flat_map(|name| std::iter::successors(Some(name), |name| undated(name)).take(3))
+}
+
+/// A Bedrock model id as its maker names the model:
+/// `us.anthropic.claude-3-5-sonnet-20240620-v1:0` is
+/// `claude-3-5-sonnet-20240620` (a cross-region prefix, the maker, and the
+/// `-vN[:M]` version go).
+fn bedrock_bare(model: &str) -> Option<&str> {
+    let mut rest = model;
+    for region in ["us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au."] {
+        if let Some(stripped) = rest.strip_prefix(region) {
+            rest = stripped;
+            break;
+        }
+    }
+    let (maker, name) = rest.split_once('.')?;
+    if maker.is_empty() || !maker.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let name = match name.rsplit_once("-v") {
+        Some((base, version))
+            if !base.is_empty()
+                && version
+                    .split(':')
+                    .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            base
+        }
+        _ => name,
+    };
+    Some(name)
 }
 
 /// `name` without one trailing date or version: `@anything` (Vertex AI),

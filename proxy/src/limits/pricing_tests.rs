@@ -332,3 +332,17 @@ fn presets_models_have_list_prices() {
     assert_eq!(cost_micro_usd(&gpt4o, 1_000_000, 0, 1_000_000), 1_250_000);
     assert_eq!(cost_micro_usd(&gpt4o, 1_000_000, 0, 400_000), 2_000_000);
 }
+
+#[test]
+fn bedrock_model_ids_resolve_to_the_makers_price() {
+    let sonnet = builtin_price("claude-3-5-sonnet").unwrap();
+    for id in [
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "anthropic.claude-3-5-sonnet-20240620-v1",
+    ] {
+        assert_eq!(builtin_price(id), Some(sonnet), "{id}");
+    }
+    assert!(builtin_price("anthropic.").is_none());
+    assert!(builtin_price("acme.unknown-model-v1:0").is_none());
+}
