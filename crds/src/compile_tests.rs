@@ -801,6 +801,7 @@ fn every_preset_compiles_with_its_default_endpoint() {
             "GeminiOpenAI",
             "https://generativelanguage.googleapis.com/v1beta/openai",
         ),
+        ("Cohere", "https://api.cohere.com/v2"),
     ];
     for (provider, url) in defaults {
         let backend = compile_backend_text(&format!(
