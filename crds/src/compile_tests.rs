@@ -149,10 +149,6 @@ spec:
   state: {type: redis}
 ---
 kind: Backend
-metadata: {name: claude}
-spec: {provider: Cohere}
----
-kind: Backend
 metadata: {name: weird}
 spec: {provider: Skynet}
 ---
@@ -172,7 +168,6 @@ spec: {path: /mcp}
     let expect = [
         "MCPRoute/tools: spec.backends: list at least one MCP backend",
         "Budget/team-a: spec.limits: list at least one limit",
-        "Backend/claude: spec.provider: provider `Cohere` is not supported yet",
         "Backend/weird: spec.provider: unknown provider `Skynet`",
         "Backend/local: spec.endpoint: required for provider OpenAICompatible",
         "AIGateway/gw: spec.listen: `nowhere` is not an address",
@@ -806,6 +801,7 @@ fn every_preset_compiles_with_its_default_endpoint() {
             "GeminiOpenAI",
             "https://generativelanguage.googleapis.com/v1beta/openai",
         ),
+        ("Cohere", "https://api.cohere.com/v2"),
     ];
     for (provider, url) in defaults {
         let backend = compile_backend_text(&format!(

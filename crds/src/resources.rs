@@ -358,7 +358,7 @@ pub struct BackendSpec {
     /// `Together`, `Fireworks`, `OpenRouter`, `XAI`, `Perplexity`,
     /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Gemini`,
     /// `VertexAI` (endpoint built from `auth.gcp`), `Anthropic`, `Bedrock`,
-    /// `Demo`, `MCP`; later `Cohere`.
+    /// `Cohere`, `Demo`, `MCP`.
     #[schemars(length(min = 1))]
     pub provider: String,
     /// Base URL of the API, as the provider's SDK takes it (e.g.

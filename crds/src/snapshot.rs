@@ -289,11 +289,13 @@ pub enum Provider {
     VertexAI,
     /// AWS Bedrock's Converse API (translated, requests signed with SigV4).
     Bedrock,
+    /// Cohere's v2 Chat API (translated from and to OpenAI's schema).
+    Cohere,
 }
 
 impl Provider {
     /// Every supported provider with its name in config.
-    pub const ALL: [(&'static str, Provider); 24] = [
+    pub const ALL: [(&'static str, Provider); 25] = [
         ("Demo", Provider::Demo),
         ("OpenAI", Provider::OpenAI),
         ("OpenAICompatible", Provider::OpenAICompatible),
@@ -318,10 +320,11 @@ impl Provider {
         ("Gemini", Provider::Gemini),
         ("VertexAI", Provider::VertexAI),
         ("Bedrock", Provider::Bedrock),
+        ("Cohere", Provider::Cohere),
     ];
 
     /// Providers of API.md whose translators are not built yet.
-    pub const NOT_YET: [&'static str; 1] = ["Cohere"];
+    pub const NOT_YET: [&'static str; 0] = [];
 
     /// Parses a config name.
     pub fn parse(name: &str) -> Option<Self> {
@@ -475,6 +478,14 @@ impl Provider {
             Self::Bedrock => Preset {
                 default_endpoint: None,
                 version_path: "",
+                ..openai
+            },
+            // docs.cohere.com/reference/chat: `POST {base}/v2/chat`, the key as
+            // `Authorization: Bearer`; translated from and to OpenAI's schema
+            // (llm/translate/cohere).
+            Self::Cohere => Preset {
+                default_endpoint: Some("https://api.cohere.com"),
+                version_path: "/v2",
                 ..openai
             },
         }

@@ -664,3 +664,137 @@ def test_openai_sdk_sees_bedrock_throttling_as_429(bedrock_stack: BedrockStack) 
             model=BEDROCK_MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
         ):
             pass
+
+
+# --------------------------------------------------------------------------
+# OpenAI SDK -> gateway -> Cohere (v2 Chat), on the test upstream's Cohere
+# face: it refuses unknown (OpenAI-only) fields as Cohere does.
+
+COHERE_CONFIG = """\
+apiVersion: sluice.dev/v1alpha1
+kind: AIGateway
+metadata: {name: default}
+spec:
+  listen: 127.0.0.1:${SLUICE_PORT}
+  admin: 127.0.0.1:${SLUICE_ADMIN_PORT}
+  auth:
+    apiKeys:
+      - {name: ci, tenant: team-a, valueFrom: {env: GATEWAY_KEY}}
+  llm:
+    routes:
+      - models: ["command-*"]
+        backends: [{backend: cohere}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Backend
+metadata: {name: cohere}
+spec:
+  provider: Cohere
+  endpoint: http://127.0.0.1:${COHERE_PORT}
+  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cohere_stack(sluice_bin: Path, upstream_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    cohere = start_upstream(upstream_bin, tmp_path_factory.mktemp("cohere"), "cohere")
+    gateway = start_gateway(
+        sluice_bin,
+        tmp_path_factory.mktemp("providers-cohere"),
+        COHERE_CONFIG,
+        env={"GATEWAY_KEY": GATEWAY_KEY, "UPSTREAM_KEY": UPSTREAM_KEY, "COHERE_PORT": str(cohere.port)},
+    )
+    try:
+        # `claude` and `gpt` hold the Cohere upstream here.
+        yield Stack(gateway, cohere, cohere)
+    finally:
+        gateway.process.stop()
+        cohere.process.stop()
+
+
+def test_openai_sdk_chats_with_a_cohere_backend(cohere_stack: Stack) -> None:
+    marker = unique("co-chat")
+    completion = cohere_stack.openai().chat.completions.create(
+        model="command-a-03-2025",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"Hello ({marker})"},
+        ],
+        max_tokens=64,
+        top_p=0.5,
+        stop=["END"],
+        user="someone",
+    )
+    assert completion.choices[0].message.content == "tok0 tok1 tok2 tok3 tok4 "
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "command-a-03-2025"
+    assert completion.usage.prompt_tokens == 7
+    assert completion.usage.completion_tokens == 5
+
+    [seen] = cohere_stack.gpt.requests_with(marker)
+    assert seen["path"] == "/v2/chat"
+    assert seen["header_map"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert seen["json"]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert seen["json"]["max_tokens"] == 64
+    assert seen["json"]["p"] == 0.5
+    assert seen["json"]["stop_sequences"] == ["END"]
+    assert "user" not in seen["json"] and "top_p" not in seen["json"]
+
+
+def test_openai_sdk_streams_tool_calls_round_trip_through_cohere(cohere_stack: Stack) -> None:
+    marker = unique("co-tools")
+    messages: list[dict] = [{"role": "user", "content": f"Weather in Paris? ({marker})"}]
+    stream = cohere_stack.openai().chat.completions.create(
+        model="command-a-03-2025",
+        messages=messages,
+        tools=[WEATHER_OPENAI],
+        tool_choice="required",
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    calls: dict[int, dict] = {}
+    finish, usage = None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for call in choice.delta.tool_calls or []:
+                entry = calls.setdefault(call.index, {"id": call.id, "name": "", "arguments": ""})
+                entry["name"] += call.function.name or ""
+                entry["arguments"] += call.function.arguments or ""
+    assert finish == "tool_calls"
+    assert usage is not None and usage.prompt_tokens == 7
+    [call] = calls.values()
+    assert call["name"] == "get_weather"
+    assert json.loads(call["arguments"]) == {"q": "mock"}
+    assert call["id"]
+    assert cohere_stack.gpt.requests_with(marker)[-1]["json"]["tool_choice"] == "REQUIRED"
+
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call["id"], "content": "21 degrees, sunny"},
+    ]
+    completion = cohere_stack.openai().chat.completions.create(
+        model="command-a-03-2025", messages=messages, tools=[WEATHER_OPENAI]
+    )
+    assert completion.choices[0].message.content == "tok0 tok1 tok2 tok3 tok4 "
+    sent = cohere_stack.gpt.requests_with(marker)[-1]["json"]
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
+    assert sent["messages"][1]["tool_calls"][0]["id"] == call["id"]
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": call["id"], "content": "21 degrees, sunny"}
+
+
+def test_openai_sdk_sees_cohere_rate_limits_as_429(cohere_stack: Stack) -> None:
+    with pytest.raises(openai.RateLimitError) as raised:
+        cohere_stack.openai(**{"x-mock-status": "429"}).chat.completions.create(
+            model="command-a-03-2025", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.status_code == 429
+    assert "429" in str(raised.value)

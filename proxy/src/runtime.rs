@@ -437,6 +437,7 @@ fn provider_label(name: &'static str) -> &'static str {
         "Gemini" => "gcp.gemini",
         "VertexAI" => "gcp.vertex_ai",
         "Bedrock" => "aws.bedrock",
+        "Cohere" => "cohere",
         "MCP" => "mcp",
         other => other,
     }

@@ -44,6 +44,10 @@ bedrock (recomputed for the test key id AKIDSLUICETEST) or a bearer API key; x-m
 answers them in Bedrock's shape ({message} and x-amzn-errortype: ThrottlingException for 429,
 ServiceUnavailableException for 503, ...); x-mock-stream-error ends a stream with a
 modelStreamErrorException; x-mock-malformed sends a message with a bad checksum.
+Cohere's POST /v2/chat needs a Bearer key and refuses unknown (OpenAI-only) fields;
+x-mock-status answers it in Cohere's shape ({id, message}); x-mock-stream-error ends a
+stream with a message-end whose finish_reason is ERROR; x-mock-tool-call (or tool_choice
+REQUIRED) answers with a call (a tool plan, then the call).
 
 An invalid control header value is answered with 400 and a message naming the header.
 ";

@@ -2,7 +2,8 @@
 //! benchmarks. It speaks the OpenAI wire format, Anthropic's Messages
 //! (`/v1/messages`, `anthropic`), Google's `generateContent` (AI Studio
 //! and Vertex AI paths, with an OAuth token endpoint; `gemini`) and
-//! Bedrock's Converse (`/model/{id}/converse[-stream]`, `bedrock`) exactly, is steered
+//! Bedrock's Converse (`/model/{id}/converse[-stream]`, `bedrock`) and
+//! Cohere's v2 Chat (`/v2/chat`, `cohere`) exactly, is steered
 //! per request by `x-mock-*` headers (see [`CONTROL_HEADERS_HELP`]) and records
 //! what it receives.
 //!
@@ -23,6 +24,7 @@ mod anthropic;
 mod base64;
 mod bedrock;
 mod body;
+mod cohere;
 mod control;
 pub mod gemini;
 mod openai;

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use crate::anthropic;
 use crate::bedrock;
 use crate::body::{MockBody, Pacing};
+use crate::cohere;
 use crate::control::Control;
 use crate::gemini;
 use crate::openai::{
@@ -188,6 +189,9 @@ async fn answer(
             stream,
         ));
     }
+    if path == cohere::CHAT_PATH {
+        return Ok(cohere_answer(state, parts, body, &control, forced_status));
+    }
     if let Some(route) = gemini::route(path) {
         return Ok(answer_gemini(
             state,
@@ -302,6 +306,41 @@ fn answer_gemini(
     }
     let stream_error = parts.headers.contains_key("x-mock-stream-error");
     match gemini::generate(parts, body, control, state.ids.next(), stream, stream_error) {
+        Ok(reply) => success(reply, control),
+        Err(refusal) => answer(refusal),
+    }
+}
+
+/// Cohere's v2 chat: the key first, then forced errors, then the answer.
+fn cohere_answer(
+    state: &State,
+    parts: &Parts,
+    body: &[u8],
+    control: &Control,
+    forced_status: Option<StatusCode>,
+) -> Response<MockBody> {
+    let answer = |a: cohere::Answer| json_response(a.status, a.body);
+    if let Err(refusal) = cohere::check_auth(&parts.headers) {
+        return answer(refusal);
+    }
+    if let Some(status) = forced_status {
+        let message = format!(
+            "Mock upstream error: status {} was requested.",
+            status.as_u16()
+        );
+        let mut response = answer(cohere::error(status, &message));
+        if let Some(secs) = control.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return response;
+    }
+    if parts.headers.contains_key("x-mock-malformed") {
+        return malformed(body);
+    }
+    let stream_error = parts.headers.contains_key("x-mock-stream-error");
+    match cohere::chat(body, control, state.ids.next(), stream_error) {
         Ok(reply) => success(reply, control),
         Err(refusal) => answer(refusal),
     }

@@ -1,6 +1,6 @@
 //! Translation between the schema a client speaks and the one a backend
 //! speaks. OpenAI chat is the pivot: each backend schema has one module
-//! (`anthropic`; Gemini, Bedrock and Cohere will follow its shape) that
+//! (`anthropic`, `gemini`, `bedrock`, `cohere`) that
 //! translates requests out and responses and event streams back, plus the
 //! client side of the same schema. When client and backend speak the same
 //! schema nothing here runs: bytes pass through untouched.
@@ -11,6 +11,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod cohere;
 pub mod gemini;
 pub mod openai;
 
@@ -35,6 +36,8 @@ pub enum Schema {
     Gemini,
     /// AWS Bedrock Converse (backends only).
     Bedrock,
+    /// Cohere's v2 Chat API (backends only).
+    Cohere,
 }
 
 impl Schema {
@@ -44,6 +47,7 @@ impl Schema {
             Provider::Anthropic => Self::Anthropic,
             Provider::Gemini | Provider::VertexAI => Self::Gemini,
             Provider::Bedrock => Self::Bedrock,
+            Provider::Cohere => Self::Cohere,
             _ => Self::OpenAI,
         }
     }
@@ -80,7 +84,10 @@ pub enum Plan {
 pub fn plan(endpoint: Endpoint, backend: Schema) -> Plan {
     let client = Schema::of_client(endpoint);
     match (endpoint, backend) {
-        (Endpoint::CountTokens, Schema::OpenAI | Schema::Gemini | Schema::Bedrock) => Plan::Local,
+        (
+            Endpoint::CountTokens,
+            Schema::OpenAI | Schema::Gemini | Schema::Bedrock | Schema::Cohere,
+        ) => Plan::Local,
         (Endpoint::ChatCompletions | Endpoint::Messages, _) if client != backend => {
             Plan::Translate { client, backend }
         }
@@ -98,6 +105,7 @@ pub fn upstream_suffix(endpoint: Endpoint, backend: Schema) -> &'static str {
         // `{base}/models/{model}` + this (`:streamGenerateContent?alt=sse`
         // for streams: see `gemini::STREAM_METHOD`).
         (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Gemini) => ":generateContent",
+        (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Cohere) => "/chat",
         // The model and stream pick the path: see `bedrock::path`.
         (_, Schema::Bedrock) => "",
         _ => endpoint.upstream_suffix(),
@@ -138,6 +146,18 @@ pub fn request(plan: Plan, body: &[u8], model: &str) -> Result<Bytes, TranslateE
         } => {
             let openai = anthropic::request::to_openai(body, model)?;
             bedrock::request::to_bedrock(&openai).map(Bytes::from)
+        }
+        Plan::Translate {
+            client: Schema::OpenAI,
+            backend: Schema::Cohere,
+        } => cohere::request::to_cohere(body, model).map(Bytes::from),
+        // Through the pivot: Anthropic → OpenAI → Cohere.
+        Plan::Translate {
+            client: Schema::Anthropic,
+            backend: Schema::Cohere,
+        } => {
+            let openai = anthropic::request::to_openai(body, model)?;
+            cohere::request::to_cohere(&openai, model).map(Bytes::from)
         }
         _ => Ok(Bytes::copy_from_slice(body)),
     }
@@ -276,6 +296,14 @@ enum Whole {
     BedrockErrorToOpenAI,
     /// A Bedrock error for an Anthropic client.
     BedrockErrorToAnthropic,
+    /// A Cohere chat answer for an OpenAI client.
+    CohereToOpenAI,
+    /// A Cohere chat answer for an Anthropic client (via OpenAI's shape).
+    CohereToAnthropic,
+    /// A Cohere error for an OpenAI client.
+    CohereErrorToOpenAI,
+    /// A Cohere error for an Anthropic client.
+    CohereErrorToAnthropic,
 }
 
 /// A response body on its way from a backend to a client whose schema
@@ -340,6 +368,13 @@ enum PipeKind {
         sse: SseState,
         to_anthropic: Option<Box<anthropic::stream::ToAnthropic>>,
     },
+    /// Cohere events → OpenAI chunks, then the OpenAI stream filter, then
+    /// (for an Anthropic client) Anthropic events.
+    CohereStream {
+        translator: cohere::stream::ToOpenAI,
+        sse: SseState,
+        to_anthropic: Option<Box<anthropic::stream::ToAnthropic>>,
+    },
 }
 
 /// The seconds since the epoch, for `created`.
@@ -384,7 +419,25 @@ impl Pipe {
             sse,
             to_anthropic,
         };
+        let cohere_stream = |sse, to_anthropic| PipeKind::CohereStream {
+            translator: cohere::stream::ToOpenAI::new(now_s()),
+            sse,
+            to_anthropic,
+        };
         let kind = match (client, backend, status.is_success(), event_stream) {
+            (Schema::OpenAI, Schema::Cohere, false, _) => whole(Whole::CohereErrorToOpenAI),
+            (_, Schema::Cohere, false, _) => whole(Whole::CohereErrorToAnthropic),
+            (Schema::OpenAI, Schema::Cohere, true, true) => {
+                cohere_stream(SseState::new(!include_usage), None)
+            }
+            (_, Schema::Cohere, true, true) => cohere_stream(
+                SseState::new(false),
+                Some(Box::new(anthropic::stream::ToAnthropic::new(
+                    estimated_input,
+                ))),
+            ),
+            (Schema::OpenAI, Schema::Cohere, true, false) => whole(Whole::CohereToOpenAI),
+            (_, Schema::Cohere, true, false) => whole(Whole::CohereToAnthropic),
             (Schema::OpenAI, Schema::Bedrock, false, _) => whole(Whole::BedrockErrorToOpenAI),
             (_, Schema::Bedrock, false, _) => whole(Whole::BedrockErrorToAnthropic),
             (Schema::OpenAI, Schema::Bedrock, true, true) => {
@@ -434,8 +487,8 @@ impl Pipe {
             (Schema::Anthropic, _, true, false) => whole(Whole::CompletionToAnthropic),
             // No client speaks a backend-only schema.
             (Schema::Gemini, _, _, _) => return None,
-            // No client speaks Converse.
-            (Schema::Bedrock, _, _, _) => return None,
+            // No client speaks Converse or Cohere's schema.
+            (Schema::Bedrock | Schema::Cohere, _, _, _) => return None,
         };
         Some(Self {
             client,
@@ -452,8 +505,10 @@ impl Pipe {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        if let PipeKind::BedrockStream { translator, .. } = &mut self.kind {
-            translator.set_model(model);
+        match &mut self.kind {
+            PipeKind::BedrockStream { translator, .. } => translator.set_model(model),
+            PipeKind::CohereStream { translator, .. } => translator.set_model(model),
+            _ => {}
         }
     }
 
@@ -570,6 +625,16 @@ impl Pipe {
                     Ok(Bytes::from(out))
                 }
             }
+            PipeKind::CohereStream {
+                translator,
+                sse,
+                to_anthropic,
+            } => {
+                let mut out = Vec::new();
+                translator.on_data(&data, &mut out);
+                let filtered = filter(sse, Bytes::from(out), allow);
+                chain_anthropic(filtered, to_anthropic.as_deref_mut())
+            }
         }
     }
 
@@ -657,6 +722,23 @@ impl Pipe {
                 to_anthropic.finish(&mut out);
                 Bytes::from(out)
             }
+            PipeKind::CohereStream {
+                translator,
+                sse,
+                to_anthropic,
+            } => {
+                let mut out = Vec::new();
+                translator.finish(&mut out);
+                let mut bytes = sse.on_data(Bytes::from(out)).to_vec();
+                bytes.extend_from_slice(&sse.finish());
+                let Some(to_anthropic) = to_anthropic else {
+                    return Bytes::from(bytes);
+                };
+                let mut out = Vec::new();
+                to_anthropic.on_data(&bytes, &mut out);
+                to_anthropic.finish(&mut out);
+                Bytes::from(out)
+            }
         }
     }
 
@@ -674,7 +756,7 @@ impl Pipe {
             _ => {
                 let mut out = Vec::new();
                 match self.client {
-                    Schema::OpenAI | Schema::Gemini | Schema::Bedrock => {
+                    Schema::OpenAI | Schema::Gemini | Schema::Bedrock | Schema::Cohere => {
                         let kind = if budget {
                             "insufficient_quota"
                         } else {
@@ -721,7 +803,8 @@ impl Pipe {
             | PipeKind::StreamToAnthropic { sse, .. }
             | PipeKind::GeminiToOpenAI { sse, .. }
             | PipeKind::GeminiToAnthropic { sse, .. }
-            | PipeKind::BedrockStream { sse, .. } => from_stream(sse),
+            | PipeKind::BedrockStream { sse, .. }
+            | PipeKind::CohereStream { sse, .. } => from_stream(sse),
             PipeKind::ObserveStream(observer) => match observer.usage() {
                 Some(usage) if usage.output > 0 || observer.content_events == 0 => {
                     (Some(usage.record()), false)
@@ -753,6 +836,28 @@ impl Pipe {
                 (usage.map(|u| u.record()), false)
             }
         }
+    }
+}
+
+/// Feeds filtered OpenAI chunks to an Anthropic translator, if the client
+/// speaks Anthropic; a refusal stays a refusal.
+fn chain_anthropic(
+    filtered: Result<Bytes, Bytes>,
+    to_anthropic: Option<&mut anthropic::stream::ToAnthropic>,
+) -> Result<Bytes, Bytes> {
+    let Some(to_anthropic) = to_anthropic else {
+        return filtered;
+    };
+    let (filtered, refused) = match filtered {
+        Ok(bytes) => (bytes, false),
+        Err(bytes) => (bytes, true),
+    };
+    let mut out = Vec::new();
+    to_anthropic.on_data(&filtered, &mut out);
+    if refused {
+        Err(Bytes::from(out))
+    } else {
+        Ok(Bytes::from(out))
     }
 }
 
@@ -841,6 +946,27 @@ fn translate_whole(
                 None,
             )
         }
+        Whole::CohereToOpenAI => {
+            let (bytes, usage) = cohere::response::to_openai(body, &upstream.model, created)?;
+            (status, bytes, Some(usage))
+        }
+        Whole::CohereToAnthropic => {
+            let (openai, usage) = cohere::response::to_openai(body, &upstream.model, created)?;
+            let (bytes, _) = anthropic::response::to_anthropic(&openai)?;
+            (status, bytes, Some(usage))
+        }
+        Whole::CohereErrorToOpenAI => {
+            let (status, bytes) = cohere::response::error_to_openai(status, body);
+            (status, bytes, None)
+        }
+        Whole::CohereErrorToAnthropic => {
+            let (status, openai) = cohere::response::error_to_openai(status, body);
+            (
+                status,
+                anthropic::response::error_to_anthropic(status, &openai),
+                None,
+            )
+        }
     })
 }
 
@@ -852,7 +978,7 @@ fn completion_id() -> String {
 /// A whole error body in the client's schema.
 fn whole_error(client: Schema, message: &str, code: &str) -> Bytes {
     match client {
-        Schema::OpenAI | Schema::Gemini | Schema::Bedrock => {
+        Schema::OpenAI | Schema::Gemini | Schema::Bedrock | Schema::Cohere => {
             crate::error::error_body(message, "upstream_error", code)
         }
         Schema::Anthropic => Bytes::from(anthropic::response::error_body("api_error", message)),
