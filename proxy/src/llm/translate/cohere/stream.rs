@@ -14,9 +14,7 @@ use serde_json::value::RawValue;
 
 use super::{finish_reason, ContentIn, ToolCallIn, UsageIn};
 use crate::llm::translate::anthropic::stream::openai_error;
-use crate::llm::translate::openai::{
-    ChunkChoiceOut, ChunkOut, DeltaOut, FunctionDeltaOut, ToolCallDeltaOut, Usage,
-};
+use crate::llm::translate::openai::{ChunkEmitter, DeltaOut, FunctionDeltaOut, ToolCallDeltaOut};
 use crate::llm::translate::{event_data, events, Splitter, TokenUsage};
 
 /// One stream event as read.
@@ -298,29 +296,10 @@ impl ToOpenAI {
             "upstream_bad_response",
         );
     }
+}
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: DeltaOut<'_>, finish_reason: Option<&str>) {
-        let choice = [ChunkChoiceOut {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason,
-        }];
-        self.write(out, &choice, None);
-    }
-
-    fn write(&self, out: &mut Vec<u8>, choices: &[ChunkChoiceOut<'_>], usage: Option<Usage>) {
-        let chunk = ChunkOut {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices,
-            usage,
-        };
-        out.extend_from_slice(b"data: ");
-        // Writing plain structs into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &chunk);
-        out.extend_from_slice(b"\n\n");
+impl ChunkEmitter for ToOpenAI {
+    fn head(&self) -> (&str, u64, &str) {
+        (&self.id, self.created, &self.model)
     }
 }
