@@ -18,13 +18,19 @@ test *ARGS:
     e2e/test-all.sh {{ARGS}}
 
 # The overhead benchmark (direct vs. through Sluice), LLM, then Budget
-# admission (BENCH_LIMITS=0 skips it), then MCP (BENCH_MCP=0 skips it).
+# admission (BENCH_LIMITS=0 skips it), then translation (BENCH_TRANSLATE=0
+# skips it), then MCP (BENCH_MCP=0 skips it).
 bench *ARGS:
     e2e/bench/run.sh {{ARGS}}
 
 # The Budget admission benchmark alone (no Budget vs. memory vs. redis store).
 bench-limits:
     e2e/bench/limits.sh
+
+# The translation benchmark alone (OpenAI clients through a passthrough
+# OpenAI-compatible backend vs. a translated Anthropic one).
+bench-translate:
+    e2e/bench/translate.sh
 
 # Budget overshoot: 200 streaming clients against a $1 budget, two gateways
 # sharing a redis-server (and baselines); prints and saves a table.

@@ -24,6 +24,11 @@
 #     Budget vs. a Budget on the memory and on the redis counter store; its
 #     own table, saved to ~/.cache/sluice/bench/limits.md), unless
 #     BENCH_LIMITS=0;
+#   - then runs the translation overhead benchmark, e2e/bench/translate.sh
+#     (the same OpenAI-schema load through a passthrough OpenAI-compatible
+#     backend and a translated Anthropic one, each beside its direct
+#     baseline; its own table, saved to ~/.cache/sluice/bench/translate.md),
+#     unless BENCH_TRANSLATE=0;
 #   - then runs the MCP benchmark, e2e/bench/mcp.sh (its own table, saved to
 #     ~/.cache/sluice/bench/mcp.md), unless BENCH_MCP=0.
 #
@@ -42,6 +47,8 @@
 #   BENCH_LIMITS       1 (default) to run e2e/bench/limits.sh afterwards, 0 not to
 #                      (it reads BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS
 #                      and BENCH_PIN too)
+#   BENCH_TRANSLATE    1 (default) to run e2e/bench/translate.sh afterwards, 0
+#                      not to (it reads the same variables as limits.sh)
 #   BENCH_MCP          1 (default) to run e2e/bench/mcp.sh afterwards, 0 not to
 #                      (it reads BENCH_SECONDS, BENCH_WARMUP and BENCH_PIN too)
 # The numbers are not asserted anywhere: this measures, it does not test.
@@ -256,6 +263,14 @@ if [[ "${BENCH_LIMITS:-1}" != 0 ]] && ((!direct_only)); then
     pids=()
     step "Budget admission benchmark (e2e/bench/limits.sh; BENCH_LIMITS=0 skips it)"
     e2e/bench/limits.sh
+fi
+
+if [[ "${BENCH_TRANSLATE:-1}" != 0 ]] && ((!direct_only)); then
+    # This run's servers stop first: the next benchmark has CPU 0 to itself.
+    stop_scratch
+    pids=()
+    step "Translation overhead benchmark (e2e/bench/translate.sh; BENCH_TRANSLATE=0 skips it)"
+    e2e/bench/translate.sh
 fi
 
 if [[ "${BENCH_MCP:-1}" != 0 ]] && ((!direct_only)); then
