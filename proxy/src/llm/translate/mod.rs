@@ -610,20 +610,7 @@ impl Pipe {
                 let mut out = Vec::new();
                 translator.on_data(&data, &mut out);
                 let filtered = filter(sse, Bytes::from(out), allow);
-                let Some(to_anthropic) = to_anthropic else {
-                    return filtered;
-                };
-                let (filtered, refused) = match filtered {
-                    Ok(bytes) => (bytes, false),
-                    Err(bytes) => (bytes, true),
-                };
-                let mut out = Vec::new();
-                to_anthropic.on_data(&filtered, &mut out);
-                if refused {
-                    Err(Bytes::from(out))
-                } else {
-                    Ok(Bytes::from(out))
-                }
+                chain_anthropic(filtered, to_anthropic.as_deref_mut())
             }
             PipeKind::CohereStream {
                 translator,
@@ -712,15 +699,7 @@ impl Pipe {
             } => {
                 let mut out = Vec::new();
                 translator.finish(&mut out);
-                let mut bytes = sse.on_data(Bytes::from(out)).to_vec();
-                bytes.extend_from_slice(&sse.finish());
-                let Some(to_anthropic) = to_anthropic else {
-                    return Bytes::from(bytes);
-                };
-                let mut out = Vec::new();
-                to_anthropic.on_data(&bytes, &mut out);
-                to_anthropic.finish(&mut out);
-                Bytes::from(out)
+                finish_chain(out, sse, to_anthropic.as_deref_mut())
             }
             PipeKind::CohereStream {
                 translator,
@@ -729,15 +708,7 @@ impl Pipe {
             } => {
                 let mut out = Vec::new();
                 translator.finish(&mut out);
-                let mut bytes = sse.on_data(Bytes::from(out)).to_vec();
-                bytes.extend_from_slice(&sse.finish());
-                let Some(to_anthropic) = to_anthropic else {
-                    return Bytes::from(bytes);
-                };
-                let mut out = Vec::new();
-                to_anthropic.on_data(&bytes, &mut out);
-                to_anthropic.finish(&mut out);
-                Bytes::from(out)
+                finish_chain(out, sse, to_anthropic.as_deref_mut())
             }
         }
     }
@@ -837,6 +808,24 @@ impl Pipe {
             }
         }
     }
+}
+
+/// The last OpenAI chunks of a backend's translator, through the OpenAI
+/// stream filter and (for an Anthropic client) on to Anthropic's events.
+fn finish_chain(
+    out: Vec<u8>,
+    sse: &mut SseState,
+    to_anthropic: Option<&mut anthropic::stream::ToAnthropic>,
+) -> Bytes {
+    let mut bytes = sse.on_data(Bytes::from(out)).to_vec();
+    bytes.extend_from_slice(&sse.finish());
+    let Some(to_anthropic) = to_anthropic else {
+        return Bytes::from(bytes);
+    };
+    let mut out = Vec::new();
+    to_anthropic.on_data(&bytes, &mut out);
+    to_anthropic.finish(&mut out);
+    Bytes::from(out)
 }
 
 /// Feeds filtered OpenAI chunks to an Anthropic translator, if the client
