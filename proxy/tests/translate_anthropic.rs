@@ -15,7 +15,7 @@ mod support;
 
 use serde_json::{json, Value};
 use sluice_test_upstream::{Options, Upstream};
-use support::{backend, client, config, Sluice, ENV};
+use support::{backend, client, config, sse_events, Sluice, ENV};
 
 async fn upstream(name: &str) -> Upstream {
     Upstream::start(Options {
@@ -81,24 +81,6 @@ async fn post(
     request.send().await.unwrap()
 }
 
-/// The JSON data of every event of an SSE body, with its `event:` name.
-fn events(text: &str) -> Vec<(Option<String>, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .filter_map(|event| {
-            let name = event
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .map(str::to_owned);
-            let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
-            if data == "[DONE]" {
-                return Some((name, json!("[DONE]")));
-            }
-            Some((name, serde_json::from_str(data).unwrap()))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_client_on_an_anthropic_backend() {
     let (claude, _gpt, sluice) = start().await;
@@ -146,7 +128,7 @@ async fn openai_client_streams_tool_calls_from_an_anthropic_backend() {
     let response = post(&sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let events = events(&text);
+    let events = sse_events(&text);
     let chunks: Vec<&Value> = events.iter().map(|(_, v)| v).collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(
@@ -264,7 +246,7 @@ async fn anthropic_client_on_an_openai_backend() {
     let response = post(&sluice, "/messages", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let events = events(&text);
+    let events = sse_events(&text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().unwrap()).collect();
     assert_eq!(
         names,

@@ -16,7 +16,7 @@ mod support;
 
 use serde_json::{json, Value};
 use sluice_test_upstream::{Options, Upstream, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
-use support::{backend, client, config, Sluice};
+use support::{backend, client, config, post_json, sse_events, Sluice};
 
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 
@@ -72,40 +72,6 @@ async fn start() -> World {
     }
 }
 
-async fn post(
-    sluice: &Sluice,
-    path: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = client()
-        .post(sluice.v1(path))
-        .bearer_auth("sk-team-a")
-        .json(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
-}
-
-/// The JSON data of every event of an SSE body, with its `event:` name.
-fn events(text: &str) -> Vec<(Option<String>, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .filter_map(|event| {
-            let name = event
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .map(str::to_owned);
-            let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
-            if data == "[DONE]" {
-                return Some((name, json!("[DONE]")));
-            }
-            Some((name, serde_json::from_str(data).unwrap()))
-        })
-        .collect()
-}
-
 fn chat(stream: bool) -> Value {
     json!({"model": MODEL, "stream": stream, "messages": [
         {"role": "system", "content": "Be brief."},
@@ -115,7 +81,7 @@ fn chat(stream: bool) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_client_gets_a_signed_converse_answer() {
     let world = start().await;
-    let response = post(
+    let response = post_json(
         &world.sluice,
         "/chat/completions",
         &chat(false),
@@ -181,11 +147,11 @@ async fn streams_become_openai_chunks() {
     let world = start().await;
     let mut request = chat(true);
     request["stream_options"] = json!({"include_usage": true});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let text = response.text().await.unwrap();
-    let events = events(&text);
+    let events = sse_events(&text);
     assert_eq!(events[0].1["choices"][0]["delta"]["role"], "assistant");
     let content: String = events
         .iter()
@@ -206,7 +172,7 @@ async fn streams_become_openai_chunks() {
         .ends_with("/converse-stream"));
 
     // Without include_usage: no usage chunk, and the access log still counts.
-    let response = post(
+    let response = post_json(
         &world.sluice,
         "/chat/completions",
         &chat(true),
@@ -228,7 +194,7 @@ async fn tool_calls_both_ways() {
         "description": "Search the web", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]);
     let request = json!({"model": MODEL, "tools": tools, "tool_choice": "required",
         "messages": [{"role": "user", "content": "find it"}]});
-    let body: Value = post(&world.sluice, "/chat/completions", &request, &[])
+    let body: Value = post_json(&world.sluice, "/chat/completions", &request, &[])
         .await
         .json()
         .await
@@ -246,7 +212,7 @@ async fn tool_calls_both_ways() {
         {"role": "assistant", "content": null, "tool_calls": [{"id": call["id"], "type": "function",
             "function": {"name": "search", "arguments": "{\"q\":\"mock\"}"}}]},
         {"role": "tool", "tool_call_id": call["id"], "content": "found"}]});
-    let text = post(
+    let text = post_json(
         &world.sluice,
         "/chat/completions",
         &follow_up,
@@ -256,7 +222,7 @@ async fn tool_calls_both_ways() {
     .text()
     .await
     .unwrap();
-    let events = events(&text);
+    let events = sse_events(&text);
     let first = events
         .iter()
         .find_map(|(_, e)| {
@@ -286,20 +252,20 @@ async fn tool_calls_both_ways() {
 async fn throttling_falls_back_or_answers_429() {
     let world = start().await;
     let request = json!({"model": "fallback", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-upstream-name"], "gpt");
     assert_eq!(world.gpt.requests().len(), 1);
 
     let request = json!({"model": "throttled", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 429);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ThrottlingException");
     assert_eq!(body["error"]["type"], "rate_limit_error");
 
     // 503 ServiceUnavailableException keeps its status for OpenAI clients.
-    let response = post(
+    let response = post_json(
         &world.sluice,
         "/chat/completions",
         &chat(false),
@@ -315,7 +281,7 @@ async fn throttling_falls_back_or_answers_429() {
 async fn signatures_are_checked_by_the_upstream() {
     let world = start().await;
     let request = json!({"model": "wrong-secret", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "InvalidSignatureException");
@@ -324,7 +290,7 @@ async fn signatures_are_checked_by_the_upstream() {
 
     // A Bedrock API key goes as a bearer token, unsigned.
     let request = json!({"model": "api-key", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let seen = world.bedrock.requests();
     let last = seen.last().unwrap();
@@ -366,7 +332,10 @@ async fn anthropic_clients_reach_bedrock_through_the_pivot() {
         .text()
         .await
         .unwrap();
-    let names: Vec<String> = events(&text).into_iter().filter_map(|(n, _)| n).collect();
+    let names: Vec<String> = sse_events(&text)
+        .into_iter()
+        .filter_map(|(n, _)| n)
+        .collect();
     assert_eq!(names.first().map(String::as_str), Some("message_start"));
     assert_eq!(names.last().map(String::as_str), Some("message_stop"));
     assert!(text.contains("\"output_tokens\":5"), "{text}");
@@ -379,7 +348,7 @@ async fn broken_streams_end_with_an_error_event() {
         ("x-mock-stream-error", "modelStreamErrorException"),
         ("x-mock-malformed", "bad checksum"),
     ] {
-        let response = post(
+        let response = post_json(
             &world.sluice,
             "/chat/completions",
             &chat(true),

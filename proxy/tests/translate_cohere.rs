@@ -15,7 +15,7 @@ mod support;
 
 use serde_json::{json, Value};
 use sluice_test_upstream::{Options, Upstream};
-use support::{client, config, Sluice};
+use support::{client, config, post_json, sse_events, Sluice};
 
 async fn upstream(name: &str, always_status: Option<u16>) -> Upstream {
     Upstream::start(Options {
@@ -52,40 +52,6 @@ async fn start() -> (Upstream, Upstream, Sluice) {
     (good, busy, sluice)
 }
 
-async fn post(
-    sluice: &Sluice,
-    path: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = client()
-        .post(sluice.v1(path))
-        .header("authorization", "Bearer sk-team-a")
-        .json(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
-}
-
-/// The JSON data of every event of an SSE body, with its `event:` name.
-fn sse_events(text: &str) -> Vec<(Option<String>, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .filter_map(|event| {
-            let name = event
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .map(str::to_owned);
-            let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
-            if data == "[DONE]" {
-                return Some((name, json!("[DONE]")));
-            }
-            Some((name, serde_json::from_str(data).unwrap()))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_client_on_a_cohere_backend() {
     let (good, _busy, sluice) = start().await;
@@ -94,7 +60,7 @@ async fn openai_client_on_a_cohere_backend() {
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "hello"}]});
-    let response = post(
+    let response = post_json(
         &sluice,
         "/chat/completions",
         &request,
@@ -144,7 +110,7 @@ async fn openai_client_streams_text_and_tool_calls_from_cohere() {
     let request = json!({"model": "command-a-03-2025", "stream": true,
         "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(
+    let response = post_json(
         &sluice,
         "/chat/completions",
         &request,
@@ -181,7 +147,7 @@ async fn openai_client_streams_text_and_tool_calls_from_cohere() {
         "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {
             "type": "object", "properties": {"q": {"type": "string"}}}}}],
         "tool_choice": "required"});
-    let response = post(&sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let events = sse_events(&response.text().await.unwrap());
     let sent = good.requests().last().unwrap().json();
@@ -216,7 +182,7 @@ async fn openai_client_streams_text_and_tool_calls_from_cohere() {
         {"role": "assistant", "content": null, "tool_calls": [
             {"id": id, "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":\"mock\"}"}}]},
         {"role": "tool", "tool_call_id": id, "content": "found it"}]});
-    let response = post(&sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let sent = good.requests().last().unwrap().json();
     assert_eq!(
@@ -232,7 +198,7 @@ async fn openai_client_gets_a_whole_tool_call_from_cohere() {
     let request = json!({"model": "command-a-03-2025",
         "messages": [{"role": "user", "content": "look it up"}],
         "tools": [{"type": "function", "function": {"name": "lookup"}}]});
-    let response = post(
+    let response = post_json(
         &sluice,
         "/chat/completions",
         &request,
@@ -295,14 +261,14 @@ async fn anthropic_client_on_a_cohere_backend() {
 async fn cohere_errors_keep_their_status_and_429_falls_back() {
     let (_good, busy, sluice) = start().await;
     let request = json!({"model": "busy", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 429);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_exceeded");
     assert!(body["error"]["message"].as_str().unwrap().contains("429"));
 
     let request = json!({"model": "fallback", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-upstream-name"], "good");
     let tried = busy.requests();
@@ -313,7 +279,7 @@ async fn cohere_errors_keep_their_status_and_429_falls_back() {
     // Cohere's 400 keeps its status and message.
     let request =
         json!({"model": "command-a-03-2025", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(
+    let response = post_json(
         &sluice,
         "/chat/completions",
         &request,
@@ -327,7 +293,7 @@ async fn cohere_errors_keep_their_status_and_429_falls_back() {
     // A stream that fails mid-way ends with an error chunk.
     let request = json!({"model": "command-a-03-2025", "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(
+    let response = post_json(
         &sluice,
         "/chat/completions",
         &request,
@@ -340,7 +306,7 @@ async fn cohere_errors_keep_their_status_and_429_falls_back() {
     assert!(!text.contains("[DONE]"));
 
     // A stream cut mid-way (connection aborted) ends with an error chunk.
-    let response = post(
+    let response = post_json(
         &sluice,
         "/chat/completions",
         &request,
@@ -353,7 +319,7 @@ async fn cohere_errors_keep_their_status_and_429_falls_back() {
     assert!(last["error"].is_object(), "{text}");
 
     // Endpoints Cohere has no counterpart for here are refused up front.
-    let response = post(
+    let response = post_json(
         &sluice,
         "/embeddings",
         &json!({"model": "command-a-03-2025", "input": "x"}),

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_test_upstream::gemini::TEST_SERVICE_ACCOUNT;
 use sluice_test_upstream::{Options, Upstream};
-use support::{client, config, Sluice};
+use support::{client, config, post_json, sse_events, Sluice};
 
 async fn upstream(name: &str, always_status: Option<u16>) -> Upstream {
     Upstream::start(Options {
@@ -91,47 +91,13 @@ async fn start(token_query: &str) -> World {
     }
 }
 
-async fn post(
-    sluice: &Sluice,
-    path: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = client()
-        .post(sluice.v1(path))
-        .header("authorization", "Bearer sk-team-a")
-        .json(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
-}
-
-/// The JSON data of every event of an SSE body, with its `event:` name.
-fn sse_events(text: &str) -> Vec<(Option<String>, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .filter_map(|event| {
-            let name = event
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .map(str::to_owned);
-            let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
-            if data == "[DONE]" {
-                return Some((name, json!("[DONE]")));
-            }
-            Some((name, serde_json::from_str(data).unwrap()))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_client_on_a_gemini_backend() {
     let world = start("").await;
     let request = json!({"model": "gemini-2.0-flash", "max_tokens": 50, "messages": [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hello"}]});
-    let response = post(
+    let response = post_json(
         &world.sluice,
         "/chat/completions",
         &request,
@@ -175,7 +141,7 @@ async fn openai_client_streams_text_and_tool_calls_from_gemini() {
     let request = json!({"model": "gemini-2.0-flash", "stream": true,
         "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(
+    let response = post_json(
         &world.sluice,
         "/chat/completions",
         &request,
@@ -214,7 +180,7 @@ async fn openai_client_streams_text_and_tool_calls_from_gemini() {
         "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {
             "type": "object", "properties": {"q": {"type": "string"}}, "additionalProperties": false}}}],
         "tool_choice": "required"});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let events = sse_events(&response.text().await.unwrap());
     let call = events
@@ -237,7 +203,7 @@ async fn openai_client_streams_text_and_tool_calls_from_gemini() {
         {"role": "user", "content": "look it up"},
         {"role": "assistant", "content": null, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": id, "content": "found it"}]});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let sent = world.good.requests().last().unwrap().json();
     assert_eq!(
@@ -297,7 +263,7 @@ async fn anthropic_client_on_a_gemini_backend() {
 async fn google_errors_are_openai_errors_and_429_falls_back() {
     let world = start("").await;
     let request = json!({"model": "busy", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 429);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "RESOURCE_EXHAUSTED");
@@ -305,7 +271,7 @@ async fn google_errors_are_openai_errors_and_429_falls_back() {
     assert!(body["error"]["message"].as_str().unwrap().contains("429"));
 
     let request = json!({"model": "fallback", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-upstream-name"], "good");
     assert_eq!(
@@ -316,7 +282,7 @@ async fn google_errors_are_openai_errors_and_429_falls_back() {
     // A stream that fails mid-way ends with an error chunk.
     let request = json!({"model": "gemini-2.0-flash", "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(
+    let response = post_json(
         &world.sluice,
         "/chat/completions",
         &request,
@@ -328,7 +294,7 @@ async fn google_errors_are_openai_errors_and_429_falls_back() {
     assert_eq!(last["error"]["code"], "UNAVAILABLE", "{text}");
 
     // Endpoints Gemini has no counterpart for are refused up front.
-    let response = post(
+    let response = post_json(
         &world.sluice,
         "/embeddings",
         &json!({"model": "gemini-2.0-flash", "input": "x"}),
@@ -344,7 +310,7 @@ async fn vertex_tokens_are_fetched_sent_and_refreshed() {
     let world = start("?expires_in=302").await;
     let request = json!({"model": "vertex-flash", "messages": [{"role": "user", "content": "hi"}]});
     for _ in 0..3 {
-        let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+        let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
         assert_eq!(response.status(), 200);
     }
     let seen = world.vertex.requests();
@@ -374,7 +340,7 @@ async fn vertex_tokens_are_fetched_sent_and_refreshed() {
         .filter(|r| r.path.starts_with("/token"))
         .count();
     assert!(fetched >= 2, "refreshed in the background: {fetched}");
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let seen = world.vertex.requests();
     let last = seen
@@ -397,7 +363,7 @@ async fn vertex_tokens_are_fetched_sent_and_refreshed() {
 async fn a_failed_vertex_token_fetch_is_a_clean_502() {
     let world = start("?status=503").await;
     let request = json!({"model": "vertex-flash", "messages": [{"role": "user", "content": "hi"}]});
-    let response = post(&world.sluice, "/chat/completions", &request, &[]).await;
+    let response = post_json(&world.sluice, "/chat/completions", &request, &[]).await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();

@@ -239,3 +239,40 @@ pub fn dead_url() -> String {
     drop(listener);
     format!("http://127.0.0.1:{port}")
 }
+
+/// `POST /v1{path}` with team-a's key (as a bearer token), a JSON body and
+/// extra headers.
+pub async fn post_json(
+    sluice: &Sluice,
+    path: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = client()
+        .post(sluice.v1(path))
+        .bearer_auth("sk-team-a")
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// The JSON data of every event of an SSE body, with its `event:` name
+/// (`"[DONE]"` as a JSON string).
+pub fn sse_events(text: &str) -> Vec<(Option<String>, serde_json::Value)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .filter_map(|event| {
+            let name = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .map(str::to_owned);
+            let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
+            if data == "[DONE]" {
+                return Some((name, serde_json::json!("[DONE]")));
+            }
+            Some((name, serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
