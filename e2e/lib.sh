@@ -244,3 +244,31 @@ wait_command_ok() { # PID TIMEOUT COMMAND...
     echo "'$*' did not succeed within ${timeout}s" >&2
     return 1
 }
+
+# --- benchmark helpers (e2e/bench/*.sh) ---
+
+cpu_ticks() { # PID: utime + stime of the whole process, in clock ticks
+    # Fields after "pid (comm) ": state is $1, so utime is $12 and stime $13.
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# Median of the numbers given.
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Runs wrk (1 thread, pinned by the caller's wrk_pin array) against URL with
+# the e2e/bench Lua script LUA; prints "requests duration_us p50_us p99_us
+# errors" from the script's BENCH_RESULT line.
+bench_wrk() { # URL LUA CONNECTIONS SECONDS
+    local out
+    # shellcheck disable=SC2154 # wrk_pin: set by the calling script
+    out="$(${wrk_pin[@]+"${wrk_pin[@]}"} wrk -t1 -c"$3" -d"$4"s --timeout 10s -s "$2" "$1")" \
+        || { echo "$out" >&2; return 1; }
+    awk '/^BENCH_RESULT/ {
+            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            print v["requests"], v["duration_us"], v["p50_us"], v["p99_us"],
+                v["err_connect"] + v["err_read"] + v["err_write"] + v["err_status"] + v["err_timeout"]
+        }' <<<"$out"
+}

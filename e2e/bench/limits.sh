@@ -199,10 +199,6 @@ for mode in "${modes[@]}"; do
     fi
 done
 
-cpu_ticks() { # PID: utime + stime of the whole process, in clock ticks
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
 # CPU ticks of the store's own processes (redis-server, the other Raft
 # members), 0 for none.
 store_ticks() { # PID...
@@ -215,20 +211,7 @@ store_ticks() { # PID...
 
 # Runs wrk against URL; prints "requests duration_us p50_us p99_us errors".
 run_wrk() { # URL CONNECTIONS SECONDS
-    local out
-    out="$("${wrk_pin[@]}" wrk -t1 -c"$2" -d"$3"s --timeout 10s -s "$lua" "$1")" \
-        || { echo "$out" >&2; return 1; }
-    awk '/^BENCH_RESULT/ {
-            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-            print v["requests"], v["duration_us"], v["p50_us"], v["p99_us"],
-                v["err_connect"] + v["err_read"] + v["err_write"] + v["err_status"] + v["err_timeout"]
-        }' <<<"$out"
-}
-
-# Median of the numbers given.
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    bench_wrk "$1" "$lua" "$2" "$3"
 }
 
 export BENCH_API_KEY="$api_key" BENCH_MODEL="bench-model" BENCH_STREAM=0 BENCH_CHUNKS=5

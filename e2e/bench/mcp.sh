@@ -107,11 +107,6 @@ proc_status_mib() { # PID FIELD (VmRSS | VmHWM)
     awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
-cpu_ticks() { # PID: utime + stime of the whole process, in clock ticks
-    # Fields after "pid (comm) ": state is $1, so utime is $12 and stime $13.
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
 # Starts sluice on CPU 0 with ARGS; sets sluice_pid, sluice_url (…/mcp),
 # sluice_log (its stderr). Env: whatever the config needs.
 start_sluice() { # NAME ARGS...

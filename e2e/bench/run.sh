@@ -167,24 +167,12 @@ proc_status_mib() { # PID FIELD (VmRSS | VmHWM)
     awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
-cpu_ticks() { # PID: utime + stime of the whole process, in clock ticks
-    # Fields after "pid (comm) ": state is $1, so utime is $12 and stime $13.
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
 idle_rss="-"
 [[ -z "$sluice_pid" ]] || idle_rss="$(proc_status_mib "$sluice_pid" VmRSS)"
 
 # Runs wrk against URL; prints "requests duration_us p50_us p99_us errors".
 run_wrk() { # URL CONNECTIONS SECONDS
-    local out
-    out="$("${wrk_pin[@]}" wrk -t1 -c"$2" -d"$3"s --timeout 10s -s "$lua" "$1")" \
-        || { echo "$out" >&2; return 1; }
-    awk '/^BENCH_RESULT/ {
-            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-            print v["requests"], v["duration_us"], v["p50_us"], v["p99_us"],
-                v["err_connect"] + v["err_read"] + v["err_write"] + v["err_status"] + v["err_timeout"]
-        }' <<<"$out"
+    bench_wrk "$1" "$lua" "$2" "$3"
 }
 
 export BENCH_API_KEY="$api_key" BENCH_MODEL="bench-model"

@@ -169,26 +169,6 @@ for setup in "${setups[@]}"; do
     preflight "$setup" true
 done
 
-cpu_ticks() { # PID: utime + stime of the whole process, in clock ticks
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
-# Runs wrk against URL with LUA; prints "requests duration_us p50_us p99_us errors".
-run_wrk() { # URL LUA CONNECTIONS SECONDS
-    local out
-    out="$("${wrk_pin[@]}" wrk -t1 -c"$3" -d"$4"s --timeout 10s -s "$2" "$1")" \
-        || { echo "$out" >&2; return 1; }
-    awk '/^BENCH_RESULT/ {
-            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-            print v["requests"], v["duration_us"], v["p50_us"], v["p99_us"],
-                v["err_connect"] + v["err_read"] + v["err_write"] + v["err_status"] + v["err_timeout"]
-        }' <<<"$out"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 export BENCH_API_KEY="$api_key" BENCH_MODEL="bench-model"
 declare -A rps_of p50_of p99_of cpu_of up_cpu_of err_of
@@ -203,12 +183,12 @@ for round in $(seq "$rounds"); do
             for setup in "${setups[@]}"; do
                 step "round $round/$rounds, $bench_case, $conns connection(s), $setup"
                 pid="${pid_of[$setup]:-}"
-                run_wrk "${url_of[$setup]}" "${lua_of[$setup]}" "$conns" "$warmup" >/dev/null \
+                bench_wrk "${url_of[$setup]}" "${lua_of[$setup]}" "$conns" "$warmup" >/dev/null \
                     || die "wrk ($setup) failed"
                 cpu_before=0
                 [[ -z "$pid" ]] || cpu_before="$(cpu_ticks "$pid")"
                 up_before="$(cpu_ticks "$upstream_pid")"
-                result="$(run_wrk "${url_of[$setup]}" "${lua_of[$setup]}" "$conns" "$seconds")" \
+                result="$(bench_wrk "${url_of[$setup]}" "${lua_of[$setup]}" "$conns" "$seconds")" \
                     || die "wrk ($setup) failed"
                 cpu_after=0
                 [[ -z "$pid" ]] || cpu_after="$(cpu_ticks "$pid")"
