@@ -419,6 +419,17 @@ impl Pipe {
             sse,
             to_anthropic,
         };
+        // After a backend's translator: the OpenAI stream filter (usage
+        // chunk kept only if asked), then Anthropic's events for its clients.
+        let to_client = || match client {
+            Schema::OpenAI => (SseState::new(!include_usage), None),
+            _ => (
+                SseState::new(false),
+                Some(Box::new(anthropic::stream::ToAnthropic::new(
+                    estimated_input,
+                ))),
+            ),
+        };
         let cohere_stream = |sse, to_anthropic| PipeKind::CohereStream {
             translator: cohere::stream::ToOpenAI::new(now_s()),
             sse,
@@ -427,28 +438,18 @@ impl Pipe {
         let kind = match (client, backend, status.is_success(), event_stream) {
             (Schema::OpenAI, Schema::Cohere, false, _) => whole(Whole::CohereErrorToOpenAI),
             (_, Schema::Cohere, false, _) => whole(Whole::CohereErrorToAnthropic),
-            (Schema::OpenAI, Schema::Cohere, true, true) => {
-                cohere_stream(SseState::new(!include_usage), None)
+            (_, Schema::Cohere, true, true) => {
+                let (sse, to_anthropic) = to_client();
+                cohere_stream(sse, to_anthropic)
             }
-            (_, Schema::Cohere, true, true) => cohere_stream(
-                SseState::new(false),
-                Some(Box::new(anthropic::stream::ToAnthropic::new(
-                    estimated_input,
-                ))),
-            ),
             (Schema::OpenAI, Schema::Cohere, true, false) => whole(Whole::CohereToOpenAI),
             (_, Schema::Cohere, true, false) => whole(Whole::CohereToAnthropic),
             (Schema::OpenAI, Schema::Bedrock, false, _) => whole(Whole::BedrockErrorToOpenAI),
             (_, Schema::Bedrock, false, _) => whole(Whole::BedrockErrorToAnthropic),
-            (Schema::OpenAI, Schema::Bedrock, true, true) => {
-                bedrock_stream(SseState::new(!include_usage), None)
+            (_, Schema::Bedrock, true, true) => {
+                let (sse, to_anthropic) = to_client();
+                bedrock_stream(sse, to_anthropic)
             }
-            (_, Schema::Bedrock, true, true) => bedrock_stream(
-                SseState::new(false),
-                Some(Box::new(anthropic::stream::ToAnthropic::new(
-                    estimated_input,
-                ))),
-            ),
             (Schema::OpenAI, Schema::Bedrock, true, false) => whole(Whole::BedrockToOpenAI),
             (_, Schema::Bedrock, true, false) => whole(Whole::BedrockToAnthropic),
             // Anthropic passthrough: errors as they are, successes observed.
