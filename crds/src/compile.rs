@@ -16,9 +16,9 @@ use crate::resources::{
     RouteSpec, ValueFrom,
 };
 use crate::snapshot::{
-    AccessLogTarget, ApiKey, ApiKeyHash, Auth, AwsCredentials, AzureApi, Backend, BackendName,
-    Budget, Credential, Price, Provider, Retry, Route, RouteBackend, Snapshot, StateStore, Target,
-    TenantId,
+    AccessLogTarget, ApiKey, ApiKeyHash, Auth, AwsAuth, AwsCredentials, AzureApi, Backend,
+    BackendName, Budget, Credential, Price, Provider, Retry, Route, RouteBackend, Snapshot,
+    StateStore, Target, TenantId,
 };
 use crate::values::{parse_duration, parse_size, MicroUsd, Secret};
 
@@ -760,7 +760,8 @@ fn compile_backend(
 }
 
 /// A Bedrock backend: its endpoint (the region's unless `endpoint` names
-/// one) and the AWS keys its requests are signed with.
+/// one) and the AWS keys its requests are signed with (none: the standard
+/// credential chain, resolved by the gateway).
 fn compile_bedrock(
     id: &str,
     spec: &BackendSpec,
@@ -790,7 +791,7 @@ fn compile_bedrock(
                 errors.push(
                     id,
                     "spec.auth.aws",
-                    "required for provider Bedrock: `region`, `accessKeyId` and `secretAccessKey` (or an `endpoint` with a Bedrock API key in `apiKey`)",
+                    "required for provider Bedrock: `region` (with `accessKeyId` and `secretAccessKey`, or alone for the standard AWS credential chain), or an `endpoint` with a Bedrock API key in `apiKey`",
                 );
                 Target::Demo
             }
@@ -816,6 +817,16 @@ fn compile_bedrock(
         );
         return Target::Demo;
     }
+    let endpoint = match spec.endpoint.as_deref() {
+        None => format!("https://bedrock-runtime.{}.amazonaws.com", aws.region),
+        Some(endpoint) => match base_url(endpoint, "") {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                errors.push(id, "spec.endpoint", e);
+                return Target::Demo;
+            }
+        },
+    };
     let mut read =
         |field: &str, from: &crate::resources::SecretRef| match secrets.get(&from.value_from) {
             Ok(value) if value.expose().trim().is_empty() => {
@@ -840,41 +851,52 @@ fn compile_bedrock(
                 None
             }
         };
-    let access_key_id = read("accessKeyId", &aws.access_key_id);
-    let secret_access_key = read("secretAccessKey", &aws.secret_access_key);
+    let (access_key_id, secret_access_key) = match (&aws.access_key_id, &aws.secret_access_key) {
+        (None, None) => {
+            if aws.session_token.is_some() {
+                errors.push(
+                    id,
+                    "spec.auth.aws.sessionToken",
+                    "only with `accessKeyId` and `secretAccessKey` (without keys, credentials come from the standard AWS credential chain)",
+                );
+                return Target::Demo;
+            }
+            return Target::Bedrock {
+                endpoint,
+                region: aws.region.clone(),
+                aws: Some(AwsAuth::DefaultChain),
+            };
+        }
+        (Some(id_ref), Some(secret_ref)) => (
+            read("accessKeyId", id_ref),
+            read("secretAccessKey", secret_ref),
+        ),
+        (Some(_), None) | (None, Some(_)) => {
+            errors.push(
+                id,
+                "spec.auth.aws",
+                "set both `accessKeyId` and `secretAccessKey`, or neither for the standard AWS credential chain",
+            );
+            return Target::Demo;
+        }
+    };
     let session_token = aws
         .session_token
         .as_ref()
         .map(|token| read("sessionToken", token));
-    let endpoint = match spec.endpoint.as_deref() {
-        None => format!("https://bedrock-runtime.{}.amazonaws.com", aws.region),
-        Some(endpoint) => match base_url(endpoint, "") {
-            Ok(endpoint) => endpoint,
-            Err(e) => {
-                errors.push(id, "spec.endpoint", e);
-                return Target::Demo;
-            }
-        },
-    };
     match (access_key_id, secret_access_key, session_token) {
-        (Some(access_key_id), Some(secret_access_key), None) => Target::Bedrock {
-            endpoint,
-            region: aws.region.clone(),
-            aws: Some(AwsCredentials {
-                access_key_id: access_key_id.expose().to_owned(),
-                secret_access_key,
-                session_token: None,
-            }),
-        },
-        (Some(access_key_id), Some(secret_access_key), Some(Some(token))) => Target::Bedrock {
-            endpoint,
-            region: aws.region.clone(),
-            aws: Some(AwsCredentials {
-                access_key_id: access_key_id.expose().to_owned(),
-                secret_access_key,
-                session_token: Some(token),
-            }),
-        },
+        // `Some(None)`: the session token could not be read (reported).
+        (Some(access_key_id), Some(secret_access_key), token @ (None | Some(Some(_)))) => {
+            Target::Bedrock {
+                endpoint,
+                region: aws.region.clone(),
+                aws: Some(AwsAuth::Keys(AwsCredentials {
+                    access_key_id: access_key_id.expose().to_owned(),
+                    secret_access_key,
+                    session_token: token.flatten(),
+                })),
+            }
+        }
         _ => Target::Demo,
     }
 }

@@ -1081,11 +1081,11 @@ fn compiles_bedrock_backends() {
         Target::Bedrock {
             endpoint: "https://bedrock-runtime.eu-west-3.amazonaws.com".into(),
             region: "eu-west-3".into(),
-            aws: Some(AwsCredentials {
+            aws: Some(AwsAuth::Keys(AwsCredentials {
                 access_key_id: "sk-team-a".into(),
                 secret_access_key: Secret::new("sk-upstream"),
                 session_token: None,
-            }),
+            })),
         }
     );
     assert!(backend.credential.is_none(), "signed, no header credential");
@@ -1099,7 +1099,27 @@ fn compiles_bedrock_backends() {
         panic!("not Bedrock");
     };
     assert_eq!(endpoint, "http://127.0.0.1:9");
-    assert_eq!(aws.unwrap().session_token.unwrap().expose(), "sk-team-b");
+    let Some(AwsAuth::Keys(keys)) = aws else {
+        panic!("not keys");
+    };
+    assert_eq!(keys.session_token.unwrap().expose(), "sk-team-b");
+
+    // A region alone: the standard AWS credential chain.
+    let backend = compile_backend_text(
+        "  provider: Bedrock
+  auth:
+    aws: {region: us-west-2}
+",
+    )
+    .unwrap();
+    assert_eq!(
+        backend.target,
+        Target::Bedrock {
+            endpoint: "https://bedrock-runtime.us-west-2.amazonaws.com".into(),
+            region: "us-west-2".into(),
+            aws: Some(AwsAuth::DefaultChain),
+        }
+    );
 
     // A Bedrock API key: bearer token on an explicit endpoint.
     let backend = compile_backend_text(
@@ -1118,6 +1138,14 @@ fn rejects_bad_bedrock_settings() {
     let aws = "      accessKeyId: {valueFrom: {env: TEAM_A_KEY}}\n      secretAccessKey: {valueFrom: {env: UPSTREAM_KEY}}\n";
     let cases = [
         ("  provider: Bedrock\n".to_owned(), "spec.auth.aws: required for provider Bedrock"),
+        (
+            "  provider: Bedrock\n  auth:\n    aws:\n      region: us-east-1\n      accessKeyId: {valueFrom: {env: TEAM_A_KEY}}\n".to_owned(),
+            "spec.auth.aws: set both `accessKeyId` and `secretAccessKey`, or neither",
+        ),
+        (
+            "  provider: Bedrock\n  auth:\n    aws:\n      region: us-east-1\n      sessionToken: {valueFrom: {env: TEAM_A_KEY}}\n".to_owned(),
+            "spec.auth.aws.sessionToken: only with `accessKeyId` and `secretAccessKey`",
+        ),
         (
             format!("  provider: Bedrock\n  auth:\n    aws:\n      region: EU West\n{aws}"),
             "spec.auth.aws.region: `EU West` is not an AWS region",

@@ -446,7 +446,10 @@ pub struct BackendGcpAuthSpec {
 }
 
 /// AWS credentials of a `Bedrock` Backend: an IAM access key (and the
-/// session token of temporary credentials), read when the config is loaded.
+/// session token of temporary credentials), read when the config is loaded;
+/// or, with neither key set, the AWS SDKs' standard credential chain
+/// (environment, EKS web identity, shared files, ECS / EKS Pod Identity,
+/// EC2 instance role), fetched and refreshed by the gateway.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendAwsAuthSpec {
@@ -454,10 +457,14 @@ pub struct BackendAwsAuthSpec {
     /// the default endpoint `https://bedrock-runtime.{region}.amazonaws.com`.
     #[schemars(pattern(r"^[a-z0-9-]+$"))]
     pub region: String,
-    /// The access key id (`AKIA...`, or `ASIA...` for temporary credentials).
-    pub access_key_id: SecretRef,
-    /// The secret access key.
-    pub secret_access_key: SecretRef,
+    /// The access key id (`AKIA...`, or `ASIA...` for temporary
+    /// credentials). Without it (and `secretAccessKey`), credentials come
+    /// from the standard AWS credential chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<SecretRef>,
+    /// The secret access key (set with `accessKeyId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<SecretRef>,
     /// The session token of temporary credentials (STS), sent as
     /// `x-amz-security-token`. Read when the config is loaded: reload the
     /// config before it expires.

@@ -575,9 +575,9 @@ pub enum Target {
         endpoint: String,
         /// The region signatures are made for.
         region: String,
-        /// The keys requests are signed with (`None`: the Backend's `apiKey`
-        /// is sent as a bearer token instead).
-        aws: Option<AwsCredentials>,
+        /// How requests are signed (`None`: the Backend's `apiKey` is sent
+        /// as a bearer token instead).
+        aws: Option<AwsAuth>,
     },
     /// An MCP server over streamable HTTP.
     Mcp {
@@ -608,6 +608,16 @@ pub struct ServiceAccount {
     pub private_key: Secret,
     /// `token_uri`: where the signed JWT is exchanged for a token.
     pub token_uri: String,
+}
+
+/// Where a Bedrock backend's AWS credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsAuth {
+    /// Keys from the config, read when it loads.
+    Keys(AwsCredentials),
+    /// The AWS SDKs' standard credential chain, resolved, cached and
+    /// refreshed by the gateway (`auth.aws` with a region and no keys).
+    DefaultChain,
 }
 
 /// AWS credentials, ready to sign with (Signature Version 4).

@@ -9,8 +9,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use sluice_crds::pattern::ModelPattern;
-use sluice_crds::snapshot::{ApiKeyHash, AzureApi, Target, TenantId};
+use sluice_crds::snapshot::{ApiKeyHash, AwsAuth, AzureApi, Target, TenantId};
 use sluice_crds::Snapshot;
+
+use crate::llm::aws_creds::{self, CredentialChain, Signing};
 
 /// One backend, ready to call.
 pub struct BackendRuntime {
@@ -61,8 +63,9 @@ pub enum BackendKind {
         headers: Vec<(HeaderName, HeaderValue)>,
         /// Vertex AI: where OAuth tokens come from (sent as `authorization`).
         gcp: Option<Arc<crate::llm::gcp_auth::TokenSource>>,
-        /// Signs each request (Bedrock with AWS keys).
-        signer: Option<Arc<crate::llm::sigv4::Signer>>,
+        /// Signs each request (Bedrock with AWS keys, from the config or
+        /// the standard credential chain).
+        signer: Option<crate::llm::aws_creds::Signing>,
     },
 }
 
@@ -274,14 +277,20 @@ impl Runtime {
                         headers: extra_headers(backend)?,
                         signer: match aws {
                             None => None,
-                            Some(aws) => Some(Arc::new(
+                            Some(AwsAuth::Keys(aws)) => Some(Signing::Keys(Arc::new(
                                 crate::llm::sigv4::Signer::new(aws, region, "bedrock").map_err(
                                     |e| RuntimeError {
                                         backend: backend.name.to_string(),
                                         message: e.to_string(),
                                     },
                                 )?,
-                            )),
+                            ))),
+                            Some(AwsAuth::DefaultChain) => {
+                                Some(Signing::Chain(Arc::new(CredentialChain::new(
+                                    region,
+                                    aws_creds::Environment::from_process(),
+                                ))))
+                            }
                         },
                         gcp: None,
                     },

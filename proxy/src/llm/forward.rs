@@ -175,6 +175,24 @@ pub async fn forward(
                 }
             },
         };
+        // Bedrock: the current AWS credentials (fetched only when none are valid).
+        let signer = match signer {
+            None => None,
+            Some(signing) => match signing.signer(&gateway.upstreams).await {
+                Ok(signer) => Some(signer),
+                Err(error) => {
+                    exchange
+                        .record
+                        .failed_attempts
+                        .push((backend.name.clone(), "auth"));
+                    last_failure = GatewayError::UpstreamFailed {
+                        backend: backend.name.to_string(),
+                        detail: error.to_string(),
+                    };
+                    continue;
+                }
+            },
+        };
         let target = Upstream {
             base_url,
             paths,

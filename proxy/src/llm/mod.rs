@@ -6,6 +6,7 @@
 //! observer. Knows nothing of listeners or config loading.
 
 mod admit;
+pub mod aws_creds;
 pub mod demo;
 mod forward;
 pub mod gcp_auth;
