@@ -21,6 +21,7 @@
 //! ```
 
 mod anthropic;
+pub mod aws_creds;
 mod base64;
 mod bedrock;
 mod body;
@@ -80,6 +81,7 @@ pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     recorder: Arc<Recorder>,
+    aws: Arc<aws_creds::AwsSettings>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -95,12 +97,14 @@ impl Upstream {
     pub async fn start_on(listener: TcpListener, opts: Options) -> std::io::Result<Upstream> {
         let addr = listener.local_addr()?;
         let recorder = Arc::new(Recorder::default());
-        let state = state(&opts, opts.record.then(|| recorder.clone()))?;
+        let aws = Arc::new(aws_creds::AwsSettings::default());
+        let state = state(&opts, opts.record.then(|| recorder.clone()), aws.clone())?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(listener, state, shutdown.clone()));
         Ok(Upstream {
             addr,
             recorder,
+            aws,
             shutdown,
             task: Some(task),
         })
@@ -114,7 +118,8 @@ impl Upstream {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let recorder = opts.record.then(|| Arc::new(Recorder::default()));
-        run(listener, state(&opts, recorder)?, shutdown).await
+        let aws = Arc::new(aws_creds::AwsSettings::default());
+        run(listener, state(&opts, recorder, aws)?, shutdown).await
     }
 
     /// The base URL, `http://127.0.0.1:PORT` (without `/v1`).
@@ -126,6 +131,12 @@ impl Upstream {
     /// [`RECORDED_REQUESTS_KEPT`]). `/_mock/requests` calls are not recorded.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.recorder.snapshot()
+    }
+
+    /// How its AWS credential faces (STS, container, instance metadata)
+    /// behave; see [`aws_creds`].
+    pub fn aws(&self) -> &aws_creds::AwsSettings {
+        &self.aws
     }
 
     /// Forgets the recorded requests.
@@ -150,7 +161,11 @@ impl Drop for Upstream {
     }
 }
 
-fn state(opts: &Options, recorder: Option<Arc<Recorder>>) -> std::io::Result<Arc<State>> {
+fn state(
+    opts: &Options,
+    recorder: Option<Arc<Recorder>>,
+    aws: Arc<aws_creds::AwsSettings>,
+) -> std::io::Result<Arc<State>> {
     let always_status = match opts.always_status {
         None => None,
         Some(code) => Some(control::error_status(code).ok_or_else(|| {
@@ -160,7 +175,12 @@ fn state(opts: &Options, recorder: Option<Arc<Recorder>>) -> std::io::Result<Arc
             )
         })?),
     };
-    Ok(Arc::new(State::new(&opts.name, always_status, recorder)?))
+    Ok(Arc::new(State::new(
+        &opts.name,
+        always_status,
+        recorder,
+        aws,
+    )?))
 }
 
 /// Accepts connections until `shutdown`; each connection is a task owned by

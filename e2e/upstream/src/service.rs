@@ -38,6 +38,8 @@ pub(crate) struct State {
     recorder: Option<std::sync::Arc<Recorder>>,
     ids: Ids,
     models: Bytes,
+    /// The AWS credential faces' settings.
+    aws: std::sync::Arc<crate::aws_creds::AwsSettings>,
 }
 
 impl State {
@@ -45,6 +47,7 @@ impl State {
         name: &str,
         always_status: Option<StatusCode>,
         recorder: Option<std::sync::Arc<Recorder>>,
+        aws: std::sync::Arc<crate::aws_creds::AwsSettings>,
     ) -> std::io::Result<State> {
         let header = HeaderValue::from_str(name).map_err(|_| {
             std::io::Error::new(
@@ -58,6 +61,7 @@ impl State {
             recorder,
             ids: Ids::default(),
             models: openai::models::list(name),
+            aws,
         })
     }
 }
@@ -157,6 +161,15 @@ async fn answer(
     parts: &Parts,
     body: &[u8],
 ) -> Result<Response<MockBody>, DropConnection> {
+    if crate::aws_creds::is_credentials_request(parts, body) {
+        let answer = crate::aws_creds::handle(&state.aws, parts, body);
+        let mut response = Response::new(MockBody::full(answer.body.clone()));
+        *response.status_mut() = answer.status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, crate::aws_creds::content_type(&answer));
+        return Ok(response);
+    }
     let control = match Control::from_headers(&parts.headers) {
         Ok(control) => control,
         Err(err) => {

@@ -22,7 +22,7 @@ fn refused(kind: &'static str, message: impl Into<String>) -> Refused {
 /// Checks the request's credentials: a bearer API key, or a SigV4
 /// signature that is well formed (scope `{date}/{region}/bedrock/aws4_request`
 /// matching `x-amz-date`, `host` and `x-amz-date` signed) and, for the test
-/// key id, correct.
+/// key id or credentials the credential faces handed out, correct.
 pub fn verify(method: &str, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Refused> {
     let Some(authorization) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return Err(refused(
@@ -92,9 +92,38 @@ pub fn verify(method: &str, path: &str, headers: &HeaderMap, body: &[u8]) -> Res
     if !names.contains(&"host") || !names.contains(&"x-amz-date") {
         return Err(malformed("host and x-amz-date among the SignedHeaders"));
     }
-    if *key_id != TEST_ACCESS_KEY_ID {
+    let secret = if *key_id == TEST_ACCESS_KEY_ID {
+        TEST_SECRET_ACCESS_KEY.to_owned()
+    } else if let Some(issued) = crate::aws_creds::lookup(key_id) {
+        // Temporary credentials of the credential faces: the session token
+        // must come along (signed), before the expiry.
+        let token = headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok());
+        if token != Some(issued.session_token.as_str()) {
+            return Err(refused(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        }
+        if !names.contains(&"x-amz-security-token") {
+            return Err(malformed("x-amz-security-token among the SignedHeaders"));
+        }
+        if issued.expires <= std::time::SystemTime::now() {
+            return Err(refused(
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            ));
+        }
+        issued.secret_access_key
+    } else if key_id.starts_with(crate::aws_creds::ISSUED_KEY_PREFIX) {
+        return Err(refused(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
+    } else {
         return Ok(());
-    }
+    };
     let mut canonical = format!("{method}\n{}\n\n", canonical_path(path));
     for name in &names {
         let values: Vec<String> = headers
@@ -122,10 +151,7 @@ pub fn verify(method: &str, path: &str, headers: &HeaderMap, body: &[u8]) -> Res
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex(&Sha256::digest(canonical.as_bytes()))
     );
-    let mut key = hmac(
-        format!("AWS4{TEST_SECRET_ACCESS_KEY}").as_bytes(),
-        date.as_bytes(),
-    );
+    let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     for part in [*region, "bedrock", "aws4_request"] {
         key = hmac(&key, part.as_bytes());
     }
