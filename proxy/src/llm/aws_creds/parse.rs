@@ -108,10 +108,7 @@ pub fn json_answer(what: &str, status: http::StatusCode, body: &[u8]) -> Result<
     Ok(Issued {
         access_key_id: access_key_id.into_owned(),
         secret_access_key: Secret::new(secret),
-        session_token: answer
-            .token
-            .filter(|t| !t.is_empty())
-            .map(|t| Secret::new(t)),
+        session_token: answer.token.filter(|t| !t.is_empty()).map(Secret::new),
         expiration,
     })
 }
