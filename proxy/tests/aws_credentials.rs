@@ -183,8 +183,9 @@ async fn web_identity_credentials_sign_bedrock_requests() {
         ],
     );
     let sluice = gateway(&aws, &gpt, &env);
-    for _ in 0..3 {
-        let (status, body, _) = chat(&sluice, MODEL).await;
+    // Three at once while there are no credentials yet: one fetch.
+    let answers = futures_util::future::join_all((0..3).map(|_| chat(&sluice, MODEL))).await;
+    for (status, body, _) in answers {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["object"], "chat.completion");
     }
@@ -525,8 +526,17 @@ async fn temporary_credentials_are_refreshed_before_they_expire() {
     std::fs::write(&token_file, rotated).unwrap();
     aws.aws().set_web_identity_token(rotated);
 
-    // The background refresh happens without any request.
-    tokio::time::sleep(Duration::from_millis(2700)).await;
+    // The background refresh happens without any request, about 2 s after
+    // the first fetch.
+    let waiting = std::time::Instant::now();
+    while sts_requests(&aws).len() < 2 && waiting.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refreshed_after = waiting.elapsed();
+    assert!(
+        refreshed_after > Duration::from_millis(1000),
+        "not at once: {refreshed_after:?}"
+    );
     let sts = sts_requests(&aws);
     assert_eq!(sts.len(), 2, "refreshed once by now: {sts:#?}");
     assert!(sts[1]
@@ -539,7 +549,7 @@ async fn temporary_credentials_are_refreshed_before_they_expire() {
     assert_ne!(first, second, "the new credentials sign");
 
     // Past the first credentials' expiry: requests keep working.
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(refreshed_after)).await;
     let (status, body, _) = chat(&sluice, MODEL).await;
     assert_eq!(status, 200, "{body}");
     assert!(sts_requests(&aws).len() >= 3);

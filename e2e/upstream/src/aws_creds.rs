@@ -117,7 +117,7 @@ pub(crate) fn lookup(access_key_id: &str) -> Option<IssuedCredentials> {
         .cloned()
 }
 
-fn issue(source: &'static str, lifetime: Duration) -> IssuedCredentials {
+pub(crate) fn issue(source: &'static str, lifetime: Duration) -> IssuedCredentials {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()

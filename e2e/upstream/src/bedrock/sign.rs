@@ -304,4 +304,87 @@ mod tests {
         );
         assert!(verify("POST", "/", &headers, b"").is_ok());
     }
+
+    /// A signature over `headers` made with `secret` for `key_id`.
+    fn signed(key_id: &str, secret: &str, token: Option<&str>) -> HeaderMap {
+        let amz_date = "20261126T080000Z";
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("bedrock.test"));
+        headers.insert("x-amz-date", HeaderValue::from_static(amz_date));
+        let mut names = vec!["host", "x-amz-date"];
+        if let Some(token) = token {
+            headers.insert(
+                "x-amz-security-token",
+                HeaderValue::from_str(token).unwrap(),
+            );
+            names.push("x-amz-security-token");
+        }
+        let mut canonical = "POST\n/model/m/converse\n\n".to_owned();
+        for name in &names {
+            let _ = writeln!(canonical, "{name}:{}", headers[*name].to_str().unwrap());
+        }
+        let signed_headers = names.join(";");
+        let _ = write!(
+            canonical,
+            "\n{signed_headers}\n{}",
+            hex(&Sha256::digest(b"{}"))
+        );
+        let scope = "20261126/us-east-1/bedrock/aws4_request";
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+            hex(&Sha256::digest(canonical.as_bytes()))
+        );
+        let mut key = hmac(format!("AWS4{secret}").as_bytes(), b"20261126");
+        for part in ["us-east-1", "bedrock", "aws4_request"] {
+            key = hmac(&key, part.as_bytes());
+        }
+        let signature = hex(&hmac(&key, to_sign.as_bytes()));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!(
+                "AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
+            ))
+            .unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn verifies_issued_temporary_credentials() {
+        use std::time::Duration;
+        let path = "/model/m/converse";
+        let good = crate::aws_creds::issue("sts", Duration::from_secs(60));
+        let (id, secret, token) = (
+            good.access_key_id.as_str(),
+            good.secret_access_key.as_str(),
+            good.session_token.as_str(),
+        );
+        assert!(verify("POST", path, &signed(id, secret, Some(token)), b"{}").is_ok());
+        let kind = |headers: HeaderMap| verify("POST", path, &headers, b"{}").unwrap_err().1;
+        assert_eq!(
+            kind(signed(id, "wrong", Some(token))),
+            "InvalidSignatureException"
+        );
+        assert_eq!(
+            kind(signed(id, secret, None)),
+            "UnrecognizedClientException"
+        );
+        assert_eq!(
+            kind(signed(id, secret, Some("other"))),
+            "UnrecognizedClientException"
+        );
+        assert_eq!(
+            kind(signed("ASIASLUICE999999X", secret, Some(token))),
+            "UnrecognizedClientException"
+        );
+        let expired = crate::aws_creds::issue("imds", Duration::ZERO);
+        assert_eq!(
+            kind(signed(
+                &expired.access_key_id,
+                &expired.secret_access_key,
+                Some(&expired.session_token)
+            )),
+            "ExpiredTokenException"
+        );
+    }
 }
