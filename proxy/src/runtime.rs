@@ -65,7 +65,7 @@ pub enum BackendKind {
         gcp: Option<Arc<crate::llm::gcp_auth::TokenSource>>,
         /// Signs each request (Bedrock with AWS keys, from the config or
         /// the standard credential chain).
-        signer: Option<crate::llm::aws_creds::Signing>,
+        signer: Option<Signing>,
     },
 }
 
