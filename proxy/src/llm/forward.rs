@@ -131,7 +131,7 @@ pub async fn forward(
                         let model = override_model
                             .or(outgoing.fields.model.as_deref())
                             .unwrap_or_default();
-                        match translate::request(plan, outgoing.body, model) {
+                        match translate::request(plan, outgoing.endpoint, outgoing.body, model) {
                             Ok(body) => body,
                             Err(e) => {
                                 return Outcome::Failed(GatewayError::BadRequest(e.to_string()))

@@ -261,7 +261,7 @@ async fn forward_and_respond(
             let plan = translate::plan(endpoint, translate::Schema::OpenAI);
             let openai_body = match plan {
                 translate::Plan::Passthrough => body.clone(),
-                _ => translate::request(plan, body, model)
+                _ => translate::request(plan, endpoint, body, model)
                     .map_err(|e| GatewayError::BadRequest(e.to_string()))?,
             };
             let json: serde_json::Value = serde_json::from_slice(&openai_body)

@@ -89,7 +89,22 @@ fn plans_follow_client_and_backend_schemas() {
     assert_eq!(plan(CountTokens, Schema::Anthropic), Plan::Passthrough);
     assert_eq!(plan(CountTokens, Schema::OpenAI), Plan::Local);
     assert_eq!(plan(Embeddings, Schema::Anthropic), Plan::Unsupported);
-    assert_eq!(plan(Completions, Schema::Anthropic), Plan::Unsupported);
+    for backend in [
+        Schema::Anthropic,
+        Schema::Gemini,
+        Schema::Bedrock,
+        Schema::Cohere,
+    ] {
+        // Text completions go as chat to chat-only backends.
+        assert_eq!(
+            plan(Completions, backend),
+            Plan::Translate {
+                client: Schema::OpenAI,
+                backend
+            }
+        );
+    }
+    assert_eq!(plan(Completions, Schema::OpenAI), Plan::Passthrough);
     assert_eq!(
         plan(ChatCompletions, Schema::Anthropic),
         Plan::Translate {
