@@ -54,7 +54,8 @@ async fn text_completions_reach_chat_only_backends() {
     let (upstream, cohere, sluice) = start().await;
 
     // Anthropic, whole.
-    let request = json!({"model": "claude-haiku-4-5", "prompt": "Say hi", "max_tokens": 16, "stop": ["\n"]});
+    let request =
+        json!({"model": "claude-haiku-4-5", "prompt": "Say hi", "max_tokens": 16, "stop": ["\n"]});
     let response = post_json(&sluice, "/completions", &request, &[]).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -103,7 +104,11 @@ async fn text_completions_reach_chat_only_backends() {
     assert_eq!(usage.1["usage"]["completion_tokens"], 5);
     assert_eq!(events.last().unwrap().1, json!("[DONE]"));
     let seen = upstream.requests().pop().unwrap();
-    assert!(seen.path.contains(":streamGenerateContent"), "{}", seen.path);
+    assert!(
+        seen.path.contains(":streamGenerateContent"),
+        "{}",
+        seen.path
+    );
 
     // Cohere, whole.
     let request = json!({"model": "command-r", "prompt": "Say hi"});
