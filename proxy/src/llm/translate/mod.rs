@@ -13,6 +13,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
 pub mod gemini;
+pub mod media;
 pub mod openai;
 
 use std::borrow::Cow;
