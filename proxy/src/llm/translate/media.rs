@@ -209,3 +209,7 @@ mod tests {
         assert_eq!(media_type_of_url("https://x.test/a.b/cat"), None);
     }
 }
+
+#[cfg(test)]
+#[path = "media_tests.rs"]
+mod translator_tests;
