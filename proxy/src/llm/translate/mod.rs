@@ -14,6 +14,7 @@ pub mod bedrock;
 pub mod cohere;
 pub mod completions;
 pub mod gemini;
+pub mod media;
 pub mod openai;
 
 use std::borrow::Cow;

@@ -161,11 +161,11 @@ fn openai_request_edge_cases() {
     for (body, needle) in [
         (
             r#"{"model":"x","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#,
-            "only text and image parts",
+            "(input_audio): Anthropic backends take no audio input",
         ),
         (
             r#"{"model":"x","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"ftp://x"}}]}]}"#,
-            "an image must be",
+            "(image_url): the URL must be an http(s) URL",
         ),
         (
             r#"{"model":"x","messages":[{"role":"tool","content":"r"}]}"#,
@@ -212,7 +212,7 @@ fn anthropic_request_edge_cases() {
     for (body, needle) in [
         (
             r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":"document","source":{}}]}]}"#,
-            "`document` block",
+            "(document): a document needs a base64 PDF source",
         ),
         (
             r#"{"model":"x","max_tokens":1,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,

@@ -174,7 +174,7 @@ fn tool_choices_and_refusals() {
         ),
         (
             r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#,
-            "base64 data URLs",
+            "does not fetch images by http(s) URL",
         ),
         (
             r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","function":{"name":"f","arguments":"[1]"}}]}]}"#,

@@ -178,7 +178,7 @@ fn openai_request_edge_cases() {
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
-            "only text and image",
+            "(input_audio): Cohere's chat API takes no audio input",
         ),
         (
             json!({"model": "m", "messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]}]}),

@@ -144,7 +144,7 @@ fn openai_request_edge_cases() {
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
-            "only text and image",
+            "(input_audio): the audio format `` is not one of wav, mp3",
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}),
