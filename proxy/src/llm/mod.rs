@@ -15,6 +15,7 @@ pub mod sigv4;
 pub mod sse;
 pub mod translate;
 pub mod usage;
+pub mod vertex;
 
 use std::sync::Arc;
 
@@ -300,7 +301,7 @@ async fn forward_and_respond(
             let model = exchange.record.model.as_deref().unwrap_or_default();
             exchange.record.price = runtime.price_at(route, index, model);
             let backend = &runtime.backends[index];
-            let plan = forward::plan_at(runtime, endpoint, index);
+            let plan = forward::plan_at(runtime, route, endpoint, index, model);
             let response = respond(
                 upstream,
                 conn,
