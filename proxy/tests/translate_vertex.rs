@@ -488,3 +488,42 @@ async fn express_mode_sends_the_key_on_the_global_path() {
     assert_eq!(world.express.requests().len(), 2);
     assert!(!world.sluice.stderr().contains("sk-express-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_outlive_config_reloads() {
+    let world = start().await;
+    let claude = json!({"model": CLAUDE, "messages": [{"role": "user", "content": "hi"}]});
+    let response = post_json(&world.sluice, "/chat/completions", &claude, &[]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(token_fetches(&world.vertex), 1);
+    let first = std::fs::read_to_string(&world.sluice.config_path).unwrap();
+    for n in 1..=2 {
+        let changed = first.replace("[express-flash]", &format!("[express-flash, extra-{n}]"));
+        std::fs::write(&world.sluice.config_path, changed).unwrap();
+        world.sluice.signal("HUP");
+        let started = std::time::Instant::now();
+        while world.sluice.stderr().matches("config reloaded").count() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{}",
+                world.sluice.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let response = post_json(&world.sluice, "/chat/completions", &claude, &[]).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        token_fetches(&world.vertex),
+        1,
+        "the token outlives both reloads"
+    );
+    let sent = world.vertex.requests();
+    let bearers: Vec<_> = sent
+        .iter()
+        .filter(|r| r.path.contains(":rawPredict"))
+        .map(|r| r.header("authorization").unwrap().to_owned())
+        .collect();
+    assert_eq!(bearers.len(), 3);
+    assert!(bearers.iter().all(|b| *b == bearers[0]), "{bearers:?}");
+}
