@@ -33,8 +33,9 @@ pub struct Outgoing<'a> {
 /// How forwarding ended.
 pub enum Outcome {
     /// An upstream answered (any status), from this backend index, on this
-    /// connection (which the response body must keep polling).
-    Upstream(Response<Incoming>, Box<Conn>, usize),
+    /// connection (which the response body must keep polling), under this
+    /// plan (what the answer is translated from).
+    Upstream(Response<Incoming>, Box<Conn>, usize, Plan),
     /// The demo backend at this index is next: answer in process. Also a
     /// request the backend at this index has no endpoint for but the
     /// gateway can answer itself (count_tokens; see [`Plan::Local`]).
@@ -252,7 +253,7 @@ pub async fn forward(
                         .push((backend.name.clone(), kind));
                     continue;
                 }
-                return Outcome::Upstream(response, conn, index);
+                return Outcome::Upstream(response, conn, index, plan);
             }
             Ok(Err(error)) => {
                 exchange
@@ -429,26 +430,6 @@ fn sign(
         .sign(&parts.method, &parts.uri, &mut parts.headers, &body, &now)
         .map_err(|e| e.to_string())?;
     Ok(Request::from_parts(parts, full))
-}
-
-/// The plan for `endpoint` at backend `index` (of the snapshot's
-/// backends) of `route`, for a request naming `client_model`.
-pub fn plan_at(
-    runtime: &Runtime,
-    route: &Route,
-    endpoint: Endpoint,
-    index: usize,
-    client_model: &str,
-) -> Plan {
-    let provider = runtime.snapshot.backends[index].provider;
-    let model = route
-        .backends
-        .iter()
-        .find(|b| b.backend == index)
-        .and_then(|b| b.model.as_deref())
-        .unwrap_or(client_model);
-    let claude = is_vertex_claude(provider, Some(model));
-    translate::plan(endpoint, backend_schema(provider, claude))
 }
 
 /// A Claude model on a `VertexAI` backend (Anthropic's schema there).

@@ -297,11 +297,10 @@ async fn forward_and_respond(
             );
             Ok(Served::Local(response))
         }
-        Outcome::Upstream(upstream, conn, index) => {
+        Outcome::Upstream(upstream, conn, index, plan) => {
             let model = exchange.record.model.as_deref().unwrap_or_default();
             exchange.record.price = runtime.price_at(route, index, model);
             let backend = &runtime.backends[index];
-            let plan = forward::plan_at(runtime, route, endpoint, index, model);
             let response = respond(
                 upstream,
                 conn,
