@@ -15,6 +15,7 @@ pub mod sigv4;
 pub mod sse;
 pub mod translate;
 pub mod usage;
+pub mod vertex;
 
 use std::sync::Arc;
 
@@ -296,11 +297,10 @@ async fn forward_and_respond(
             );
             Ok(Served::Local(response))
         }
-        Outcome::Upstream(upstream, conn, index) => {
+        Outcome::Upstream(upstream, conn, index, plan) => {
             let model = exchange.record.model.as_deref().unwrap_or_default();
             exchange.record.price = runtime.price_at(route, index, model);
             let backend = &runtime.backends[index];
-            let plan = forward::plan_at(runtime, endpoint, index);
             let response = respond(
                 upstream,
                 conn,

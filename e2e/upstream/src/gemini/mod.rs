@@ -9,7 +9,12 @@
 //! `user`/`model`, parts present, no `additionalProperties` in function
 //! schemas) and answers in Google's error shape. Streams are framed as
 //! Google frames them: `data: {json}\r\n\r\n`, usage in every event.
+//! Vertex AI express mode's paths (`/v1/publishers/google/models/...`,
+//! an API key) are AI Studio's rules on Vertex's path; Claude on Vertex AI
+//! (`publishers/anthropic`) is in [`claude`].
 //! Knows nothing of HTTP plumbing or control headers' parsing.
+
+pub(crate) mod claude;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -42,6 +47,8 @@ static ISSUED: AtomicU64 = AtomicU64::new(0);
 pub(crate) enum Route {
     /// `...:generateContent` / `...:streamGenerateContent`.
     Generate { vertex: bool, stream: bool },
+    /// Claude on Vertex AI (`publishers/anthropic`, a Bearer token).
+    Claude(claude::Method),
     /// The OAuth token endpoint.
     Token,
 }
@@ -50,6 +57,9 @@ pub(crate) enum Route {
 pub(crate) fn route(path: &str) -> Option<Route> {
     if path.ends_with("/token") {
         return Some(Route::Token);
+    }
+    if let Some(method) = claude::method(path) {
+        return Some(Route::Claude(method));
     }
     let vertex = path.starts_with("/v1/projects/") && path.contains("/publishers/google/models/");
     let studio = path.contains("/models/") && !vertex;
@@ -591,6 +601,18 @@ mod tests {
             Some(Route::Generate { vertex: true, stream: true })
         ));
         assert!(matches!(route("/token"), Some(Route::Token)));
+        // Express mode: Vertex's path without project or location, a key.
+        assert!(matches!(
+            route("/v1/publishers/google/models/gemini-2.5-flash:generateContent"),
+            Some(Route::Generate {
+                vertex: false,
+                stream: false
+            })
+        ));
+        assert!(matches!(
+            route("/v1/projects/p/locations/l/publishers/anthropic/models/claude-x:rawPredict"),
+            Some(Route::Claude(claude::Method::Predict))
+        ));
         assert!(route("/v1/chat/completions").is_none());
         assert!(route("/v1/models").is_none());
     }
