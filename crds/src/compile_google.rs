@@ -1,7 +1,7 @@
 //! Compiling the Google backends (`Gemini`, `VertexAI`): their base URLs
 //! and Vertex AI's `auth.gcp` service account key, read and checked once
-//! here so that the proxy only signs. Split from `compile` so each stays
-//! one concern.
+//! here so that the proxy only signs, or Vertex AI's express mode (an
+//! `apiKey`, no `auth.gcp`). Split from `compile` so each stays one concern.
 
 use serde::Deserialize;
 
@@ -47,9 +47,12 @@ pub(crate) fn compile_google_target(
         };
     }
     let Some(gcp) = spec.auth.as_ref().and_then(|a| a.gcp.as_ref()) else {
+        if spec.auth.as_ref().is_some_and(|a| a.api_key.is_some()) {
+            return express_mode(spec, &mut error);
+        }
         error(
             "spec.auth.gcp",
-            "required for provider VertexAI: a service account key, its project and location"
+            "required for provider VertexAI: a service account key, its project and location (or an `apiKey` for express mode, Gemini models only)"
                 .into(),
         );
         return None;
@@ -57,7 +60,7 @@ pub(crate) fn compile_google_target(
     if spec.auth.as_ref().is_some_and(|a| a.api_key.is_some()) {
         error(
             "spec.auth.apiKey",
-            "VertexAI backends authenticate with `auth.gcp`, not an API key".into(),
+            "set either `auth.gcp` (a service account) or `apiKey` (express mode), not both".into(),
         );
         return None;
     }
@@ -111,6 +114,39 @@ pub(crate) fn compile_google_target(
     Some(Target::Gemini {
         base_url: format!("{host}/v1/projects/{project}/locations/{location}/publishers/google"),
         service_account: Some(account),
+    })
+}
+
+/// Vertex AI in express mode: an API key (sent as `x-goog-api-key`) on
+/// the global endpoint, no project or location in the path
+/// (cloud.google.com/vertex-ai/generative-ai/docs/start/express-mode).
+/// Google's models only: Claude's `rawPredict` takes no API key.
+fn express_mode(spec: &BackendSpec, error: &mut dyn FnMut(&str, String)) -> Option<Target> {
+    if let Some(model) = spec
+        .models
+        .iter()
+        .flatten()
+        .find(|m| m.starts_with("claude-"))
+    {
+        error(
+            "spec.models",
+            format!("`{model}`: Vertex AI's express mode (an API key) serves Gemini models only; Claude models need `auth.gcp`"),
+        );
+        return None;
+    }
+    let host = match spec.endpoint.as_deref() {
+        Some(endpoint) => match crate::compile::base_url(endpoint, "") {
+            Ok(host) => host,
+            Err(e) => {
+                error("spec.endpoint", e);
+                return None;
+            }
+        },
+        None => "https://aiplatform.googleapis.com".to_owned(),
+    };
+    Some(Target::Gemini {
+        base_url: format!("{host}/v1/publishers/google"),
+        service_account: None,
     })
 }
 

@@ -1071,6 +1071,38 @@ fn gemini_and_vertex_ai_urls() {
 }
 
 #[test]
+fn vertex_ai_express_mode() {
+    let backend = compile_backend_text(
+        "  provider: VertexAI\n  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        backend.target,
+        Target::Gemini {
+            base_url: "https://aiplatform.googleapis.com/v1/publishers/google".into(),
+            service_account: None,
+        }
+    );
+    let credential = backend.credential.unwrap();
+    assert_eq!(credential.header, "x-goog-api-key");
+    assert_eq!(credential.value.expose(), "sk-upstream");
+    // Claude needs a service account; a key and a service account are one too many.
+    let errors = compile_backend_text(
+        "  provider: VertexAI\n  models: [gemini-2.5-flash, claude-sonnet-4@20250514]\n  auth: {apiKey: {valueFrom: {env: UPSTREAM_KEY}}}\n",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{errors:?}").contains("serves Gemini models only"),
+        "{errors:?}"
+    );
+    let errors = compile_backend_text(
+        "  provider: VertexAI\n  auth:\n    apiKey: {valueFrom: {env: UPSTREAM_KEY}}\n    gcp: {serviceAccountKey: {valueFrom: {env: UPSTREAM_KEY}}, location: us-central1}\n",
+    )
+    .unwrap_err();
+    assert!(format!("{errors:?}").contains("not both"), "{errors:?}");
+}
+
+#[test]
 fn compiles_bedrock_backends() {
     let backend = compile_backend_text(
         "  provider: Bedrock\n  auth:\n    aws:\n      region: eu-west-3\n      accessKeyId: {valueFrom: {env: TEAM_A_KEY}}\n      secretAccessKey: {valueFrom: {env: UPSTREAM_KEY}}\n",

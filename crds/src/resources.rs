@@ -357,7 +357,8 @@ pub struct BackendSpec {
     /// `Ollama`, `VLLM`, `LMStudio`, `Mistral`, `Groq`, `DeepSeek`,
     /// `Together`, `Fireworks`, `OpenRouter`, `XAI`, `Perplexity`,
     /// `Cerebras`, `SambaNova`, `DeepInfra`, `GeminiOpenAI`, `Gemini`,
-    /// `VertexAI` (endpoint built from `auth.gcp`), `Anthropic`, `Bedrock`,
+    /// `VertexAI` (Gemini and `claude-*` models; endpoint built from
+    /// `auth.gcp`, or express mode with an `apiKey`), `Anthropic`, `Bedrock`,
     /// `Cohere`, `Demo`, `MCP`.
     #[schemars(length(min = 1))]
     pub provider: String,
@@ -419,7 +420,8 @@ pub struct BackendAuthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<Box<BackendAwsAuthSpec>>,
     /// Google Cloud credentials (`VertexAI`): a service account key whose
-    /// OAuth access tokens the gateway fetches, caches and refreshes.
+    /// OAuth access tokens the gateway fetches, caches and refreshes
+    /// (without it, a `VertexAI` backend with an `apiKey` uses express mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcp: Option<BackendGcpAuthSpec>,
     /// Azure credentials (`AzureOpenAI`): a Microsoft Entra ID access token

@@ -285,7 +285,8 @@ pub enum Provider {
     Anthropic,
     /// Google's Gemini API (AI Studio), native `generateContent`.
     Gemini,
-    /// Gemini models on Google Cloud Vertex AI (service-account auth).
+    /// Gemini (and Anthropic's Claude) models on Google Cloud Vertex AI
+    /// (service-account auth, or an API key in express mode).
     VertexAI,
     /// AWS Bedrock's Converse API (translated, requests signed with SigV4).
     Bedrock,
@@ -467,8 +468,11 @@ impl Provider {
             // same body as Gemini under `/v1/projects/{p}/locations/{l}/publishers/google`
             // on `https://{l}-aiplatform.googleapis.com`, with an OAuth token
             // from a service account (`auth.gcp`); the endpoint is built from it.
+            // Express mode: an `apiKey` in `x-goog-api-key` on
+            // `https://aiplatform.googleapis.com/v1/publishers/google`.
             Self::VertexAI => Preset {
                 default_endpoint: None,
+                key_header: "x-goog-api-key",
                 ..openai
             },
             // docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html:

@@ -143,6 +143,24 @@ def test_openai_sdk_chats_with_an_anthropic_backend(stack: Stack) -> None:
     assert seen["json"]["max_tokens"] == 4096
 
 
+def test_openai_sdk_text_completions_on_an_anthropic_backend(stack: Stack) -> None:
+    marker = unique("oa-text")
+    completion = stack.openai().completions.create(
+        model="claude-sonnet-4-5", prompt=f"Say hi ({marker})", max_tokens=32
+    )
+    assert completion.object == "text_completion"
+    assert completion.choices[0].text == "tok0 tok1 tok2 tok3 tok4 "
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.completion_tokens == 5
+    [seen] = stack.claude.requests_with(marker)
+    assert seen["path"] == "/v1/messages"
+    assert seen["json"]["max_tokens"] == 32
+    assert seen["json"]["messages"] == [{"role": "user", "content": [{"type": "text", "text": f"Say hi ({marker})"}]}]
+
+    with pytest.raises(openai.BadRequestError, match="echo"):
+        stack.openai().completions.create(model="claude-sonnet-4-5", prompt="x", echo=True)
+
+
 def test_openai_sdk_streams_tool_calls_from_an_anthropic_backend(stack: Stack) -> None:
     marker = unique("oa-tools")
     messages = [{"role": "user", "content": f"Weather in Paris? ({marker})"}]
@@ -587,6 +605,22 @@ def test_openai_sdk_chats_with_a_bedrock_backend(bedrock_stack: BedrockStack) ->
     assert seen["json"]["system"] == [{"text": "Be brief."}]
     assert seen["json"]["inferenceConfig"] == {"maxTokens": 64}
     assert "model" not in seen["json"]
+
+
+def test_openai_sdk_streams_text_completions_from_a_bedrock_backend(bedrock_stack: BedrockStack) -> None:
+    marker = unique("br-text")
+    stream = bedrock_stack.openai().completions.create(
+        model=BEDROCK_MODEL,
+        prompt=f"Say hi ({marker})",
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "tok0 tok1 tok2 tok3 tok4 "
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.completion_tokens == 5
+    [seen] = bedrock_stack.bedrock.requests_with(marker)
+    assert seen["path"] == "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
 
 
 def test_openai_sdk_streams_tool_calls_from_a_bedrock_backend(bedrock_stack: BedrockStack) -> None:

@@ -235,14 +235,15 @@ impl Runtime {
                         headers: extra_headers(backend)?,
                         gcp: match service_account {
                             None => None,
-                            Some(account) => Some(Arc::new(
-                                crate::llm::gcp_auth::TokenSource::new(account).map_err(
+                            // Shared: a reload with the same key keeps its token.
+                            Some(account) => {
+                                Some(crate::llm::gcp_auth::TokenSource::shared(account).map_err(
                                     |message| RuntimeError {
                                         backend: backend.name.to_string(),
                                         message,
                                     },
-                                )?,
-                            )),
+                                )?)
+                            }
                         },
                         signer: None,
                     },

@@ -28,6 +28,7 @@ mod body;
 mod cohere;
 mod control;
 pub mod gemini;
+mod media;
 mod openai;
 mod record;
 mod service;

@@ -298,8 +298,12 @@ fn answer_gemini(
     route: gemini::Route,
 ) -> Response<MockBody> {
     let answer = |a: gemini::Answer| json_response(a.status, a.body);
-    let gemini::Route::Generate { vertex, stream } = route else {
-        return answer(gemini::token(parts, body));
+    let (vertex, stream) = match route {
+        gemini::Route::Generate { vertex, stream } => (vertex, stream),
+        gemini::Route::Token => return answer(gemini::token(parts, body)),
+        gemini::Route::Claude(method) => {
+            return claude_on_vertex(state, parts, body, control, forced_status, method)
+        }
     };
     if let Err(refusal) = gemini::check_auth(&parts.headers, vertex) {
         return answer(refusal);
@@ -321,6 +325,39 @@ fn answer_gemini(
     match gemini::generate(parts, body, control, state.ids.next(), stream, stream_error) {
         Ok(reply) => success(reply, control),
         Err(refusal) => answer(refusal),
+    }
+}
+
+/// Claude on Vertex AI: the token first, then forced errors (Anthropic's
+/// shape), then the answer.
+fn claude_on_vertex(
+    state: &State,
+    parts: &Parts,
+    body: &[u8],
+    control: &Control,
+    forced_status: Option<StatusCode>,
+    method: gemini::claude::Method,
+) -> Response<MockBody> {
+    if let Err(refusal) = gemini::check_auth(&parts.headers, true) {
+        return json_response(refusal.status, refusal.body);
+    }
+    if let Some(status) = forced_status {
+        let mut response = json_response(status, gemini::claude::forced(status));
+        if let Some(secs) = control.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return response;
+    }
+    if parts.headers.contains_key("x-mock-malformed") {
+        return malformed(body);
+    }
+    let stream_error = parts.headers.contains_key("x-mock-stream-error");
+    let path = parts.uri.path();
+    match gemini::claude::answer(path, method, body, control, &state.ids, stream_error) {
+        Ok(reply) => success(reply, control),
+        Err(refusal) => json_response(refusal.status, refusal.body),
     }
 }
 

@@ -14,7 +14,10 @@
 //!    `-001`), so a price for `gpt-4o` also prices `gpt-4o-2024-08-06`;
 //! 4. the built-in row for the name or a resolved name (case-insensitive),
 //!    unless the backend is self-hosted (Ollama, vLLM, LM Studio), where
-//!    list prices mean nothing.
+//!    list prices mean nothing. Rows of a host of open models (Fireworks,
+//!    SambaNova, ... : [`HOSTS`]) price only that host's backends, and come
+//!    before the model maker's row there: the same open model costs
+//!    differently on each host.
 //!
 //! `None` means no price is known: the caller decides what an unpriced
 //! request costs (a `"*"` key in `pricing` gives every model a price).
@@ -43,6 +46,8 @@ struct BackendPrices {
     globs: Vec<(ModelPattern, Price)>,
     /// Whether the built-in list prices apply (not for self-hosted models).
     list_prices: bool,
+    /// The host whose own rows apply (see [`HOSTS`]).
+    host: Option<&'static str>,
 }
 
 impl PriceTable {
@@ -70,6 +75,7 @@ impl PriceTable {
                     exact,
                     globs,
                     list_prices: uses_list_prices(backend.provider),
+                    host: host_of(backend.provider),
                 }
             })
             .collect();
@@ -98,7 +104,7 @@ impl PriceTable {
             }
         }
         if prices.list_prices {
-            builtin_price(model)
+            builtin_price_on(prices.host, model)
         } else {
             None
         }
@@ -110,13 +116,55 @@ impl PriceTable {
 /// `claude-sonnet-4-5-20250929` is `claude-sonnet-4-5`. A dated id whose
 /// price differs (`gpt-4o-2024-05-13`) has its own row and wins.
 pub fn builtin_price(model: &str) -> Option<Price> {
+    builtin_price_on(None, model)
+}
+
+/// [`builtin_price`] on a backend of `host` (see [`HOSTS`]): the host's
+/// own row for a name first, then the maker's; other hosts' rows never.
+pub fn builtin_price_on(host: Option<&str>, model: &str) -> Option<Price> {
     let table = builtin();
     resolved_names(model).find_map(|name| {
-        table
-            .binary_search_by(|(key, _)| cmp_ignore_case(key, name))
-            .ok()
-            .map(|at| table[at].1)
+        let start = table.partition_point(|row| cmp_ignore_case(row.name, name) == Ordering::Less);
+        let same = table[start..]
+            .iter()
+            .take_while(|row| cmp_ignore_case(row.name, name) == Ordering::Equal);
+        let mut maker = None;
+        for row in same {
+            match row.host {
+                Some(h) if Some(h) == host => return Some(row.price),
+                Some(_) => {}
+                None => maker = Some(row.price),
+            }
+        }
+        maker
     })
+}
+
+/// Hosts of open models whose rows (the `provider` column) price only
+/// their own backends.
+pub const HOSTS: [(&str, Provider); 5] = [
+    ("fireworks", Provider::Fireworks),
+    ("sambanova", Provider::SambaNova),
+    ("together", Provider::Together),
+    ("deepinfra", Provider::DeepInfra),
+    ("cerebras", Provider::Cerebras),
+];
+
+/// The host name of `provider`'s rows, if it is one of [`HOSTS`].
+fn host_of(provider: Provider) -> Option<&'static str> {
+    HOSTS
+        .iter()
+        .find(|(_, p)| *p == provider)
+        .map(|(name, _)| *name)
+}
+
+/// One built-in row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Row<'a> {
+    name: &'a str,
+    /// Set for a host's own rows (see [`HOSTS`]).
+    host: Option<&'a str>,
+    price: Price,
 }
 
 /// What `input` tokens (of which `cached_input` were cache hits, as OpenAI
@@ -218,15 +266,15 @@ fn cmp_ignore_case(a: &str, b: &str) -> Ordering {
 }
 
 /// The parsed built-in list, sorted by name, parsed on first use.
-fn builtin() -> &'static [(&'static str, Price)] {
-    static TABLE: OnceLock<Vec<(&'static str, Price)>> = OnceLock::new();
+fn builtin() -> &'static [Row<'static>] {
+    static TABLE: OnceLock<Vec<Row<'static>>> = OnceLock::new();
     TABLE.get_or_init(|| parse_table(PRICES_TSV).0)
 }
 
 /// Rows of a price list (sorted by name) and the lines it could not read.
 /// A bad line is skipped rather than losing the whole list; a test keeps
 /// the checked-in list free of them.
-fn parse_table(text: &str) -> (Vec<(&str, Price)>, Vec<String>) {
+fn parse_table(text: &str) -> (Vec<Row<'_>>, Vec<String>) {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -235,17 +283,20 @@ fn parse_table(text: &str) -> (Vec<(&str, Price)>, Vec<String>) {
             continue;
         }
         match parse_row(line) {
-            Ok((names, price)) => rows.extend(names.map(|name| (name, price))),
+            Ok((names, host, price)) => {
+                rows.extend(names.into_iter().map(|name| Row { name, host, price }));
+            }
             Err(e) => errors.push(format!("line {}: {e}", number + 1)),
         }
     }
-    rows.sort_by(|a, b| cmp_ignore_case(a.0, b.0));
+    rows.sort_by(|a, b| cmp_ignore_case(a.name, b.name));
     (rows, errors)
 }
 
-fn parse_row(line: &str) -> Result<(impl Iterator<Item = &str>, Price), String> {
+/// A line's names, host (for a host's own rows) and price.
+fn parse_row(line: &str) -> Result<(Vec<&str>, Option<&str>, Price), String> {
     let fields: Vec<&str> = line.split('\t').collect();
-    let [names, input, output, cached, _provider] = fields[..] else {
+    let [names, input, output, cached, provider] = fields[..] else {
         return Err(format!(
             "expected 5 tab-separated fields, got {}",
             fields.len()
@@ -257,9 +308,18 @@ fn parse_row(line: &str) -> Result<(impl Iterator<Item = &str>, Price), String> 
         "-" => input,
         text => MicroUsd::parse(text)?,
     };
-    let names = names.split(',').map(str::trim).filter(|n| !n.is_empty());
+    let names = names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    let host = HOSTS
+        .iter()
+        .find(|(name, _)| *name == provider)
+        .map(|(name, _)| *name);
     Ok((
         names,
+        host,
         Price {
             input,
             output,

@@ -39,9 +39,10 @@ fn the_checked_in_list_parses_cleanly() {
     assert!(errors.is_empty(), "{errors:?}");
     assert!(rows.len() > 60, "{}", rows.len());
     for pair in rows.windows(2) {
-        assert_ne!(pair[0].0, pair[1].0, "listed twice");
+        let same = (pair[0].name, pair[0].host) == (pair[1].name, pair[1].host);
+        assert!(!same, "{} listed twice", pair[0].name);
     }
-    for (name, price) in &rows {
+    for Row { name, price, .. } in &rows {
         assert_eq!(*name, name.to_ascii_lowercase(), "names are lower case");
         assert!(
             price.cached_input <= price.input,
@@ -83,7 +84,11 @@ fn bad_lines_are_reported_and_skipped() {
     );
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].1, price("1", "2", "1"), "`-` means the input price");
+    assert_eq!(
+        rows[0].price,
+        price("1", "2", "1"),
+        "`-` means the input price"
+    );
 }
 
 #[test]
@@ -345,4 +350,41 @@ fn bedrock_model_ids_resolve_to_the_makers_price() {
     }
     assert!(builtin_price("anthropic.").is_none());
     assert!(builtin_price("acme.unknown-model-v1:0").is_none());
+}
+
+#[test]
+fn a_hosts_rows_price_only_its_own_backends() {
+    let table = PriceTable::new(&[
+        backend(Provider::Fireworks, &[]),
+        backend(Provider::SambaNova, &[]),
+        backend(Provider::OpenRouter, &[]),
+        backend(Provider::DeepSeek, &[]),
+    ]);
+    let fireworks = price("0.15", "0.60", "0.015");
+    assert_eq!(
+        table.price(0, "accounts/fireworks/models/gpt-oss-120b"),
+        Some(fireworks)
+    );
+    // Elsewhere the Fireworks id is not priced by the Fireworks row.
+    assert_eq!(
+        table.price(2, "accounts/fireworks/models/gpt-oss-120b"),
+        None
+    );
+    // SambaNova's DeepSeek rows price SambaNova only; DeepSeek's own
+    // backend keeps the maker's row, and other names fall through to it.
+    assert_eq!(
+        table.price(1, "DeepSeek-V3.1"),
+        Some(price("3", "4.50", "3"))
+    );
+    assert_eq!(table.price(3, "deepseek-v3.1"), None);
+    assert_eq!(table.price(2, "deepseek/deepseek-v3.1"), None);
+    assert_eq!(
+        table.price(1, "deepseek-v4-pro"),
+        builtin_price("deepseek-v4-pro")
+    );
+    assert_eq!(builtin_price("minimax-m3"), None);
+    assert_eq!(
+        builtin_price_on(Some("sambanova"), "MiniMax-M3"),
+        Some(price("0.60", "2.40", "0.06"))
+    );
 }

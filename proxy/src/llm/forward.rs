@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use sluice_crds::snapshot::Route;
+use sluice_crds::snapshot::{Provider, Route};
 use std::time::Instant;
 
 use super::request::{rewrite_with, Quirks, RequestFields};
@@ -33,8 +33,9 @@ pub struct Outgoing<'a> {
 /// How forwarding ended.
 pub enum Outcome {
     /// An upstream answered (any status), from this backend index, on this
-    /// connection (which the response body must keep polling).
-    Upstream(Response<Incoming>, Box<Conn>, usize),
+    /// connection (which the response body must keep polling), under this
+    /// plan (what the answer is translated from).
+    Upstream(Response<Incoming>, Box<Conn>, usize, Plan),
     /// The demo backend at this index is next: answer in process. Also a
     /// request the backend at this index has no endpoint for but the
     /// gateway can answer itself (count_tokens; see [`Plan::Local`]).
@@ -77,8 +78,8 @@ pub async fn forward(
     let retry = route.retry;
     let mut last_failure = GatewayError::UpstreamTimeout(String::new());
     // The rewritten body is reused across attempts with the same model
-    // override, backend schema and provider quirks.
-    let mut prepared: Option<(Option<&str>, Schema, Quirks, Bytes)> = None;
+    // override, backend schema, provider quirks and Vertex AI edits.
+    let mut prepared: Option<(Option<&str>, Schema, Quirks, bool, Bytes)> = None;
 
     for attempt in 0..retry.attempts as usize {
         let route_backend = &route.backends[order[attempt % order.len()]];
@@ -98,8 +99,23 @@ pub async fn forward(
             return Outcome::Demo(index);
         };
 
-        let schema = Schema::of_provider(runtime.snapshot.backends[index].provider);
+        let override_model = route_backend.model.as_deref();
+        let upstream_model = override_model.or(outgoing.fields.model.as_deref());
+        let provider = runtime.snapshot.backends[index].provider;
+        let claude = is_vertex_claude(provider, upstream_model);
+        let schema = backend_schema(provider, claude);
         let plan = translate::plan(outgoing.endpoint, schema);
+        if claude && gcp.is_none() {
+            exchange
+                .record
+                .failed_attempts
+                .push((backend.name.clone(), "unsupported"));
+            last_failure = GatewayError::BadRequest(format!(
+                "backend {} (VertexAI in express mode, with an API key) serves Gemini models only; Claude models on Vertex AI need `auth.gcp`",
+                backend.name
+            ));
+            continue;
+        }
         match plan {
             Plan::Local => return Outcome::Demo(index),
             Plan::Unsupported => {
@@ -117,11 +133,13 @@ pub async fn forward(
             }
             Plan::Passthrough | Plan::Translate { .. } => {}
         }
-        let override_model = route_backend.model.as_deref();
         let quirks = quirks(outgoing.endpoint, preset);
         let body = match &prepared {
-            Some((model, prepared_schema, q, body))
-                if *model == override_model && *prepared_schema == schema && *q == quirks =>
+            Some((model, prepared_schema, q, c, body))
+                if *model == override_model
+                    && *prepared_schema == schema
+                    && *q == quirks
+                    && *c == claude =>
             {
                 body.clone()
             }
@@ -131,7 +149,7 @@ pub async fn forward(
                         let model = override_model
                             .or(outgoing.fields.model.as_deref())
                             .unwrap_or_default();
-                        match translate::request(plan, outgoing.body, model) {
+                        match translate::request(plan, outgoing.endpoint, outgoing.body, model) {
                             Ok(body) => body,
                             Err(e) => {
                                 return Outcome::Failed(GatewayError::BadRequest(e.to_string()))
@@ -146,11 +164,20 @@ pub async fn forward(
                         quirks,
                     ),
                 };
-                prepared = Some((override_model, schema, quirks, body.clone()));
+                // Vertex AI names the model in the URL, the version in the body.
+                let body = if claude {
+                    let keep_model = outgoing.endpoint == Endpoint::CountTokens;
+                    match super::vertex::claude_body(&body, keep_model) {
+                        Ok(body) => body,
+                        Err(e) => return Outcome::Failed(GatewayError::BadRequest(e.to_string())),
+                    }
+                } else {
+                    body
+                };
+                prepared = Some((override_model, schema, quirks, claude, body.clone()));
                 body
             }
         };
-        let upstream_model = override_model.or(outgoing.fields.model.as_deref());
 
         let now = Instant::now();
         if now >= deadline {
@@ -201,6 +228,7 @@ pub async fn forward(
             headers,
             bearer,
             stream: outgoing.fields.stream,
+            claude,
         };
         let bedrock_path;
         let suffix = if *paths == UpstreamPaths::Bedrock {
@@ -243,7 +271,7 @@ pub async fn forward(
                         .push((backend.name.clone(), kind));
                     continue;
                 }
-                return Outcome::Upstream(response, conn, index);
+                return Outcome::Upstream(response, conn, index, plan);
             }
             Ok(Err(error)) => {
                 exchange
@@ -305,6 +333,8 @@ struct Upstream<'a> {
     bearer: Option<http::HeaderValue>,
     /// The client asked for a stream (Gemini's URL says so).
     stream: bool,
+    /// A Claude model on Vertex AI (the `anthropic` publisher's URL).
+    claude: bool,
 }
 
 /// The request URL: `{base}{suffix}`, or for Azure deployments
@@ -321,6 +351,9 @@ fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint, suffix: &str) -> Stri
             target.base_url,
             path_segment(target.model)
         ),
+        UpstreamPaths::Gemini if target.claude => {
+            super::vertex::claude_url(target.base_url, target.model, endpoint, target.stream)
+        }
         UpstreamPaths::Gemini => format!(
             "{}/models/{}{}",
             target.base_url,
@@ -334,9 +367,10 @@ fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint, suffix: &str) -> Stri
     }
 }
 
-/// Percent-encodes a path segment (deployment names are usually plain).
-fn path_segment(text: &str) -> std::borrow::Cow<'_, str> {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+/// Percent-encodes a path segment (deployment names are usually plain;
+/// `@`, allowed in a segment, is kept for Vertex AI's `claude-x@DATE`).
+pub(super) fn path_segment(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~@".contains(&b);
     if text.bytes().all(plain) {
         return text.into();
     }
@@ -379,7 +413,10 @@ fn build_request(
     if let Some(bearer) = &target.bearer {
         headers.insert(http::header::AUTHORIZATION, bearer.clone());
     }
-    if suffix.starts_with("/messages") && !headers.contains_key("anthropic-version") {
+    if target.claude {
+        // Vertex AI takes the version in the body (as Anthropic's Vertex SDK sends it).
+        headers.remove("anthropic-version");
+    } else if suffix.starts_with("/messages") && !headers.contains_key("anthropic-version") {
         headers.insert(
             "anthropic-version",
             http::HeaderValue::from_static(translate::anthropic::VERSION),
@@ -413,12 +450,18 @@ fn sign(
     Ok(Request::from_parts(parts, full))
 }
 
-/// The plan for `endpoint` at backend `index` (of the snapshot's backends).
-pub fn plan_at(runtime: &Runtime, endpoint: Endpoint, index: usize) -> Plan {
-    translate::plan(
-        endpoint,
-        Schema::of_provider(runtime.snapshot.backends[index].provider),
-    )
+/// A Claude model on a `VertexAI` backend (Anthropic's schema there).
+fn is_vertex_claude(provider: Provider, model: Option<&str>) -> bool {
+    provider == Provider::VertexAI && model.is_some_and(super::vertex::is_claude)
+}
+
+/// What the backend speaks for this request.
+fn backend_schema(provider: Provider, vertex_claude: bool) -> Schema {
+    if vertex_claude {
+        Schema::Anthropic
+    } else {
+        Schema::of_provider(provider)
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +477,7 @@ mod tests {
             headers: &[],
             bearer: None,
             stream: false,
+            claude: false,
         };
         upstream_url(&target, endpoint, endpoint.upstream_suffix())
     }

@@ -6,10 +6,14 @@
 //! before it expires, so requests wait for a fetch only when there is no
 //! valid token (the first request, or after failures). One fetch at a
 //! time; after a failure, requests get the same error for [`RETRY_AFTER`]
-//! instead of hammering the token endpoint. Never logs the key or a token.
+//! instead of hammering the token endpoint. Sources are shared through a
+//! process-wide registry keyed by the account ([`TokenSource::shared`]),
+//! so a config reload that keeps the same key keeps its live token and
+//! refresher instead of fetching anew. Never logs the key or a token.
 //! Knows nothing of requests or routing.
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
@@ -58,6 +62,40 @@ struct Failure {
     at: Instant,
     error: TokenError,
 }
+
+/// What makes two configs' accounts the same source: the key's identity
+/// and where its tokens come from, plus a digest of the key itself (a
+/// rotated key under the same id is a new source).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SourceKey {
+    client_email: String,
+    private_key_id: Option<String>,
+    token_uri: String,
+    key_digest: [u8; 32],
+}
+
+impl SourceKey {
+    fn of(account: &ServiceAccount) -> Self {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            account.private_key.expose().as_bytes(),
+        );
+        let mut key_digest = [0; 32];
+        key_digest.copy_from_slice(digest.as_ref());
+        Self {
+            client_email: account.client_email.clone(),
+            private_key_id: account.private_key_id.clone(),
+            token_uri: account.token_uri.clone(),
+            key_digest,
+        }
+    }
+}
+
+/// The live sources, held weakly: a source lives while a loaded config
+/// uses it (the old config is still loaded while the new one is built, so
+/// a reload finds it). Locked only when a config is loaded.
+static SOURCES: LazyLock<Mutex<HashMap<SourceKey, Weak<TokenSource>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The tokens of one service account.
 pub struct TokenSource {
@@ -109,6 +147,21 @@ impl TokenSource {
             refresher_started: std::sync::atomic::AtomicBool::new(false),
             stop: CancellationToken::new(),
         })
+    }
+
+    /// The source for `account`: the live one when a loaded config already
+    /// uses the same account (its token and refresher carry over), else a
+    /// new one ([`TokenSource::new`]).
+    pub fn shared(account: &ServiceAccount) -> Result<Arc<Self>, String> {
+        let key = SourceKey::of(account);
+        let mut sources = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+        sources.retain(|_, source| source.strong_count() > 0);
+        if let Some(source) = sources.get(&key).and_then(Weak::upgrade) {
+            return Ok(source);
+        }
+        let source = Arc::new(Self::new(account)?);
+        sources.insert(key, Arc::downgrade(&source));
+        Ok(source)
     }
 
     /// `Bearer TOKEN` for the next request: the cached token, or a fresh
@@ -421,6 +474,46 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.0.contains("502"), "{err}");
+    }
+
+    fn test_account(token_uri: &str) -> ServiceAccount {
+        #[derive(Deserialize)]
+        struct KeyFile {
+            private_key: String,
+            client_email: String,
+            private_key_id: String,
+        }
+        let file: KeyFile =
+            serde_json::from_str(sluice_test_upstream::gemini::TEST_SERVICE_ACCOUNT).unwrap();
+        ServiceAccount {
+            client_email: file.client_email,
+            private_key_id: Some(file.private_key_id),
+            private_key: sluice_crds::values::Secret::new(file.private_key),
+            token_uri: token_uri.to_owned(),
+        }
+    }
+
+    #[test]
+    fn sources_are_shared_while_a_config_uses_them() {
+        let account = test_account("http://127.0.0.1:9/shared-test/token");
+        let first = TokenSource::shared(&account).unwrap();
+        let again = TokenSource::shared(&account).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "same account, same source");
+        let elsewhere =
+            TokenSource::shared(&test_account("http://127.0.0.1:9/other/token")).unwrap();
+        assert!(!Arc::ptr_eq(&first, &elsewhere), "another token_uri");
+        let mut other_id = account.clone();
+        other_id.private_key_id = Some("rotated".into());
+        assert!(!Arc::ptr_eq(
+            &first,
+            &TokenSource::shared(&other_id).unwrap()
+        ));
+        // Once no config holds it, the next load starts afresh.
+        let weak = Arc::downgrade(&first);
+        drop((first, again));
+        assert!(weak.upgrade().is_none());
+        let fresh = TokenSource::shared(&account).unwrap();
+        assert_eq!(Arc::strong_count(&fresh), 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod sigv4;
 pub mod sse;
 pub mod translate;
 pub mod usage;
+pub mod vertex;
 
 use std::sync::Arc;
 
@@ -262,7 +263,7 @@ async fn forward_and_respond(
             let plan = translate::plan(endpoint, translate::Schema::OpenAI);
             let openai_body = match plan {
                 translate::Plan::Passthrough => body.clone(),
-                _ => translate::request(plan, body, model)
+                _ => translate::request(plan, endpoint, body, model)
                     .map_err(|e| GatewayError::BadRequest(e.to_string()))?,
             };
             let json: serde_json::Value = serde_json::from_slice(&openai_body)
@@ -297,11 +298,10 @@ async fn forward_and_respond(
             );
             Ok(Served::Local(response))
         }
-        Outcome::Upstream(upstream, conn, index) => {
+        Outcome::Upstream(upstream, conn, index, plan) => {
             let model = exchange.record.model.as_deref().unwrap_or_default();
             exchange.record.price = runtime.price_at(route, index, model);
             let backend = &runtime.backends[index];
-            let plan = forward::plan_at(runtime, endpoint, index);
             let response = respond(
                 upstream,
                 conn,

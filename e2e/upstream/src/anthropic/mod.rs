@@ -172,6 +172,13 @@ fn parse<'a>(body: &'a [u8], count_only: bool) -> Result<MessagesRequest<'a>, Re
         if turn.content.is_none() {
             return bad(format!("messages.{i}.content: Field required"));
         }
+        if let Some(serde_json::Value::Array(blocks)) = &turn.content {
+            for (j, block) in blocks.iter().enumerate() {
+                if let Err(message) = media_block(block) {
+                    return bad(format!("messages.{i}.content.{j}.{message}"));
+                }
+            }
+        }
     }
     for (i, tool) in request.tools.iter().flatten().enumerate() {
         if tool.input_schema.is_none() {
@@ -180,6 +187,59 @@ fn parse<'a>(body: &'a [u8], count_only: bool) -> Result<MessagesRequest<'a>, Re
     }
     let _ = &request.system;
     Ok(request)
+}
+
+/// Checks an `image` or `document` block (also inside a `tool_result`) as
+/// Anthropic does: the source kinds, the media types it takes, base64
+/// that decodes to what the media type says. `Err` is the rest of the
+/// message after `messages.{i}.content.{j}.`.
+fn media_block(block: &serde_json::Value) -> Result<(), String> {
+    const IMAGE_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+    let kind = block["type"].as_str().unwrap_or_default();
+    if kind == "tool_result" {
+        if let Some(inner) = block["content"].as_array() {
+            for (k, inner) in inner.iter().enumerate() {
+                media_block(inner).map_err(|m| format!("content.{k}.{m}"))?;
+            }
+        }
+        return Ok(());
+    }
+    if kind != "image" && kind != "document" {
+        return Ok(());
+    }
+    let source = &block["source"];
+    let source_kind = source["type"].as_str().unwrap_or_default();
+    let field = |name: &str| source[name].as_str().unwrap_or_default();
+    match (kind, source_kind) {
+        (_, "base64") => {
+            let media_type = field("media_type");
+            let accepted: &[&str] = if kind == "image" {
+                &IMAGE_TYPES
+            } else {
+                &["application/pdf"]
+            };
+            if !accepted.contains(&media_type) {
+                return Err(format!(
+                    "{kind}.source.base64.media_type: Input should be {}",
+                    accepted
+                        .iter()
+                        .map(|t| format!("'{t}'"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ));
+            }
+            crate::media::check(media_type, field("data"))
+                .map_err(|e| format!("{kind}.source.base64.data: {e}"))
+        }
+        (_, "url") if field("url").starts_with("https://") || field("url").starts_with("http://") => {
+            Ok(())
+        }
+        (_, "url") => Err(format!("{kind}.source.url.url: Input should be an http(s) URL")),
+        ("document", "text") if field("media_type") == "text/plain" => Ok(()),
+        (_, other) => Err(format!(
+            "{kind}.source: Input tag '{other}' found using 'type' does not match any of the expected tags: 'base64', 'url'"
+        )),
+    }
 }
 
 impl MessagesRequest<'_> {
@@ -528,5 +588,63 @@ mod tests {
             message["content"][0]["input"],
             serde_json::json!({"q":"mock"})
         );
+    }
+
+    #[test]
+    fn refuses_media_as_anthropic_does() {
+        const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+        let with = |block: &str| {
+            format!(
+                r#"{{"model":"m","max_tokens":1,"messages":[{{"role":"user","content":[{{"type":"text","text":"x"}},{block}]}}]}}"#
+            )
+        };
+        for (block, needle) in [
+            (
+                format!(r#"{{"type":"image","source":{{"type":"base64","media_type":"image/tiff","data":"{PNG}"}}}}"#),
+                "messages.0.content.1.image.source.base64.media_type",
+            ),
+            (
+                format!(r#"{{"type":"image","source":{{"type":"base64","media_type":"image/jpeg","data":"{PNG}"}}}}"#),
+                "does not match the declared media type image/jpeg",
+            ),
+            (
+                r#"{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBOR"}}"#.into(),
+                "not valid base64",
+            ),
+            (
+                r#"{"type":"image","source":{"type":"url","url":"ftp://x"}}"#.into(),
+                "http(s) URL",
+            ),
+            (
+                r#"{"type":"document","source":{"type":"base64","media_type":"image/png","data":"JVBERi0="}}"#.into(),
+                "'application/pdf'",
+            ),
+            (
+                format!(r#"{{"type":"tool_result","tool_use_id":"t","content":[{{"type":"image","source":{{"type":"base64","media_type":"image/gif","data":"{PNG}"}}}}]}}"#),
+                "messages.0.content.1.content.0.image.source.base64.data",
+            ),
+        ] {
+            let body = with(&block);
+            let Err(refusal) =
+                messages(body.as_bytes(), &Control::default(), &Ids::default(), false)
+            else {
+                panic!("{body} was accepted");
+            };
+            assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+            let text = String::from_utf8(refusal.body.to_vec()).unwrap();
+            assert!(text.contains(needle), "{text}");
+        }
+        for block in [
+            format!(r#"{{"type":"image","source":{{"type":"base64","media_type":"image/png","data":"{PNG}"}}}}"#),
+            r#"{"type":"image","source":{"type":"url","url":"https://x.test/a.png"}}"#.into(),
+            r#"{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0="}}"#.into(),
+            r#"{"type":"document","source":{"type":"text","media_type":"text/plain","data":"notes"}}"#.into(),
+        ] {
+            let body = with(&block);
+            assert!(
+                messages(body.as_bytes(), &Control::default(), &Ids::default(), false).is_ok(),
+                "{body}"
+            );
+        }
     }
 }

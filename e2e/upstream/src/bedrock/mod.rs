@@ -216,6 +216,8 @@ fn parse(body: &[u8]) -> Result<ConverseRequest<'_>, Refusal> {
             {
                 return Err(bad(format!("messages.{i}.content.{j}: The text field in the ContentBlock object is blank. Add text to the text field, and try again.")));
             }
+            media_block(block)
+                .map_err(|message| bad(format!("messages.{i}.content.{j}.{message}")))?;
         }
     }
     let uses_tools = request.messages.iter().any(|turn| {
@@ -248,6 +250,73 @@ fn parse(body: &[u8]) -> Result<ConverseRequest<'_>, Refusal> {
         &request.guardrail_config,
     );
     Ok(request)
+}
+
+/// Checks an `image` or `document` block (also inside a `toolResult`) as
+/// Converse does: the format enum, the source union (exactly one of
+/// `bytes` and `s3Location`), base64 that decodes to the format, a
+/// document name in the characters Converse allows. `Err` is the rest of
+/// the message after `messages.{i}.content.{j}.`.
+fn media_block(block: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    const IMAGE_FORMATS: [&str; 4] = ["png", "jpeg", "gif", "webp"];
+    const DOCUMENT_FORMATS: [&str; 9] = [
+        "pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md",
+    ];
+    if let Some(result) = block.get("toolResult") {
+        for (k, inner) in result["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(inner) = inner.as_object() {
+                media_block(inner).map_err(|m| format!("toolResult.content.{k}.{m}"))?;
+            }
+        }
+        return Ok(());
+    }
+    let (kind, value, formats): (&str, _, &[&str]) =
+        match (block.get("image"), block.get("document")) {
+            (Some(image), _) => ("image", image, &IMAGE_FORMATS),
+            (_, Some(document)) => ("document", document, &DOCUMENT_FORMATS),
+            _ => return Ok(()),
+        };
+    let format = value["format"].as_str().unwrap_or_default();
+    if !formats.contains(&format) {
+        return Err(format!(
+            "{kind}.format: Value '{format}' at '{kind}.format' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            formats.join(", ")
+        ));
+    }
+    if kind == "document" {
+        let name = value["name"].as_str().unwrap_or_default();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || " -()[]".contains(c);
+        if name.is_empty() || !name.chars().all(allowed) || name.contains("  ") {
+            return Err(format!(
+                "document.name: The document name {name:?} can only contain alphanumeric characters, whitespace characters (no more than one in a row), hyphens, parentheses and square brackets"
+            ));
+        }
+    }
+    let source = value["source"].as_object().cloned().unwrap_or_default();
+    match (source.get("bytes"), source.get("s3Location"), source.len()) {
+        (Some(bytes), None, 1) => {
+            let media_type = match (kind, format) {
+                ("image", format) => format!("image/{format}"),
+                (_, "pdf") => "application/pdf".to_owned(),
+                _ => String::new(),
+            };
+            crate::media::check(&media_type, bytes.as_str().unwrap_or_default())
+                .map_err(|e| format!("{kind}.source.bytes: {e}"))
+        }
+        (None, Some(location), 1)
+            if location["uri"].as_str().is_some_and(|uri| uri.starts_with("s3://")) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{kind}.source: a {kind} source holds exactly one of bytes (base64) and s3Location ({{\"uri\": \"s3://...\"}})"
+        )),
+    }
 }
 
 impl ConverseRequest<'_> {
@@ -544,5 +613,65 @@ mod tests {
         );
         assert_eq!(route("/model/m/converse-stream"), Some(("m", true)));
         assert_eq!(route("/v1/chat/completions"), None);
+    }
+
+    #[test]
+    fn refuses_media_as_bedrock_does() {
+        const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+        let with = |block: &str| {
+            format!(r#"{{"messages":[{{"role":"user","content":[{{"text":"x"}},{block}]}}]}}"#)
+        };
+        let converse_body = |body: &str| {
+            converse(
+                body.as_bytes(),
+                false,
+                &Control::default(),
+                &Ids::default(),
+                false,
+            )
+        };
+        for (block, needle) in [
+            (
+                format!(r#"{{"image":{{"format":"image/png","source":{{"bytes":"{PNG}"}}}}}}"#),
+                "enum value set: [png, jpeg, gif, webp]",
+            ),
+            (
+                format!(r#"{{"image":{{"format":"jpeg","source":{{"bytes":"{PNG}"}}}}}}"#),
+                "does not match the declared media type image/jpeg",
+            ),
+            (
+                r#"{"image":{"format":"png","source":{"bytes":"iVBOR"}}}"#.into(),
+                "messages.0.content.1.image.source.bytes",
+            ),
+            (
+                r#"{"image":{"format":"png","source":{"url":"https://x.test/a.png"}}}"#.into(),
+                "exactly one of bytes",
+            ),
+            (
+                r#"{"document":{"format":"pdf","name":"a.pdf","source":{"bytes":"JVBERi0="}}}"#
+                    .into(),
+                "document name",
+            ),
+            (
+                r#"{"document":{"format":"pdf","source":{"bytes":"JVBERi0="}}}"#.into(),
+                "document name",
+            ),
+        ] {
+            let body = with(&block);
+            let Err(refusal) = converse_body(&body) else {
+                panic!("{body} was accepted");
+            };
+            assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+            assert_eq!(refusal.error_type, "ValidationException");
+            let text = String::from_utf8(refusal.body.to_vec()).unwrap();
+            assert!(text.contains(needle), "{text}");
+        }
+        for block in [
+            format!(r#"{{"image":{{"format":"png","source":{{"bytes":"{PNG}"}}}}}}"#),
+            r#"{"image":{"format":"jpeg","source":{"s3Location":{"uri":"s3://b/a.jpg"}}}}"#.into(),
+            r#"{"document":{"format":"pdf","name":"Q3 report (final)","source":{"bytes":"JVBERi0="}}}"#.into(),
+        ] {
+            assert!(converse_body(&with(&block)).is_ok(), "{block}");
+        }
     }
 }

@@ -124,6 +124,35 @@ struct ToolFunction<'a> {
     name: Cow<'a, str>,
 }
 
+/// Checks content parts as Cohere does: the part types it knows, and
+/// `image_url` URLs that are http(s) or base64 data URLs of an image type
+/// it takes (PNG, JPEG, WebP, GIF). `Err` is the rest of the message
+/// after `messages[i].content`.
+fn content_parts(content: &str) -> Result<(), String> {
+    const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/webp", "image/gif"];
+    if !content.trim_start().starts_with('[') {
+        return Ok(());
+    }
+    let parts: Vec<serde_json::Value> =
+        serde_json::from_str(content).map_err(|e| format!(": {e}"))?;
+    for (j, part) in parts.iter().enumerate() {
+        match part["type"].as_str().unwrap_or_default() {
+            "text" | "document" | "thinking" => {}
+            "image_url" => {
+                let url = part["image_url"]["url"].as_str().unwrap_or_default();
+                crate::media::check_data_url(url, &IMAGE_TYPES)
+                    .map_err(|e| format!("[{j}].image_url.url: {e}"))?;
+            }
+            other => {
+                return Err(format!(
+                    "[{j}].type {other:?} must be one of text, image_url, document, thinking"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks a body as Cohere does.
 fn parse(body: &[u8]) -> Result<ChatRequest<'_>, Answer> {
     let bad = |message: String| error(StatusCode::BAD_REQUEST, &message);
@@ -140,6 +169,10 @@ fn parse(body: &[u8]) -> Result<ChatRequest<'_>, Answer> {
             "system" | "user" => {
                 if message.content.is_none() {
                     return Err(bad(format!("invalid request: messages[{i}].content is required")));
+                }
+                if let Some(content) = message.content {
+                    content_parts(content.get())
+                        .map_err(|e| bad(format!("invalid request: messages[{i}].content{e}")))?;
                 }
             }
             "assistant" => {
@@ -356,5 +389,50 @@ impl ChatStream {
                 usage(&self.control, output)
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod media_tests {
+    use super::*;
+
+    #[test]
+    fn refuses_media_as_cohere_does() {
+        const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+        let with = |part: &str| {
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"x"}},{part}]}}]}}"#
+            )
+        };
+        for (part, needle) in [
+            (
+                r#"{"type":"input_audio","input_audio":{"data":"UklGRg==","format":"wav"}}"#.into(),
+                "messages[0].content[1].type",
+            ),
+            (
+                format!(
+                    r#"{{"type":"image_url","image_url":{{"url":"data:image/tiff;base64,{PNG}"}}}}"#
+                ),
+                "unsupported image type image/tiff",
+            ),
+            (
+                r#"{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBOR"}}"#.into(),
+                "not valid base64",
+            ),
+        ] {
+            let body = with(&part);
+            let refusal = parse(body.as_bytes()).err().unwrap();
+            assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+            let text = String::from_utf8_lossy(&refusal.body);
+            assert!(text.contains(needle), "{body}: {text}");
+        }
+        for part in [
+            format!(
+                r#"{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{PNG}","detail":"low"}}}}"#
+            ),
+            r#"{"type":"image_url","image_url":{"url":"https://x.test/a.png"}}"#.into(),
+        ] {
+            assert!(parse(with(&part).as_bytes()).is_ok(), "{part}");
+        }
     }
 }

@@ -9,7 +9,12 @@
 //! `user`/`model`, parts present, no `additionalProperties` in function
 //! schemas) and answers in Google's error shape. Streams are framed as
 //! Google frames them: `data: {json}\r\n\r\n`, usage in every event.
+//! Vertex AI express mode's paths (`/v1/publishers/google/models/...`,
+//! an API key) are AI Studio's rules on Vertex's path; Claude on Vertex AI
+//! (`publishers/anthropic`) is in [`claude`].
 //! Knows nothing of HTTP plumbing or control headers' parsing.
+
+pub(crate) mod claude;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -42,6 +47,8 @@ static ISSUED: AtomicU64 = AtomicU64::new(0);
 pub(crate) enum Route {
     /// `...:generateContent` / `...:streamGenerateContent`.
     Generate { vertex: bool, stream: bool },
+    /// Claude on Vertex AI (`publishers/anthropic`, a Bearer token).
+    Claude(claude::Method),
     /// The OAuth token endpoint.
     Token,
 }
@@ -50,6 +57,9 @@ pub(crate) enum Route {
 pub(crate) fn route(path: &str) -> Option<Route> {
     if path.ends_with("/token") {
         return Some(Route::Token);
+    }
+    if let Some(method) = claude::method(path) {
+        return Some(Route::Claude(method));
     }
     let vertex = path.starts_with("/v1/projects/") && path.contains("/publishers/google/models/");
     let studio = path.contains("/models/") && !vertex;
@@ -216,6 +226,13 @@ fn parse(body: &[u8]) -> Result<GenerateRequest<'_>, Answer> {
                 "* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."
             )));
         }
+        for (j, part) in content.parts.iter().enumerate() {
+            media_part(part.get()).map_err(|message| {
+                bad(format!(
+                    "Invalid value at 'contents[{i}].parts[{j}].{message}"
+                ))
+            })?;
+        }
     }
     if let Some(tools) = request.tools {
         for bad_key in ["additionalProperties", "$schema"] {
@@ -234,6 +251,66 @@ fn parse(body: &[u8]) -> Result<GenerateRequest<'_>, Answer> {
         &request.labels,
     );
     Ok(request)
+}
+
+/// The media types Gemini reads (images, audio, documents; video by prefix).
+const MEDIA_TYPES: [&str; 13] = [
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/heic",
+    "image/heif",
+    "audio/wav",
+    "audio/mp3",
+    "audio/aiff",
+    "audio/aac",
+    "audio/ogg",
+    "audio/flac",
+    "application/pdf",
+    "text/plain",
+];
+
+/// Checks a part's `inlineData` (a type Gemini reads, base64 that decodes
+/// to it) and `fileData` (a URI Gemini can fetch) as Google does. `Err` is
+/// the rest of the message after `Invalid value at 'contents[i].parts[j].`.
+fn media_part(part: &str) -> Result<(), String> {
+    if !part.contains("inlineData") && !part.contains("fileData") {
+        return Ok(());
+    }
+    let part: serde_json::Value = serde_json::from_str(part).map_err(|e| format!("': {e}"))?;
+    let known = |mime: &str| MEDIA_TYPES.contains(&mime) || mime.starts_with("video/");
+    if let Some(blob) = part.get("inlineData") {
+        let mime = blob["mimeType"].as_str().unwrap_or_default();
+        if mime.is_empty() {
+            return Err("inline_data.mime_type' (TYPE_STRING): a mime type is required".into());
+        }
+        if !known(mime) {
+            return Err(format!(
+                "inline_data.mime_type': Unsupported MIME type: {mime}"
+            ));
+        }
+        crate::media::check(mime, blob["data"].as_str().unwrap_or_default())
+            .map_err(|e| format!("inline_data.data' (TYPE_BYTES): {e}"))?;
+    }
+    if let Some(file) = part.get("fileData") {
+        let uri = file["fileUri"].as_str().unwrap_or_default();
+        if !["https://", "http://", "gs://"]
+            .iter()
+            .any(|scheme| uri.starts_with(scheme))
+        {
+            return Err(format!(
+                "file_data.file_uri': Unsupported file uri: {uri:?}"
+            ));
+        }
+        if let Some(mime) = file["mimeType"].as_str() {
+            if !known(mime) {
+                return Err(format!(
+                    "file_data.mime_type': Unsupported MIME type: {mime}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl GenerateRequest<'_> {
@@ -524,6 +601,18 @@ mod tests {
             Some(Route::Generate { vertex: true, stream: true })
         ));
         assert!(matches!(route("/token"), Some(Route::Token)));
+        // Express mode: Vertex's path without project or location, a key.
+        assert!(matches!(
+            route("/v1/publishers/google/models/gemini-2.5-flash:generateContent"),
+            Some(Route::Generate {
+                vertex: false,
+                stream: false
+            })
+        ));
+        assert!(matches!(
+            route("/v1/projects/p/locations/l/publishers/anthropic/models/claude-x:rawPredict"),
+            Some(Route::Claude(claude::Method::Predict))
+        ));
         assert!(route("/v1/chat/completions").is_none());
         assert!(route("/v1/models").is_none());
     }
@@ -552,5 +641,50 @@ mod tests {
             assert!(text.contains(needle), "{body}: {text}");
         }
         assert!(public_key().is_some());
+    }
+
+    #[test]
+    fn refuses_media_as_google_does() {
+        const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+        let with = |part: &str| {
+            format!(r#"{{"contents":[{{"role":"user","parts":[{{"text":"x"}},{part}]}}]}}"#)
+        };
+        for (part, needle) in [
+            (
+                format!(r#"{{"inlineData":{{"mimeType":"image/gif","data":"{PNG}"}}}}"#),
+                "Unsupported MIME type: image/gif",
+            ),
+            (
+                format!(r#"{{"inlineData":{{"data":"{PNG}"}}}}"#),
+                "parts[1].inline_data.mime_type",
+            ),
+            (
+                r#"{"inlineData":{"mimeType":"audio/wav","data":"UklGR"}}"#.into(),
+                "not valid base64",
+            ),
+            (
+                format!(r#"{{"inlineData":{{"mimeType":"audio/wav","data":"{PNG}"}}}}"#),
+                "does not match the declared media type audio/wav",
+            ),
+            (
+                r#"{"fileData":{"fileUri":"ftp://x/a.png"}}"#.into(),
+                "Unsupported file uri",
+            ),
+        ] {
+            let body = with(&part);
+            let refusal = parse(body.as_bytes()).err().unwrap();
+            assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+            let text = String::from_utf8_lossy(&refusal.body);
+            assert!(text.contains(needle), "{body}: {text}");
+        }
+        for part in [
+            format!(r#"{{"inlineData":{{"mimeType":"image/png","data":"{PNG}"}}}}"#),
+            r#"{"inlineData":{"mimeType":"audio/wav","data":"UklGRgAAAABXQVZF"}}"#.into(),
+            r#"{"inlineData":{"mimeType":"application/pdf","data":"JVBERi0="}}"#.into(),
+            r#"{"fileData":{"mimeType":"image/png","fileUri":"https://x.test/a.png"}}"#.into(),
+            r#"{"fileData":{"fileUri":"https://x.test/render"}}"#.into(),
+        ] {
+            assert!(parse(with(&part).as_bytes()).is_ok(), "{part}");
+        }
     }
 }

@@ -12,7 +12,9 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
+pub mod completions;
 pub mod gemini;
+pub mod media;
 pub mod openai;
 
 use std::borrow::Cow;
@@ -91,6 +93,10 @@ pub fn plan(endpoint: Endpoint, backend: Schema) -> Plan {
         (Endpoint::ChatCompletions | Endpoint::Messages, _) if client != backend => {
             Plan::Translate { client, backend }
         }
+        // Text completions reach chat-only backends as chat (`completions`).
+        (Endpoint::Completions, _) if backend != Schema::OpenAI => {
+            Plan::Translate { client, backend }
+        }
         _ if client == backend => Plan::Passthrough,
         _ => Plan::Unsupported,
     }
@@ -99,21 +105,40 @@ pub fn plan(endpoint: Endpoint, backend: Schema) -> Plan {
 /// The path appended to the backend's base URL (`.../v1`).
 pub fn upstream_suffix(endpoint: Endpoint, backend: Schema) -> &'static str {
     match (endpoint, backend) {
-        (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Anthropic) => "/messages",
+        (
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages,
+            Schema::Anthropic,
+        ) => "/messages",
         (Endpoint::CountTokens, Schema::Anthropic) => "/messages/count_tokens",
         (Endpoint::Messages, Schema::OpenAI) => "/chat/completions",
         // `{base}/models/{model}` + this (`:streamGenerateContent?alt=sse`
         // for streams: see `gemini::STREAM_METHOD`).
-        (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Gemini) => ":generateContent",
-        (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Cohere) => "/chat",
+        (
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages,
+            Schema::Gemini,
+        ) => ":generateContent",
+        (
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages,
+            Schema::Cohere,
+        ) => "/chat",
         // The model and stream pick the path: see `bedrock::path`.
         (_, Schema::Bedrock) => "",
         _ => endpoint.upstream_suffix(),
     }
 }
 
-/// The body for the backend under a translating plan, for `model`.
-pub fn request(plan: Plan, body: &[u8], model: &str) -> Result<Bytes, TranslateError> {
+/// The body for the backend under a translating plan, for `model`. A text
+/// completion goes as the chat request it stands for.
+pub fn request(
+    plan: Plan,
+    endpoint: Endpoint,
+    body: &[u8],
+    model: &str,
+) -> Result<Bytes, TranslateError> {
+    if endpoint == Endpoint::Completions && matches!(plan, Plan::Translate { .. }) {
+        let chat = completions::to_chat(body, model)?;
+        return request(plan, Endpoint::ChatCompletions, &chat, model);
+    }
     match plan {
         Plan::Translate {
             client: Schema::OpenAI,
@@ -313,6 +338,8 @@ pub struct Pipe {
     client: Schema,
     kind: PipeKind,
     upstream: UpstreamHead,
+    /// A text completions client: chat answers become `text_completion`s.
+    text: Option<completions::ToText>,
 }
 
 /// What a translation needs from the request and the upstream's head.
@@ -495,6 +522,7 @@ impl Pipe {
             client,
             kind,
             upstream: UpstreamHead::default(),
+            text: (endpoint == Endpoint::Completions).then(completions::ToText::default),
         })
     }
 
@@ -537,6 +565,22 @@ impl Pipe {
     /// `allow`, it is asked before the n-th content event goes out; at the
     /// first refusal `Err` carries what may still go out.
     pub fn on_data(
+        &mut self,
+        data: Bytes,
+        allow: Option<&mut dyn FnMut(u64) -> bool>,
+    ) -> Result<Bytes, Bytes> {
+        let out = self.on_data_chat(data, allow);
+        match &mut self.text {
+            None => out,
+            Some(text) => match out {
+                Ok(bytes) => Ok(Bytes::from(text.on_data(&bytes))),
+                Err(bytes) => Err(Bytes::from(text.on_data(&bytes))),
+            },
+        }
+    }
+
+    /// [`Self::on_data`] up to the client's chat schema.
+    fn on_data_chat(
         &mut self,
         data: Bytes,
         allow: Option<&mut dyn FnMut(u64) -> bool>,
@@ -628,6 +672,17 @@ impl Pipe {
 
     /// The upstream body ended: what is left to send.
     pub fn finish(&mut self) -> Bytes {
+        let out = self.finish_chat();
+        let whole = self.is_whole();
+        match &mut self.text {
+            None => out,
+            Some(_) if whole => completions::whole_to_text(&out).map_or(out, Bytes::from),
+            Some(text) => Bytes::from(text.on_data(&out)),
+        }
+    }
+
+    /// [`Self::finish`] up to the client's chat schema.
+    fn finish_chat(&mut self) -> Bytes {
         match &mut self.kind {
             PipeKind::Whole {
                 what,

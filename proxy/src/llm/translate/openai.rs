@@ -58,6 +58,22 @@ pub struct ChatRequest<'a> {
     /// `response_format` (JSON mode).
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat<'a>>,
+    /// `modalities`: `["text"]`, or `["text", "audio"]` for spoken answers.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub modalities: Option<Vec<Cow<'a, str>>>,
+}
+
+impl ChatRequest<'_> {
+    /// Refuses a request for spoken answers: only OpenAI's own models
+    /// answer with audio, so a translated backend cannot.
+    pub fn refuse_audio_output(&self, backend: &str) -> Result<(), super::TranslateError> {
+        if self.modalities.iter().flatten().any(|m| m == "audio") {
+            return Err(super::TranslateError::Request(format!(
+                "`modalities`: audio output is not available from {backend} backends (ask for [\"text\"])"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `response_format`.
@@ -143,9 +159,59 @@ pub enum Part<'a> {
         #[serde(borrow)]
         image_url: ImageUrl<'a>,
     },
-    /// Audio, files and whatever comes next.
+    /// `{"type":"input_audio","input_audio":{"data":...,"format":"wav"}}`.
+    InputAudio {
+        /// The recording.
+        #[serde(borrow)]
+        input_audio: InputAudio<'a>,
+    },
+    /// `{"type":"file","file":{"file_data":"data:application/pdf;base64,...","filename":...}}`.
+    File {
+        /// The file.
+        #[serde(borrow)]
+        file: File<'a>,
+    },
+    /// Whatever comes next.
     #[serde(other)]
     Unsupported,
+}
+
+impl Part<'_> {
+    /// The part's `type`, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Text { .. } => "text",
+            Self::ImageUrl { .. } => "image_url",
+            Self::InputAudio { .. } => "input_audio",
+            Self::File { .. } => "file",
+            Self::Unsupported => "unknown",
+        }
+    }
+}
+
+/// `input_audio`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct InputAudio<'a> {
+    /// Base64 (missing: empty, refused by the translators with a message).
+    #[serde(borrow, default)]
+    pub data: Cow<'a, str>,
+    /// `wav` or `mp3`.
+    #[serde(borrow, default)]
+    pub format: Cow<'a, str>,
+}
+
+/// `file` of a file part: inline data or an id of OpenAI's Files API.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct File<'a> {
+    /// `data:application/pdf;base64,...`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub file_data: Option<Cow<'a, str>>,
+    /// `file-...` (only OpenAI knows it).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<Cow<'a, str>>,
+    /// The file's name.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<Cow<'a, str>>,
 }
 
 /// `image_url`.

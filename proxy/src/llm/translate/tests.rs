@@ -89,7 +89,22 @@ fn plans_follow_client_and_backend_schemas() {
     assert_eq!(plan(CountTokens, Schema::Anthropic), Plan::Passthrough);
     assert_eq!(plan(CountTokens, Schema::OpenAI), Plan::Local);
     assert_eq!(plan(Embeddings, Schema::Anthropic), Plan::Unsupported);
-    assert_eq!(plan(Completions, Schema::Anthropic), Plan::Unsupported);
+    for backend in [
+        Schema::Anthropic,
+        Schema::Gemini,
+        Schema::Bedrock,
+        Schema::Cohere,
+    ] {
+        // Text completions go as chat to chat-only backends.
+        assert_eq!(
+            plan(Completions, backend),
+            Plan::Translate {
+                client: Schema::OpenAI,
+                backend
+            }
+        );
+    }
+    assert_eq!(plan(Completions, Schema::OpenAI), Plan::Passthrough);
     assert_eq!(
         plan(ChatCompletions, Schema::Anthropic),
         Plan::Translate {
@@ -146,11 +161,11 @@ fn openai_request_edge_cases() {
     for (body, needle) in [
         (
             r#"{"model":"x","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#,
-            "only text and image parts",
+            "(input_audio): Anthropic backends take no audio input",
         ),
         (
             r#"{"model":"x","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"ftp://x"}}]}]}"#,
-            "an image must be",
+            "(image_url): the URL must be an http(s) URL",
         ),
         (
             r#"{"model":"x","messages":[{"role":"tool","content":"r"}]}"#,
@@ -197,7 +212,7 @@ fn anthropic_request_edge_cases() {
     for (body, needle) in [
         (
             r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":"document","source":{}}]}]}"#,
-            "`document` block",
+            "(document): a document needs a base64 PDF source",
         ),
         (
             r#"{"model":"x","max_tokens":1,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,

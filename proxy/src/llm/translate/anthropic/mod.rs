@@ -82,9 +82,12 @@ pub struct BlockIn<'a> {
     /// `text`.
     #[serde(borrow, default)]
     pub text: Option<Cow<'a, str>>,
-    /// `image`: where the image is.
+    /// `image` and `document`: where the image or document is.
     #[serde(borrow, default)]
     pub source: Option<ImageSourceIn<'a>>,
+    /// `document`: its title.
+    #[serde(borrow, default)]
+    pub title: Option<Cow<'a, str>>,
     /// `tool_use`: the call id.
     #[serde(borrow, default)]
     pub id: Option<Cow<'a, str>>,
@@ -108,16 +111,16 @@ pub struct BlockIn<'a> {
     pub thinking: Option<Cow<'a, str>>,
 }
 
-/// `source` of an image block as read.
+/// `source` of an image or document block as read.
 #[derive(Debug, Deserialize)]
 pub struct ImageSourceIn<'a> {
-    /// `base64` or `url`.
+    /// `base64` or `url` (and `text` for a document).
     #[serde(rename = "type", borrow, default)]
     pub kind: Cow<'a, str>,
     /// `base64`: `image/png`, ...
     #[serde(borrow, default)]
     pub media_type: Option<Cow<'a, str>>,
-    /// `base64`: the encoded image.
+    /// `base64`: the encoded image; `text`: the document's text.
     #[serde(borrow, default)]
     pub data: Option<Cow<'a, str>>,
     /// `url`: where to fetch it.
@@ -229,6 +232,14 @@ pub enum BlockOut<'a> {
         /// Where it is.
         source: ImageSourceOut<'a>,
     },
+    /// A document (a PDF).
+    Document {
+        /// Where it is.
+        source: ImageSourceOut<'a>,
+        /// Its title (the client's file name).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<&'a str>,
+    },
     /// A tool call.
     ToolUse {
         /// `toolu_...` (or the OpenAI call id, kept).
@@ -255,7 +266,7 @@ pub enum BlockOut<'a> {
     },
 }
 
-/// `source` of an image block as sent.
+/// `source` of an image or document block as sent.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ImageSourceOut<'a> {

@@ -12,6 +12,7 @@ use super::{
     BlockIn, BlockOut, ImageSourceOut, MessageOut, MessagesRequestIn, MessagesRequestOut,
     MetadataOut, TextOrBlocks, ToolChoiceOut, ToolOut, DEFAULT_MAX_TOKENS,
 };
+use crate::llm::translate::media::{self, Source};
 use crate::llm::translate::openai::{
     self, tool_input, ChatRequest, Content, FunctionCall, FunctionDef, ImageUrl, Part, Stop,
     StreamOptions, Tool, ToolCall, ToolChoice,
@@ -29,6 +30,7 @@ pub fn to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError>
             "`n` greater than 1 is not supported by Anthropic backends".into(),
         ));
     }
+    request.refuse_audio_output("Anthropic")?;
     let mut system: Vec<&str> = Vec::new();
     let mut messages: Vec<MessageOut<'_>> = Vec::with_capacity(request.messages.len());
     for (i, message) in request.messages.iter().enumerate() {
@@ -204,15 +206,23 @@ fn user_blocks<'a>(
                         text: Cow::Borrowed(text),
                     }),
                     Part::ImageUrl { image_url } => blocks.push(BlockOut::Image {
-                        source: image_source(&image_url.url).ok_or_else(|| {
+                        source: image_source(&image_url.url).map_err(|e| {
                             TranslateError::Request(format!(
-                                "messages[{i}].content[{j}]: an image must be an http(s) URL or a base64 data URL"
+                                "messages[{i}].content[{j}] (image_url): {e}"
                             ))
                         })?,
                     }),
+                    Part::File { file } => blocks.push(document(file).map_err(|e| {
+                        TranslateError::Request(format!("messages[{i}].content[{j}] (file): {e}"))
+                    })?),
+                    Part::InputAudio { .. } => {
+                        return Err(TranslateError::Request(format!(
+                            "messages[{i}].content[{j}] (input_audio): Anthropic backends take no audio input"
+                        )))
+                    }
                     Part::Unsupported => {
                         return Err(TranslateError::Request(format!(
-                            "messages[{i}].content[{j}]: only text and image parts can be sent to Anthropic backends"
+                            "messages[{i}].content[{j}]: only text, image_url and file parts can be sent to Anthropic backends"
                         )))
                     }
                 }
@@ -222,15 +232,40 @@ fn user_blocks<'a>(
     }
 }
 
-/// `data:image/png;base64,...` or an http(s) URL.
-fn image_source(url: &str) -> Option<ImageSourceOut<'_>> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',')?;
-        let media_type = meta.strip_suffix(";base64")?;
-        return Some(ImageSourceOut::Base64 { media_type, data });
+/// The image types Anthropic takes.
+const IMAGE_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+
+/// `data:image/png;base64,...` (of a type Anthropic takes) or an http(s) URL.
+fn image_source(url: &str) -> Result<ImageSourceOut<'_>, String> {
+    match media::source(url)? {
+        Source::Inline { media_type, data } => Ok(ImageSourceOut::Base64 {
+            media_type: media::accepted(media_type, &IMAGE_TYPES).ok_or_else(|| {
+                media::unsupported(media_type, "an image", "Anthropic", &IMAGE_TYPES)
+            })?,
+            data,
+        }),
+        Source::Remote(url) => Ok(ImageSourceOut::Url { url }),
     }
-    (url.starts_with("https://") || url.starts_with("http://"))
-        .then_some(ImageSourceOut::Url { url })
+}
+
+/// A `file` part holding a PDF as a `document` block.
+fn document<'a>(file: &'a openai::File<'a>) -> Result<BlockOut<'a>, String> {
+    let Some(file_data) = file.file_data.as_deref() else {
+        return Err(
+            "only inline files (`file_data`) can be sent to Anthropic backends, not `file_id`"
+                .into(),
+        );
+    };
+    let Source::Inline { media_type, data } = media::source(file_data)? else {
+        return Err("`file_data` must be a base64 data URL".into());
+    };
+    let media_type = media::accepted(media_type, &["application/pdf"]).ok_or_else(|| {
+        media::unsupported(media_type, "a file", "Anthropic", &["application/pdf"])
+    })?;
+    Ok(BlockOut::Document {
+        source: ImageSourceOut::Base64 { media_type, data },
+        title: file.filename.as_deref(),
+    })
 }
 
 /// An Anthropic Messages request as an OpenAI chat request for `model`.
@@ -391,8 +426,11 @@ fn user_messages<'a>(
             }),
             "image" => parts.push(image_part(block).ok_or_else(|| {
                 TranslateError::Request(format!(
-                    "messages[{i}].content[{j}]: an image needs a base64 or url source"
+                    "messages[{i}].content[{j}]: an image needs a base64 or url source (base64 with `media_type` and `data`)"
                 ))
+            })?),
+            "document" => parts.push(document_part(block).map_err(|e| {
+                TranslateError::Request(format!("messages[{i}].content[{j}] (document): {e}"))
             })?),
             "tool_result" => {
                 let text = match block.content {
@@ -449,10 +487,9 @@ fn user_messages<'a>(
 fn image_part<'a>(block: &'a BlockIn<'a>) -> Option<Part<'a>> {
     let source = block.source.as_ref()?;
     let url = match &*source.kind {
-        "base64" => Cow::Owned(format!(
-            "data:{};base64,{}",
+        "base64" => Cow::Owned(media::data_url_of(
             source.media_type.as_deref()?,
-            source.data.as_deref()?
+            source.data.as_deref()?,
         )),
         "url" => Cow::Borrowed(source.url.as_deref()?),
         _ => return None,
@@ -460,6 +497,35 @@ fn image_part<'a>(block: &'a BlockIn<'a>) -> Option<Part<'a>> {
     Some(Part::ImageUrl {
         image_url: ImageUrl { url, detail: None },
     })
+}
+
+/// A `document` block: a base64 PDF as a `file` part, plain text as text.
+/// A PDF by URL has no OpenAI form (file parts hold data or an OpenAI id).
+fn document_part<'a>(block: &'a BlockIn<'a>) -> Result<Part<'a>, String> {
+    let Some(source) = block.source.as_ref() else {
+        return Err("a document needs a `source`".into());
+    };
+    match (&*source.kind, source.media_type.as_deref(), source.data.as_deref()) {
+        ("base64", Some(media_type), Some(data)) => {
+            let media_type = media::accepted(media_type, &["application/pdf"]).ok_or_else(|| {
+                format!("a base64 document of type `{media_type}` cannot be translated (only application/pdf)")
+            })?;
+            Ok(Part::File {
+                file: openai::File {
+                    file_data: Some(Cow::Owned(media::data_url_of(media_type, data))),
+                    file_id: None,
+                    filename: Some(block.title.clone().unwrap_or(Cow::Borrowed("document.pdf"))),
+                },
+            })
+        }
+        ("text", _, Some(text)) => Ok(Part::Text {
+            text: Cow::Borrowed(text),
+        }),
+        ("url", ..) => Err("a document by URL needs an Anthropic backend; send its bytes (a base64 source) instead".into()),
+        (kind, ..) => Err(format!(
+            "a document needs a base64 PDF source (with `media_type` and `data`) or a text source here, not `{kind}`"
+        )),
+    }
 }
 
 /// An assistant turn: text joined, tool uses as tool calls, thinking dropped.

@@ -106,6 +106,8 @@ pub enum BlockOut<'a> {
     Text(Cow<'a, str>),
     /// `{"image": {"format": "png", "source": {"bytes": BASE64}}}`.
     Image(ImageOut<'a>),
+    /// `{"document": {"format": "pdf", "name", "source": {"bytes": BASE64}}}`.
+    Document(DocumentOut<'a>),
     /// `{"toolUse": {"toolUseId", "name", "input"}}`.
     ToolUse(ToolUseOut<'a>),
     /// `{"toolResult": {"toolUseId", "content", "status"}}`.
@@ -116,16 +118,38 @@ pub enum BlockOut<'a> {
 #[derive(Debug, Serialize)]
 pub struct ImageOut<'a> {
     /// `png`, `jpeg`, `gif` or `webp`.
-    pub format: &'a str,
-    /// The bytes.
+    pub format: &'static str,
+    /// The bytes, or where they are in S3.
     pub source: ImageSource<'a>,
 }
 
-/// `image.source`.
+/// `image.source` and `document.source`: a union, one key.
 #[derive(Debug, Serialize)]
-pub struct ImageSource<'a> {
+#[serde(rename_all = "camelCase")]
+pub enum ImageSource<'a> {
     /// Base64 (the JSON form of a blob).
-    pub bytes: &'a str,
+    Bytes(&'a str),
+    /// `{"s3Location": {"uri": "s3://bucket/key"}}`.
+    S3Location(S3Location<'a>),
+}
+
+/// `s3Location`.
+#[derive(Debug, Serialize)]
+pub struct S3Location<'a> {
+    /// `s3://bucket/key`.
+    pub uri: &'a str,
+}
+
+/// `document`.
+#[derive(Debug, Serialize)]
+pub struct DocumentOut<'a> {
+    /// `pdf` (the one format the gateway sends).
+    pub format: &'static str,
+    /// Its name: letters, digits, single spaces, hyphens, parentheses and
+    /// square brackets only (Converse refuses others).
+    pub name: Cow<'a, str>,
+    /// The bytes.
+    pub source: ImageSource<'a>,
 }
 
 /// `toolUse`.

@@ -10,11 +10,14 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 
 use super::{
-    BlockOut, ConverseRequest, Empty, ImageOut, ImageSource, InferenceConfig, InputSchema,
-    MessageOut, Named, TextBlock, ToolChoiceOut, ToolConfig, ToolOut, ToolResultOut, ToolSpec,
-    ToolUseOut,
+    BlockOut, ConverseRequest, DocumentOut, Empty, ImageOut, ImageSource, InferenceConfig,
+    InputSchema, MessageOut, Named, S3Location, TextBlock, ToolChoiceOut, ToolConfig, ToolOut,
+    ToolResultOut, ToolSpec, ToolUseOut,
 };
-use crate::llm::translate::openai::{tool_input, ChatRequest, Content, Part, Stop, ToolChoice};
+use crate::llm::translate::media::{self, Source};
+use crate::llm::translate::openai::{
+    self, tool_input, ChatRequest, Content, Part, Stop, ToolChoice,
+};
 use crate::llm::translate::TranslateError;
 
 /// An empty object schema, for tools defined without parameters.
@@ -29,6 +32,7 @@ pub fn to_bedrock(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
             "`n` greater than 1 is not supported by Bedrock backends".into(),
         ));
     }
+    request.refuse_audio_output("Bedrock")?;
     let mut system = Vec::new();
     let mut messages: Vec<MessageOut<'_>> = Vec::with_capacity(request.messages.len());
     let mut tool_blocks = false;
@@ -196,15 +200,27 @@ fn blocks<'a>(
                     Part::Text { text } if text.is_empty() => {}
                     Part::Text { text } => blocks.push(BlockOut::Text(Cow::Borrowed(text))),
                     Part::ImageUrl { image_url } => {
-                        blocks.push(BlockOut::Image(image(&image_url.url).ok_or_else(|| {
+                        blocks.push(BlockOut::Image(image(&image_url.url).map_err(|e| {
                             TranslateError::Request(format!(
-                                "messages[{i}].content[{j}]: Bedrock takes images as base64 data URLs (data:image/png;base64,...) of png, jpeg, gif or webp"
+                                "messages[{i}].content[{j}] (image_url): {e}"
                             ))
                         })?));
                     }
+                    Part::File { file } => {
+                        blocks.push(BlockOut::Document(document(file, j).map_err(|e| {
+                            TranslateError::Request(format!(
+                                "messages[{i}].content[{j}] (file): {e}"
+                            ))
+                        })?));
+                    }
+                    Part::InputAudio { .. } => {
+                        return Err(TranslateError::Request(format!(
+                            "messages[{i}].content[{j}] (input_audio): Bedrock's Converse API takes no audio input"
+                        )))
+                    }
                     Part::Unsupported => {
                         return Err(TranslateError::Request(format!(
-                            "messages[{i}].content[{j}]: only text and image parts can be sent to Bedrock backends"
+                            "messages[{i}].content[{j}]: only text, image_url and file parts can be sent to Bedrock backends"
                         )))
                     }
                 }
@@ -214,20 +230,94 @@ fn blocks<'a>(
     }
 }
 
-/// `data:image/png;base64,...` as an image block.
-fn image(url: &str) -> Option<ImageOut<'_>> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media_type = meta.strip_suffix(";base64")?;
-    let format = match media_type {
+/// The image types Converse takes, and its name for each.
+const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+fn image_format(media_type: &str) -> Option<&'static str> {
+    Some(match media::accepted(media_type, &IMAGE_TYPES)? {
         "image/png" => "png",
-        "image/jpeg" | "image/jpg" => "jpeg",
+        "image/jpeg" => "jpeg",
         "image/gif" => "gif",
-        "image/webp" => "webp",
-        _ => return None,
-    };
-    Some(ImageOut {
-        format,
-        source: ImageSource { bytes: data },
+        _ => "webp",
     })
+}
+
+/// `data:image/png;base64,...` as an image block with its bytes, or an
+/// `s3://` URI as one read from S3. Converse does not fetch http(s) URLs.
+fn image(url: &str) -> Result<ImageOut<'_>, String> {
+    if url.starts_with("s3://") {
+        let format = media::media_type_of_url(url)
+            .and_then(image_format)
+            .ok_or("an s3:// image needs a .png, .jpg, .jpeg, .gif or .webp name (Converse needs its format)")?;
+        return Ok(ImageOut {
+            format,
+            source: ImageSource::S3Location(S3Location { uri: url }),
+        });
+    }
+    match media::source(url)? {
+        Source::Inline { media_type, data } => Ok(ImageOut {
+            format: image_format(media_type).ok_or_else(|| {
+                media::unsupported(media_type, "an image", "Bedrock", &IMAGE_TYPES)
+            })?,
+            source: ImageSource::Bytes(data),
+        }),
+        Source::Remote(_) => Err(
+            "Bedrock does not fetch images by http(s) URL: send the bytes as a base64 data URL (data:image/png;base64,...) or an s3:// URI".into(),
+        ),
+    }
+}
+
+/// A `file` part holding a PDF as a document block, named after the
+/// file (in the characters Converse allows) or `document-{j}`.
+fn document<'a>(file: &'a openai::File<'a>, j: usize) -> Result<DocumentOut<'a>, String> {
+    let Some(file_data) = file.file_data.as_deref() else {
+        return Err(
+            "only inline files (`file_data`) can be sent to Bedrock backends, not `file_id`".into(),
+        );
+    };
+    let Source::Inline { media_type, data } = media::source(file_data)? else {
+        return Err("`file_data` must be a base64 data URL".into());
+    };
+    if media::accepted(media_type, &["application/pdf"]).is_none() {
+        return Err(media::unsupported(
+            media_type,
+            "a file",
+            "Bedrock",
+            &["application/pdf"],
+        ));
+    }
+    Ok(DocumentOut {
+        format: "pdf",
+        name: document_name(file.filename.as_deref(), j),
+        source: ImageSource::Bytes(data),
+    })
+}
+
+/// A file name as Converse takes a document's: its extension dropped,
+/// other characters than letters, digits, hyphens, parentheses and square
+/// brackets as hyphens, runs of spaces as one.
+fn document_name<'a>(filename: Option<&'a str>, j: usize) -> Cow<'a, str> {
+    let stem = filename
+        .map(|f| f.rsplit_once('.').map_or(f, |(stem, _)| stem).trim())
+        .unwrap_or_default();
+    if stem.is_empty() {
+        return Cow::Owned(format!("document-{j}"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-()[]".contains(c);
+    if stem.chars().all(allowed) {
+        return Cow::Borrowed(stem);
+    }
+    let mut name = String::with_capacity(stem.len());
+    for c in stem.chars() {
+        if c.is_whitespace() {
+            if !name.ends_with(' ') {
+                name.push(' ');
+            }
+        } else if allowed(c) {
+            name.push(c);
+        } else {
+            name.push('-');
+        }
+    }
+    Cow::Owned(name)
 }

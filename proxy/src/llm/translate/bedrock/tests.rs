@@ -139,7 +139,13 @@ fn requests_translate_exactly() {
         client: Schema::OpenAI,
         backend: Schema::Bedrock,
     };
-    let via_layer = translate::request(plan, &fixture("chat_request.json"), MODEL).unwrap();
+    let via_layer = translate::request(
+        plan,
+        crate::llm::Endpoint::ChatCompletions,
+        &fixture("chat_request.json"),
+        MODEL,
+    )
+    .unwrap();
     assert_eq!(json(&via_layer), json(&body));
     assert!(!String::from_utf8_lossy(&body).contains("\"model\""));
 }
@@ -168,7 +174,7 @@ fn tool_choices_and_refusals() {
         ),
         (
             r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#,
-            "base64 data URLs",
+            "does not fetch images by http(s) URL",
         ),
         (
             r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","function":{"name":"f","arguments":"[1]"}}]}]}"#,
@@ -194,7 +200,8 @@ fn anthropic_clients_go_through_the_pivot() {
         backend: Schema::Bedrock,
     };
     let body = br#"{"model":"claude","max_tokens":100,"system":"Be brief.","messages":[{"role":"user","content":"hi"}],"stop_sequences":["END"]}"#;
-    let converse = json(&translate::request(plan, body, MODEL).unwrap());
+    let converse =
+        json(&translate::request(plan, crate::llm::Endpoint::Messages, body, MODEL).unwrap());
     assert_eq!(
         converse,
         serde_json::json!({

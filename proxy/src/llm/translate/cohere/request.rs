@@ -8,6 +8,7 @@ use super::{
     ChatRequestOut, ContentOut, FunctionDefOut, FunctionOut, ImageUrlOut, MessageOut, PartOut,
     ResponseFormatOut, ToolCallOut, ToolOut,
 };
+use crate::llm::translate::media::{self, Source};
 use crate::llm::translate::openai::{ChatRequest, Content, Part, Stop, ToolChoice};
 use crate::llm::translate::TranslateError;
 
@@ -19,6 +20,7 @@ pub fn to_cohere(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
             "`n` greater than 1 is not supported by Cohere backends".into(),
         ));
     }
+    request.refuse_audio_output("Cohere")?;
     let model = if model.is_empty() {
         &*request.model
     } else {
@@ -192,20 +194,48 @@ fn content<'a>(
             for (j, part) in parts.iter().enumerate() {
                 out.push(match part {
                     Part::Text { text } => PartOut::Text { text },
-                    Part::ImageUrl { image_url } => PartOut::ImageUrl {
-                        image_url: ImageUrlOut {
-                            url: &image_url.url,
-                            detail: image_url.detail.as_deref(),
-                        },
-                    },
+                    Part::ImageUrl { image_url } => {
+                        check_image(&image_url.url).map_err(|e| {
+                            TranslateError::Request(format!(
+                                "messages[{i}].content[{j}] (image_url): {e}"
+                            ))
+                        })?;
+                        PartOut::ImageUrl {
+                            image_url: ImageUrlOut {
+                                url: &image_url.url,
+                                detail: image_url.detail.as_deref(),
+                            },
+                        }
+                    }
+                    Part::InputAudio { .. } | Part::File { .. } => {
+                        return Err(TranslateError::Request(format!(
+                            "messages[{i}].content[{j}] ({}): Cohere's chat API takes no {} input",
+                            part.kind(),
+                            if matches!(part, Part::File { .. }) { "file" } else { "audio" }
+                        )))
+                    }
                     Part::Unsupported => {
                         return Err(TranslateError::Request(format!(
-                            "messages[{i}].content[{j}]: only text and image parts can be sent to Cohere backends"
+                            "messages[{i}].content[{j}]: only text and image_url parts can be sent to Cohere backends"
                         )))
                     }
                 });
             }
             Ok(ContentOut::Parts(out))
         }
+    }
+}
+
+/// The image types Cohere's vision models take.
+const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/webp", "image/gif"];
+
+/// Cohere takes OpenAI's `image_url` as it is; a data URL is checked
+/// here (form, base64, type) so that a broken one is a clear 400.
+fn check_image(url: &str) -> Result<(), String> {
+    match media::source(url)? {
+        Source::Inline { media_type, .. } => media::accepted(media_type, &IMAGE_TYPES)
+            .map(|_| ())
+            .ok_or_else(|| media::unsupported(media_type, "an image", "Cohere", &IMAGE_TYPES)),
+        Source::Remote(_) => Ok(()),
     }
 }

@@ -106,11 +106,7 @@ fn plans_route_chat_and_messages_to_cohere() {
         }
     );
     assert_eq!(plan(Endpoint::CountTokens, Schema::Cohere), Plan::Local);
-    for endpoint in [
-        Endpoint::Embeddings,
-        Endpoint::Completions,
-        Endpoint::Responses,
-    ] {
+    for endpoint in [Endpoint::Embeddings, Endpoint::Responses] {
         assert_eq!(plan(endpoint, Schema::Cohere), Plan::Unsupported);
     }
     assert_eq!(
@@ -182,7 +178,7 @@ fn openai_request_edge_cases() {
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
-            "only text and image",
+            "(input_audio): Cohere's chat API takes no audio input",
         ),
         (
             json!({"model": "m", "messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]}]}),
@@ -221,7 +217,13 @@ fn anthropic_request_reaches_cohere_through_the_pivot() {
         client: Schema::Anthropic,
         backend: Schema::Cohere,
     };
-    let out = crate::llm::translate::request(plan, body.to_string().as_bytes(), MODEL).unwrap();
+    let out = crate::llm::translate::request(
+        plan,
+        crate::llm::Endpoint::Messages,
+        body.to_string().as_bytes(),
+        MODEL,
+    )
+    .unwrap();
     assert_eq!(
         parsed(&out),
         json!({

@@ -91,8 +91,8 @@ pub struct PartOut<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Blob<'a> {
-    /// `image/png`, ...
-    pub mime_type: &'a str,
+    /// `image/png`, `audio/wav`, `application/pdf`, ...
+    pub mime_type: &'static str,
     /// Base64.
     pub data: &'a str,
 }

@@ -16,7 +16,10 @@ use super::{
     FunctionDeclarationOut, FunctionResponseOut, GenerateRequestOut, GenerationConfigOut, PartOut,
     SystemOut, ToolConfigOut, ToolOut,
 };
-use crate::llm::translate::openai::{tool_input, ChatRequest, Content, Part, Stop, ToolChoice};
+use crate::llm::translate::media::{self, Source};
+use crate::llm::translate::openai::{
+    self, tool_input, ChatRequest, Content, Part, Stop, ToolChoice,
+};
 use crate::llm::translate::TranslateError;
 
 /// An OpenAI chat request as a Gemini `generateContent` body.
@@ -27,6 +30,7 @@ pub fn to_gemini(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
             "`n` greater than 1 is not supported by Gemini backends".into(),
         ));
     }
+    request.refuse_audio_output("Gemini")?;
     // Tool call id -> function name, for the tool messages that answer them.
     let mut called: HashMap<&str, &str> = HashMap::new();
     let mut system: Vec<PartOut<'_>> = Vec::new();
@@ -209,14 +213,22 @@ fn user_parts<'a>(
                 match part {
                     Part::Text { text } if text.is_empty() => {}
                     Part::Text { text } => out.push(text_part(text)),
-                    Part::ImageUrl { image_url } => out.push(image_part(&image_url.url).ok_or_else(|| {
+                    Part::ImageUrl { image_url } => out.push(image_part(&image_url.url).map_err(|e| {
                         TranslateError::Request(format!(
-                            "messages[{i}].content[{j}]: an image must be an http(s) URL or a base64 data URL"
+                            "messages[{i}].content[{j}] (image_url): {e}"
                         ))
+                    })?),
+                    Part::InputAudio { input_audio } => out.push(audio_part(input_audio).map_err(|e| {
+                        TranslateError::Request(format!(
+                            "messages[{i}].content[{j}] (input_audio): {e}"
+                        ))
+                    })?),
+                    Part::File { file } => out.push(file_part(file).map_err(|e| {
+                        TranslateError::Request(format!("messages[{i}].content[{j}] (file): {e}"))
                     })?),
                     Part::Unsupported => {
                         return Err(TranslateError::Request(format!(
-                            "messages[{i}].content[{j}]: only text and image parts can be sent to Gemini backends"
+                            "messages[{i}].content[{j}]: only text, image_url, input_audio and file parts can be sent to Gemini backends"
                         )))
                     }
                 }
@@ -226,39 +238,67 @@ fn user_parts<'a>(
     }
 }
 
-/// `data:image/png;base64,...` as `inlineData`, an http(s) URL as `fileData`.
-fn image_part(url: &str) -> Option<PartOut<'_>> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',')?;
-        let mime_type = meta.strip_suffix(";base64")?;
-        return Some(PartOut {
-            inline_data: Some(Blob { mime_type, data }),
-            ..PartOut::default()
-        });
-    }
-    (url.starts_with("https://") || url.starts_with("http://")).then(|| PartOut {
-        file_data: Some(FileData {
-            mime_type: mime_of(url),
-            file_uri: url,
-        }),
+/// The image types Gemini takes.
+const IMAGE_TYPES: [&str; 5] = [
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/heic",
+    "image/heif",
+];
+
+/// The document types the gateway sends Gemini from a `file` part.
+const DOCUMENT_TYPES: [&str; 1] = ["application/pdf"];
+
+fn inline<'a>(mime_type: &'static str, data: &'a str) -> PartOut<'a> {
+    PartOut {
+        inline_data: Some(Blob { mime_type, data }),
         ..PartOut::default()
-    })
+    }
 }
 
-/// The image type a URL's extension names, if a common one.
-fn mime_of(url: &str) -> Option<&'static str> {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    let extension = path.rsplit_once('.')?.1.to_ascii_lowercase();
-    Some(match extension.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "webp" => "image/webp",
-        "gif" => "image/gif",
-        "heic" => "image/heic",
-        "heif" => "image/heif",
-        "pdf" => "application/pdf",
-        _ => return None,
-    })
+/// `data:image/png;base64,...` as `inlineData`; an http(s) URL as
+/// `fileData`, which Gemini fetches itself (public or signed URLs), with
+/// the type its extension names when it names a known one.
+fn image_part(url: &str) -> Result<PartOut<'_>, String> {
+    match media::source(url)? {
+        Source::Inline { media_type, data } => {
+            let mime_type = media::accepted(media_type, &IMAGE_TYPES).ok_or_else(|| {
+                media::unsupported(media_type, "an image", "Gemini", &IMAGE_TYPES)
+            })?;
+            Ok(inline(mime_type, data))
+        }
+        Source::Remote(url) => Ok(PartOut {
+            file_data: Some(FileData {
+                mime_type: media::media_type_of_url(url),
+                file_uri: url,
+            }),
+            ..PartOut::default()
+        }),
+    }
+}
+
+/// `input_audio` (base64 wav or mp3) as `inlineData` of `audio/wav` or `audio/mp3`.
+fn audio_part<'a>(audio: &'a openai::InputAudio<'a>) -> Result<PartOut<'a>, String> {
+    let mime_type = media::audio_media_type(&audio.format)
+        .ok_or_else(|| format!("the audio format `{}` is not one of wav, mp3", audio.format))?;
+    media::check_base64(&audio.data)?;
+    Ok(inline(mime_type, &audio.data))
+}
+
+/// A `file` part holding a PDF (`file_data`) as `inlineData`.
+fn file_part<'a>(file: &'a openai::File<'a>) -> Result<PartOut<'a>, String> {
+    let Some(file_data) = file.file_data.as_deref() else {
+        return Err(
+            "only inline files (`file_data`) can be sent to Gemini backends, not `file_id`".into(),
+        );
+    };
+    let Source::Inline { media_type, data } = media::source(file_data)? else {
+        return Err("`file_data` must be a base64 data URL".into());
+    };
+    let mime_type = media::accepted(media_type, &DOCUMENT_TYPES)
+        .ok_or_else(|| media::unsupported(media_type, "a file", "Gemini", &DOCUMENT_TYPES))?;
+    Ok(inline(mime_type, data))
 }
 
 /// A tool message's content as a `functionResponse.response` object: a

@@ -88,11 +88,7 @@ fn plans_route_chat_and_messages_to_gemini() {
         }
     );
     assert_eq!(plan(Endpoint::CountTokens, Schema::Gemini), Plan::Local);
-    for endpoint in [
-        Endpoint::Embeddings,
-        Endpoint::Completions,
-        Endpoint::Responses,
-    ] {
+    for endpoint in [Endpoint::Embeddings, Endpoint::Responses] {
         assert_eq!(plan(endpoint, Schema::Gemini), Plan::Unsupported);
     }
     assert_eq!(
@@ -148,7 +144,7 @@ fn openai_request_edge_cases() {
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
-            "only text and image",
+            "(input_audio): the audio format `` is not one of wav, mp3",
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}),
@@ -190,8 +186,13 @@ fn anthropic_request_reaches_gemini_through_the_pivot() {
         client: Schema::Anthropic,
         backend: Schema::Gemini,
     };
-    let out =
-        crate::llm::translate::request(plan, body.to_string().as_bytes(), "gemini-x").unwrap();
+    let out = crate::llm::translate::request(
+        plan,
+        crate::llm::Endpoint::Messages,
+        body.to_string().as_bytes(),
+        "gemini-x",
+    )
+    .unwrap();
     assert_eq!(
         parsed(&out),
         json!({
