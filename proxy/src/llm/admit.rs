@@ -53,7 +53,7 @@ pub(super) async fn admit(
     let client_model = model.unwrap_or_default();
     let input = estimate::prompt_tokens(client_model, body);
     let output = match endpoint {
-        Endpoint::Embeddings => 0,
+        Endpoint::Embeddings | Endpoint::Rerank => 0,
         _ => estimate::output_reservation(body)
             .or(fields.max_tokens)
             .unwrap_or(DEFAULT_OUTPUT_RESERVATION),

@@ -115,6 +115,21 @@ pub async fn forward(
                 ));
                 continue;
             }
+            // Vertex AI embeds through `:predict`, which is not translated.
+            Plan::Translate { .. }
+                if outgoing.endpoint == Endpoint::Embeddings && gcp.is_some() =>
+            {
+                exchange
+                    .record
+                    .failed_attempts
+                    .push((backend.name.clone(), "unsupported"));
+                last_failure = GatewayError::BadRequest(format!(
+                    "backend {} (Vertex AI) does not serve /v1/embeddings: use a Gemini \
+                     (AI Studio) backend for Gemini embeddings",
+                    backend.name
+                ));
+                continue;
+            }
             Plan::Passthrough | Plan::Translate { .. } => {}
         }
         let override_model = route_backend.model.as_deref();
@@ -131,7 +146,8 @@ pub async fn forward(
                         let model = override_model
                             .or(outgoing.fields.model.as_deref())
                             .unwrap_or_default();
-                        match translate::request(plan, outgoing.body, model) {
+                        match translate::request_for(outgoing.endpoint, plan, outgoing.body, model)
+                        {
                             Ok(body) => body,
                             Err(e) => {
                                 return Outcome::Failed(GatewayError::BadRequest(e.to_string()))
@@ -186,7 +202,11 @@ pub async fn forward(
         };
         let bedrock_path;
         let suffix = if *paths == UpstreamPaths::Bedrock {
-            bedrock_path = translate::bedrock::path(target.model, outgoing.fields.stream);
+            bedrock_path = if outgoing.endpoint == Endpoint::Embeddings {
+                translate::bedrock::embed::path(target.model)
+            } else {
+                translate::bedrock::path(target.model, outgoing.fields.stream)
+            };
             bedrock_path.as_str()
         } else {
             translate::upstream_suffix(outgoing.endpoint, schema)
@@ -307,7 +327,7 @@ fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint, suffix: &str) -> Stri
             "{}/models/{}{}",
             target.base_url,
             path_segment(target.model.strip_prefix("models/").unwrap_or(target.model)),
-            if target.stream {
+            if target.stream && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
                 translate::gemini::STREAM_METHOD
             } else {
                 suffix
