@@ -26,9 +26,11 @@ mod bedrock;
 mod body;
 mod cohere;
 mod control;
+mod embed;
 pub mod gemini;
 mod openai;
 mod record;
+mod rerank;
 mod service;
 
 use std::net::{Ipv4Addr, SocketAddr};

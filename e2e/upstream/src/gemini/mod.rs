@@ -28,6 +28,9 @@ use crate::body::{Event, EventKind, EventSource};
 use crate::control::Control;
 use crate::openai::{content, json_str, ChunkText, Reply};
 
+mod embed;
+pub(crate) use embed::batch_embed;
+
 /// The test service account's JSON key (its `token_uri` is a placeholder:
 /// tests point it at this upstream's `/token`).
 pub const TEST_SERVICE_ACCOUNT: &str = include_str!("test-service-account.json");
@@ -44,6 +47,9 @@ pub(crate) enum Route {
     Generate { vertex: bool, stream: bool },
     /// The OAuth token endpoint.
     Token,
+    /// `...:batchEmbedContents` (AI Studio only; Vertex AI embeds through
+    /// `:predict`).
+    Embed,
 }
 
 /// Whether `path` is Gemini's (or the token endpoint).
@@ -61,6 +67,8 @@ pub(crate) fn route(path: &str) -> Option<Route> {
             vertex,
             stream: false,
         })
+    } else if path.ends_with(":batchEmbedContents") && studio {
+        Some(Route::Embed)
     } else if path.ends_with(":streamGenerateContent") {
         Some(Route::Generate {
             vertex,
