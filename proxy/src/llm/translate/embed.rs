@@ -294,3 +294,7 @@ mod tests {
         assert_eq!(super::ask(b"junk"), Ask::default());
     }
 }
+
+#[cfg(test)]
+#[path = "embed_tests.rs"]
+mod golden;
