@@ -28,6 +28,10 @@ fn plan(backend: Schema) -> Plan {
 
 /// The body the client gets for `answer`, fed in two pieces split at
 /// `split`, and what the pipe accounts.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a test helper: one call per case"
+)]
 fn through_pipe(
     endpoint: Endpoint,
     plan: Plan,
@@ -113,7 +117,9 @@ fn answers_match_the_references_split_anywhere() {
     let gemini_expected = String::from_utf8(fixture("gemini/embed_response.openai.json"))
         .unwrap()
         .replace("ESTIMATE", &estimate.to_string());
-    let cases: [(Schema, &str, &str, &[u8], u64, bool); 3] = [
+    // Backend, model, answer, expected, input tokens, estimated.
+    type Case<'a> = (Schema, &'a str, &'a str, &'a [u8], u64, bool);
+    let cases: [Case<'_>; 3] = [
         (
             Schema::Gemini,
             "gemini-embedding-001",
