@@ -296,8 +296,8 @@ async fn google_errors_are_openai_errors_and_429_falls_back() {
     // Endpoints Gemini has no counterpart for are refused up front.
     let response = post_json(
         &world.sluice,
-        "/embeddings",
-        &json!({"model": "gemini-2.0-flash", "input": "x"}),
+        "/completions",
+        &json!({"model": "gemini-2.0-flash", "prompt": "x"}),
         &[],
     )
     .await;
