@@ -96,7 +96,6 @@ pub fn plan(endpoint: Endpoint, backend: Schema) -> Plan {
         // Native embedding APIs (see `embed`), Cohere's rerank.
         (Endpoint::Embeddings, Schema::Gemini | Schema::Bedrock | Schema::Cohere)
         | (Endpoint::Rerank, Schema::Cohere) => Plan::Translate { client, backend },
-        (Endpoint::Rerank, Schema::Anthropic) => Plan::Unsupported,
         _ if client == backend => Plan::Passthrough,
         _ => Plan::Unsupported,
     }
