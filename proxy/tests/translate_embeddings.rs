@@ -415,7 +415,7 @@ async fn upstream_errors_keep_their_status_in_openai_shape() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fallback_and_vertex() {
+async fn fallback_past_a_busy_backend() {
     let world = start().await;
     // A busy Gemini, then Cohere: served by Cohere.
     let (status, answer) = embed(
@@ -429,13 +429,52 @@ async fn fallback_and_vertex() {
     assert_eq!(world.up.requests().last().unwrap().path, "/v2/embed");
     let log = world.sluice.last_log(1);
     assert_eq!(log["upstream"], "cohere", "{log}");
-    // Vertex AI embeds through :predict, not translated: a clear 400.
-    let (status, answer) = embed(&world, json!({"model": "vertex-embed", "input": "a"}), &[]).await;
-    assert_eq!(status, 400);
-    assert!(answer["error"]["message"]
-        .as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vertex_embeds_through_predict_with_its_token_counts() {
+    let world = start().await;
+    let (status, answer) = embed(
+        &world,
+        json!({"model": "vertex-embed", "input": ["a", "b"], "dimensions": 16}),
+        &[("x-mock-prompt-tokens", "2")],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let got = vectors(&answer);
+    assert_eq!((got.len(), got[0].len()), (2, 16));
+    // Two instances of 2 tokens each.
+    assert_eq!(answer["usage"]["prompt_tokens"], 4);
+    let seen = world.up.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        last.path,
+        "/v1/projects/sluice-test/locations/us-central1/publishers/google/models/text-embedding-005:predict"
+    );
+    assert!(last
+        .header("authorization")
         .unwrap()
-        .contains("Vertex AI"));
+        .starts_with("Bearer ya29.mock-"));
+    assert_eq!(
+        last.json(),
+        json!({"instances": [{"content": "a"}, {"content": "b"}],
+            "parameters": {"outputDimensionality": 16}})
+    );
+    let log = world.sluice.last_log(1);
+    assert_eq!(
+        (log["tokens_in"].as_u64(), estimated(&log)),
+        (Some(4), false),
+        "{log}"
+    );
+    // Vertex's own refusals keep their status (a dimension too large).
+    let (status, answer) = embed(
+        &world,
+        json!({"model": "vertex-embed", "input": "a", "dimensions": 4096}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "INVALID_ARGUMENT");
 }
 
 async fn rerank(world: &World, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {

@@ -330,6 +330,16 @@ fn answer_gemini(
             || answer(gemini::batch_embed(parts.uri.path(), body)),
         );
     }
+    if let gemini::Route::Predict = route {
+        return native_embed(
+            gemini::check_auth(&parts.headers, true).map_err(answer),
+            |status, message| answer(gemini::error(status, message)),
+            parts,
+            control,
+            forced_status,
+            || answer(gemini::predict(parts.uri.path(), body, control)),
+        );
+    }
     let gemini::Route::Generate { vertex, stream } = route else {
         return answer(gemini::token(parts, body));
     };

@@ -64,6 +64,10 @@ fn forwardable(name: &http::HeaderName) -> bool {
     )
 }
 
+/// A body ready for a backend: for the model override, backend schema
+/// (and whether it is Vertex AI's embeddings), and quirks it was made for.
+type Prepared<'a> = (Option<&'a str>, (Schema, bool), Quirks, Bytes);
+
 /// Tries the route's backends in order.
 pub async fn forward(
     gateway: &Gateway,
@@ -77,8 +81,8 @@ pub async fn forward(
     let retry = route.retry;
     let mut last_failure = GatewayError::UpstreamTimeout(String::new());
     // The rewritten body is reused across attempts with the same model
-    // override, backend schema and provider quirks.
-    let mut prepared: Option<(Option<&str>, Schema, Quirks, Bytes)> = None;
+    // override, backend schema (Vertex AI's embeddings apart) and quirks.
+    let mut prepared: Option<Prepared<'_>> = None;
 
     for attempt in 0..retry.attempts as usize {
         let route_backend = &route.backends[order[attempt % order.len()]];
@@ -115,33 +119,29 @@ pub async fn forward(
                 ));
                 continue;
             }
-            // Vertex AI embeds through `:predict`, which is not translated.
-            Plan::Translate { .. }
-                if outgoing.endpoint == Endpoint::Embeddings && gcp.is_some() =>
-            {
-                exchange
-                    .record
-                    .failed_attempts
-                    .push((backend.name.clone(), "unsupported"));
-                last_failure = GatewayError::BadRequest(format!(
-                    "backend {} (Vertex AI) does not serve /v1/embeddings: use a Gemini \
-                     (AI Studio) backend for Gemini embeddings",
-                    backend.name
-                ));
-                continue;
-            }
             Plan::Passthrough | Plan::Translate { .. } => {}
         }
         let override_model = route_backend.model.as_deref();
         let quirks = quirks(outgoing.endpoint, preset);
+        // Vertex AI embeds through `:predict`, not `batchEmbedContents`.
+        let vertex_embed = outgoing.endpoint == Endpoint::Embeddings && gcp.is_some();
+        let schema_key = (schema, vertex_embed);
         let body = match &prepared {
             Some((model, prepared_schema, q, body))
-                if *model == override_model && *prepared_schema == schema && *q == quirks =>
+                if *model == override_model && *prepared_schema == schema_key && *q == quirks =>
             {
                 body.clone()
             }
             _ => {
                 let body = match plan {
+                    Plan::Translate { .. } if vertex_embed => {
+                        match translate::gemini::embed::to_vertex(outgoing.body) {
+                            Ok(body) => Bytes::from(body),
+                            Err(e) => {
+                                return Outcome::Failed(GatewayError::BadRequest(e.to_string()))
+                            }
+                        }
+                    }
                     Plan::Translate { .. } => {
                         let model = override_model
                             .or(outgoing.fields.model.as_deref())
@@ -162,7 +162,7 @@ pub async fn forward(
                         quirks,
                     ),
                 };
-                prepared = Some((override_model, schema, quirks, body.clone()));
+                prepared = Some((override_model, schema_key, quirks, body.clone()));
                 body
             }
         };
@@ -208,6 +208,8 @@ pub async fn forward(
                 translate::bedrock::path(target.model, outgoing.fields.stream)
             };
             bedrock_path.as_str()
+        } else if vertex_embed {
+            translate::gemini::embed::VERTEX_METHOD
         } else {
             translate::upstream_suffix(outgoing.endpoint, schema)
         };

@@ -1,3 +1,11 @@
+//! Vertex AI's `POST .../publishers/google/models/{model}:predict` for
+//! embedding models is here too ([`predict`]): `{"instances":[{"content"}],
+//! "parameters":{"outputDimensionality"?}}` → `{"predictions":[{"embeddings":
+//! {"statistics":{"token_count","truncated"},"values"}}]}`; it refuses
+//! unknown fields, no instances, more than 250 (more than 1 for
+//! `gemini-embedding-001`, as Vertex does). Default sizes: 3072 for
+//! `gemini-embedding-001`, 768 otherwise (`text-embedding-005`).
+//!
 //! Gemini's `POST /v1beta/models/{model}:batchEmbedContents` (AI Studio):
 //! one `EmbedContentRequest` per text, each naming the URL's model,
 //! `{"embeddings":[{"values":[...]}]}` back. It refuses what Google
@@ -12,6 +20,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::{error, Answer};
+use crate::control::Control;
 use crate::embed;
 
 /// The `taskType` values Google knows.
@@ -134,6 +143,91 @@ pub(crate) fn batch_embed(path: &str, body: &[u8]) -> Answer {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest<'a> {
+    #[serde(borrow)]
+    instances: Vec<Instance<'a>>,
+    #[serde(default)]
+    parameters: Option<Parameters>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Instance<'a> {
+    #[serde(borrow)]
+    content: Cow<'a, str>,
+    #[serde(borrow, default)]
+    #[allow(dead_code)]
+    task_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    #[allow(dead_code)]
+    title: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Parameters {
+    #[serde(default)]
+    #[allow(dead_code)]
+    auto_truncate: Option<bool>,
+    #[serde(default)]
+    output_dimensionality: Option<u32>,
+}
+
+/// Answers one Vertex AI `:predict` call on an embedding model; each
+/// instance counts the control's prompt tokens.
+pub(crate) fn predict(path: &str, body: &[u8], control: &Control) -> Answer {
+    let bad = |message: String| error(StatusCode::BAD_REQUEST, &message);
+    let request: PredictRequest<'_> = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => return bad(format!("Invalid JSON payload received. {e}")),
+    };
+    let model = path_model(path);
+    let gemini = model.starts_with("gemini-embedding");
+    let most = if gemini { 1 } else { 250 };
+    if request.instances.is_empty() || request.instances.len() > most {
+        return bad(format!(
+            "Unable to submit request because the model {model} takes between 1 and {most} instances per request; {} were given.",
+            request.instances.len()
+        ));
+    }
+    let default = if gemini { 3072 } else { 768 };
+    let dimensions = request
+        .parameters
+        .and_then(|p| p.output_dimensionality)
+        .unwrap_or(default);
+    if dimensions == 0 || dimensions > default {
+        return bad(format!(
+            "outputDimensionality must be between 1 and {default}"
+        ));
+    }
+    let predictions: Vec<String> = request
+        .instances
+        .iter()
+        .map(|i| {
+            format!(
+                "{{\"embeddings\":{{\"statistics\":{{\"truncated\":false,\"token_count\":{}}},\"values\":{}}}}}",
+                control.prompt_tokens,
+                embed::vector_json(&i.content, dimensions)
+            )
+        })
+        .collect();
+    let characters: usize = request
+        .instances
+        .iter()
+        .map(|i| i.content.chars().count())
+        .sum();
+    Answer {
+        status: StatusCode::OK,
+        body: format!(
+            "{{\"predictions\":[{}],\"metadata\":{{\"billableCharacterCount\":{characters}}}}}",
+            predictions.join(",")
+        )
+        .into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +256,39 @@ mod tests {
             body["embeddings"][1]["values"].as_array().unwrap().len(),
             3072
         );
+    }
+
+    #[test]
+    fn vertex_predicts() {
+        let path = "/v1/projects/p/locations/l/publishers/google/models/text-embedding-005:predict";
+        let body = json!({"instances": [{"content": "a"}, {"content": "b"}], "parameters": {"outputDimensionality": 4}});
+        let answer = predict(path, body.to_string().as_bytes(), &Control::default());
+        assert_eq!(answer.status, 200);
+        let json: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(
+            json["predictions"][1]["embeddings"]["values"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
+        assert_eq!(
+            json["predictions"][0]["embeddings"]["statistics"]["token_count"],
+            7
+        );
+        let gemini =
+            "/v1/projects/p/locations/l/publishers/google/models/gemini-embedding-001:predict";
+        for (path, body) in [
+            (
+                gemini,
+                json!({"instances": [{"content": "a"}, {"content": "b"}]}),
+            ),
+            (path, json!({"instances": []})),
+            (path, json!({"instances": [{"text": "a"}]})),
+        ] {
+            let answer = predict(path, body.to_string().as_bytes(), &Control::default());
+            assert_eq!(answer.status, 400, "{body}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::control::Control;
 use crate::openai::{content, json_str, ChunkText, Reply};
 
 mod embed;
-pub(crate) use embed::batch_embed;
+pub(crate) use embed::{batch_embed, predict};
 
 /// The test service account's JSON key (its `token_uri` is a placeholder:
 /// tests point it at this upstream's `/token`).
@@ -50,6 +50,8 @@ pub(crate) enum Route {
     /// `...:batchEmbedContents` (AI Studio only; Vertex AI embeds through
     /// `:predict`).
     Embed,
+    /// Vertex AI's `...:predict` (embedding models).
+    Predict,
 }
 
 /// Whether `path` is Gemini's (or the token endpoint).
@@ -69,6 +71,8 @@ pub(crate) fn route(path: &str) -> Option<Route> {
         })
     } else if path.ends_with(":batchEmbedContents") && studio {
         Some(Route::Embed)
+    } else if path.ends_with(":predict") && vertex {
+        Some(Route::Predict)
     } else if path.ends_with(":streamGenerateContent") {
         Some(Route::Generate {
             vertex,

@@ -111,6 +111,7 @@ pub fn upstream_suffix(endpoint: Endpoint, backend: Schema) -> &'static str {
         // for streams: see `gemini::STREAM_METHOD`).
         (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Gemini) => ":generateContent",
         (Endpoint::ChatCompletions | Endpoint::Messages, Schema::Cohere) => "/chat",
+        // Vertex AI's `:predict` instead: see `forward`.
         (Endpoint::Embeddings, Schema::Gemini) => gemini::embed::METHOD,
         (Endpoint::Embeddings, Schema::Cohere) => cohere::embed::PATH,
         (Endpoint::Rerank, Schema::Cohere) => cohere::rerank::PATH,
@@ -335,7 +336,8 @@ enum Whole {
     CohereErrorToOpenAI,
     /// A Cohere error for an Anthropic client.
     CohereErrorToAnthropic,
-    /// Gemini's `batchEmbedContents` answer as OpenAI's embeddings list.
+    /// Gemini's `batchEmbedContents` (or Vertex AI's `:predict`) answer as
+    /// OpenAI's embeddings list.
     GeminiEmbedToOpenAI,
     /// A Bedrock InvokeModel embedding answer (Titan or Cohere Embed).
     BedrockEmbedToOpenAI,
@@ -996,9 +998,8 @@ fn translate_whole(
     let model = upstream.model.as_str();
     Ok(match what {
         Whole::GeminiEmbedToOpenAI => {
-            // Gemini reports no tokens: always the estimate.
-            *estimated = true;
-            let (bytes, usage) = gemini::embed::to_openai(body, model, upstream.embed)?;
+            let (bytes, usage, guessed) = gemini::embed::to_openai(body, model, upstream.embed)?;
+            *estimated = guessed;
             (status, bytes, Some(usage))
         }
         Whole::BedrockEmbedToOpenAI => {
