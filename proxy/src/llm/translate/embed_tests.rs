@@ -311,3 +311,32 @@ fn rerank_answers_pass_through_with_an_estimate() {
     )
     .is_none());
 }
+
+#[test]
+fn vertex_predict_matches_the_reference() {
+    let request = fixture("gemini/embed_request.json");
+    let out = crate::llm::translate::gemini::embed::to_vertex(&request).unwrap();
+    assert_eq!(
+        json(&out),
+        json(&fixture("gemini/embed_request.vertex.json"))
+    );
+    let answer = fixture("gemini/embed_vertex_response.json");
+    for split in [0, 40, answer.len()] {
+        let (status, out, usage, estimated) = through_pipe(
+            Endpoint::Embeddings,
+            plan(Schema::Gemini),
+            200,
+            &request,
+            "text-embedding-005",
+            &HeaderMap::new(),
+            &answer,
+            split,
+        );
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0058424929156899452, 0.011848051100969315, -0.048538211733102798]},{"object":"embedding","index":1,"embedding":[-0.021566025540232658, 0.014306725934147835, 0.0043112957022356987]}],"model":"text-embedding-005","usage":{"prompt_tokens":15,"total_tokens":15}}"#
+        );
+        assert_eq!((usage.unwrap().input, estimated), (15, false));
+    }
+}
