@@ -321,7 +321,7 @@ async fn cohere_errors_keep_their_status_and_429_falls_back() {
     // Endpoints Cohere has no counterpart for here are refused up front.
     let response = post_json(
         &sluice,
-        "/embeddings",
+        "/responses",
         &json!({"model": "command-a-03-2025", "input": "x"}),
         &[],
     )

@@ -296,7 +296,7 @@ async fn google_errors_are_openai_errors_and_429_falls_back() {
     // Endpoints Gemini has no counterpart for are refused up front.
     let response = post_json(
         &world.sluice,
-        "/embeddings",
+        "/responses",
         &json!({"model": "gemini-2.0-flash", "input": "x"}),
         &[],
     )

@@ -49,6 +49,13 @@ x-mock-status answers it in Cohere's shape ({id, message}); x-mock-stream-error 
 stream with a message-end whose finish_reason is ERROR; x-mock-tool-call (or tool_choice
 REQUIRED) answers with a call (a tool plan, then the call).
 
+Embeddings and rerank: Gemini's .../models/M:batchEmbedContents (AI Studio key) and Vertex
+AI's .../publishers/google/models/M:predict (issued Bearer token), Bedrock's
+/model/{id}/invoke (Titan Text Embeddings and Cohere Embed bodies, SigV4 checked; answers carry
+X-Amzn-Bedrock-Input-Token-Count), Cohere's /v2/embed and /v2/rerank (Bearer key), and
+OpenAI-compatible {base}/rerank; each refuses what its API refuses, answers x-mock-status in
+its provider's shape, and x-mock-malformed with cut-off JSON. Token counts are
+x-mock-prompt-tokens (except /rerank: the words of the query and documents).
 An invalid control header value is answered with 400 and a message naming the header.
 ";
 

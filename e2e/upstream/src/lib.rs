@@ -27,10 +27,12 @@ mod bedrock;
 mod body;
 mod cohere;
 mod control;
+mod embed;
 pub mod gemini;
 mod media;
 mod openai;
 mod record;
+mod rerank;
 mod service;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -21,6 +21,7 @@ use crate::openai::{
     self, chat, completions, embeddings, error, responses, BadRequest, Ids, Reply,
 };
 use crate::record::{RecordedRequest, Recorder};
+use crate::rerank;
 
 /// The path of the recorded-requests endpoint.
 pub const REQUESTS_PATH: &str = "/_mock/requests";
@@ -202,6 +203,32 @@ async fn answer(
             stream,
         ));
     }
+    if let Some(model) = bedrock::invoke_route(path) {
+        return Ok(bedrock_invoke_answer(
+            parts,
+            body,
+            &control,
+            forced_status,
+            model,
+        ));
+    }
+    if path == cohere::EMBED_PATH || path == cohere::RERANK_PATH {
+        let answer = |a: cohere::Answer| json_response(a.status, a.body);
+        return Ok(native_embed(
+            cohere::check_auth(&parts.headers).map_err(answer),
+            |status, message| answer(cohere::error(status, message)),
+            parts,
+            &control,
+            forced_status,
+            || {
+                answer(if path == cohere::EMBED_PATH {
+                    cohere::embed(body, &control, state.ids.next())
+                } else {
+                    cohere::rerank(body, state.ids.next())
+                })
+            },
+        ));
+    }
     if path == cohere::CHAT_PATH {
         return Ok(cohere_answer(state, parts, body, &control, forced_status));
     }
@@ -244,6 +271,14 @@ async fn answer(
         return Ok(malformed(body));
     }
 
+    if path.ends_with("/rerank") {
+        return Ok(match rerank::reply(body, &state.ids) {
+            Ok(bytes) => success(Reply::Json(bytes), &control),
+            Err(BadRequest { message, param }) => {
+                error_response(StatusCode::BAD_REQUEST, &message, param)
+            }
+        });
+    }
     let Some(endpoint) = Endpoint::of(path) else {
         let message = format!("Unknown request URL: {} {path}.", parts.method);
         let (kind, _) = error::kind_for(StatusCode::NOT_FOUND);
@@ -304,6 +339,26 @@ fn answer_gemini(
         gemini::Route::Claude(method) => {
             return claude_on_vertex(state, parts, body, control, forced_status, method)
         }
+        gemini::Route::Embed => {
+            return native_embed(
+                gemini::check_auth(&parts.headers, false).map_err(answer),
+                |status, message| answer(gemini::error(status, message)),
+                parts,
+                control,
+                forced_status,
+                || answer(gemini::batch_embed(parts.uri.path(), body)),
+            )
+        }
+        gemini::Route::Predict => {
+            return native_embed(
+                gemini::check_auth(&parts.headers, true).map_err(answer),
+                |status, message| answer(gemini::error(status, message)),
+                parts,
+                control,
+                forced_status,
+                || answer(gemini::predict(parts.uri.path(), body, control)),
+            )
+        }
     };
     if let Err(refusal) = gemini::check_auth(&parts.headers, vertex) {
         return answer(refusal);
@@ -359,6 +414,45 @@ fn claude_on_vertex(
         Ok(reply) => success(reply, control),
         Err(refusal) => json_response(refusal.status, refusal.body),
     }
+}
+
+/// A native embedding or rerank endpoint (Gemini's, Cohere's, `/rerank`):
+/// the credential first, then forced errors (`refuse` writes them in the
+/// provider's shape), then a malformed body if asked, then the answer.
+fn native_embed(
+    auth: Result<(), Response<MockBody>>,
+    refuse: impl Fn(StatusCode, &str) -> Response<MockBody>,
+    parts: &Parts,
+    control: &Control,
+    forced_status: Option<StatusCode>,
+    reply: impl FnOnce() -> Response<MockBody>,
+) -> Response<MockBody> {
+    if let Err(refusal) = auth {
+        return refusal;
+    }
+    if let Some(status) = forced_status {
+        let message = format!(
+            "Mock upstream error: status {} was requested.",
+            status.as_u16()
+        );
+        let mut response = refuse(status, &message);
+        if let Some(secs) = control.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return response;
+    }
+    if parts.method != Method::POST {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "Only POST is allowed.");
+    }
+    if parts.headers.contains_key("x-mock-malformed") {
+        return json_response(
+            StatusCode::OK,
+            Bytes::from_static(b"{\"embeddings\": [{\"val"),
+        );
+    }
+    reply()
 }
 
 /// Cohere's v2 chat: the key first, then forced errors, then the answer.
@@ -470,6 +564,50 @@ fn bedrock_answer(
         }
         Err(refusal) => refused(refusal, None),
     }
+}
+
+/// Bedrock's InvokeModel (embedding models): credentials, forced errors,
+/// then the answer with its input token count header.
+fn bedrock_invoke_answer(
+    parts: &Parts,
+    body: &[u8],
+    control: &Control,
+    forced_status: Option<StatusCode>,
+    model: &str,
+) -> Response<MockBody> {
+    let refused = |refusal: bedrock::Refusal| {
+        let mut response = json_response(refusal.status, refusal.body);
+        response.headers_mut().insert(
+            "x-amzn-errortype",
+            bedrock::error_type_header(refusal.error_type),
+        );
+        response
+    };
+    let auth = bedrock::check_auth(
+        parts.method.as_str(),
+        parts.uri.path(),
+        &parts.headers,
+        body,
+    )
+    .map_err(refused);
+    native_embed(
+        auth,
+        |status, message| refused(bedrock::refuse(status, message)),
+        parts,
+        control,
+        forced_status,
+        || match bedrock::invoke(model, body, control) {
+            Ok((bytes, tokens)) => {
+                let mut response = success(Reply::Json(bytes), control);
+                response.headers_mut().insert(
+                    "x-amzn-bedrock-input-token-count",
+                    HeaderValue::from(tokens),
+                );
+                response
+            }
+            Err(refusal) => refused(refusal),
+        },
+    )
 }
 
 /// Frames an endpoint's reply, breaking it if `x-mock-error-after` asks.

@@ -51,9 +51,13 @@ pub(super) async fn admit(
         return Ok(Admitted::default());
     }
     let client_model = model.unwrap_or_default();
-    let input = estimate::prompt_tokens(client_model, body);
+    let input = match endpoint {
+        // A rerank body's text is in `query` and `documents`.
+        Endpoint::Rerank => crate::llm::translate::rerank::estimate(body),
+        _ => estimate::prompt_tokens(client_model, body),
+    };
     let output = match endpoint {
-        Endpoint::Embeddings => 0,
+        Endpoint::Embeddings | Endpoint::Rerank => 0,
         _ => estimate::output_reservation(body)
             .or(fields.max_tokens)
             .unwrap_or(DEFAULT_OUTPUT_RESERVATION),

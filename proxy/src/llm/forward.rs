@@ -65,6 +65,11 @@ fn forwardable(name: &http::HeaderName) -> bool {
     )
 }
 
+/// A body ready for a backend: for the model override, backend schema
+/// (and whether it is Vertex AI's embeddings, and Claude on Vertex AI), and
+/// quirks it was made for.
+type Prepared<'a> = (Option<&'a str>, (Schema, bool, bool), Quirks, Bytes);
+
 /// Tries the route's backends in order.
 pub async fn forward(
     gateway: &Gateway,
@@ -78,8 +83,9 @@ pub async fn forward(
     let retry = route.retry;
     let mut last_failure = GatewayError::UpstreamTimeout(String::new());
     // The rewritten body is reused across attempts with the same model
-    // override, backend schema, provider quirks and Vertex AI edits.
-    let mut prepared: Option<(Option<&str>, Schema, Quirks, bool, Bytes)> = None;
+    // override, backend schema (Vertex AI's embeddings and Claude apart)
+    // and provider quirks.
+    let mut prepared: Option<Prepared<'_>> = None;
 
     for attempt in 0..retry.attempts as usize {
         let route_backend = &route.backends[order[attempt % order.len()]];
@@ -134,17 +140,25 @@ pub async fn forward(
             Plan::Passthrough | Plan::Translate { .. } => {}
         }
         let quirks = quirks(outgoing.endpoint, preset);
+        // Vertex AI embeds through `:predict`, not `batchEmbedContents`.
+        let vertex_embed = outgoing.endpoint == Endpoint::Embeddings && gcp.is_some();
+        let schema_key = (schema, vertex_embed, claude);
         let body = match &prepared {
-            Some((model, prepared_schema, q, c, body))
-                if *model == override_model
-                    && *prepared_schema == schema
-                    && *q == quirks
-                    && *c == claude =>
+            Some((model, prepared_schema, q, body))
+                if *model == override_model && *prepared_schema == schema_key && *q == quirks =>
             {
                 body.clone()
             }
             _ => {
                 let body = match plan {
+                    Plan::Translate { .. } if vertex_embed => {
+                        match translate::gemini::embed::to_vertex(outgoing.body) {
+                            Ok(body) => Bytes::from(body),
+                            Err(e) => {
+                                return Outcome::Failed(GatewayError::BadRequest(e.to_string()))
+                            }
+                        }
+                    }
                     Plan::Translate { .. } => {
                         let model = override_model
                             .or(outgoing.fields.model.as_deref())
@@ -174,7 +188,7 @@ pub async fn forward(
                 } else {
                     body
                 };
-                prepared = Some((override_model, schema, quirks, claude, body.clone()));
+                prepared = Some((override_model, schema_key, quirks, body.clone()));
                 body
             }
         };
@@ -232,8 +246,14 @@ pub async fn forward(
         };
         let bedrock_path;
         let suffix = if *paths == UpstreamPaths::Bedrock {
-            bedrock_path = translate::bedrock::path(target.model, outgoing.fields.stream);
+            bedrock_path = if outgoing.endpoint == Endpoint::Embeddings {
+                translate::bedrock::embed::path(target.model)
+            } else {
+                translate::bedrock::path(target.model, outgoing.fields.stream)
+            };
             bedrock_path.as_str()
+        } else if vertex_embed {
+            translate::gemini::embed::VERTEX_METHOD
         } else {
             translate::upstream_suffix(outgoing.endpoint, schema)
         };
@@ -358,7 +378,12 @@ fn upstream_url(target: &Upstream<'_>, endpoint: Endpoint, suffix: &str) -> Stri
             "{}/models/{}{}",
             target.base_url,
             path_segment(target.model.strip_prefix("models/").unwrap_or(target.model)),
-            if target.stream {
+            if target.stream
+                && matches!(
+                    endpoint,
+                    Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages
+                )
+            {
                 translate::gemini::STREAM_METHOD
             } else {
                 suffix

@@ -1,5 +1,6 @@
 //! The LLM endpoints: OpenAI's (`/v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings`, `/v1/responses`, `/v1/models`) and Anthropic's (`/v1/messages`,
+//! `/v1/embeddings`, `/v1/responses`, `/v1/models`), `/v1/rerank` (Cohere's
+//! and Jina's shape) and Anthropic's (`/v1/messages`,
 //! `/v1/messages/count_tokens`): authenticate, read the body once, pick the
 //! route, forward with fallback (translating between schemas where client
 //! and backend differ), and hand the response back through the usage
@@ -45,6 +46,8 @@ pub enum Endpoint {
     Embeddings,
     /// `POST /v1/responses` (OpenAI Responses API).
     Responses,
+    /// `POST /v1/rerank` (Cohere's and Jina's shape).
+    Rerank,
     /// `GET /v1/models`.
     Models,
     /// `POST /v1/messages` (Anthropic's schema).
@@ -61,6 +64,7 @@ impl Endpoint {
             "/v1/completions" | "/completions" => Self::Completions,
             "/v1/embeddings" | "/embeddings" => Self::Embeddings,
             "/v1/responses" | "/responses" => Self::Responses,
+            "/v1/rerank" | "/rerank" => Self::Rerank,
             "/v1/models" | "/models" => Self::Models,
             "/v1/messages" => Self::Messages,
             "/v1/messages/count_tokens" => Self::CountTokens,
@@ -75,6 +79,7 @@ impl Endpoint {
             Self::Completions => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
             Self::Responses => "/v1/responses",
+            Self::Rerank => "/v1/rerank",
             Self::Models => "/v1/models",
             Self::Messages => "/v1/messages",
             Self::CountTokens => "/v1/messages/count_tokens",
@@ -88,6 +93,7 @@ impl Endpoint {
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
             Self::Responses => "/responses",
+            Self::Rerank => "/rerank",
             Self::Models => "/models",
             Self::Messages => "/messages",
             Self::CountTokens => "/messages/count_tokens",
@@ -243,6 +249,9 @@ async fn forward_and_respond(
         Outcome::Demo(_) if endpoint == Endpoint::Responses => Err(GatewayError::BadRequest(
             "the Demo backend does not serve /v1/responses; use /v1/chat/completions".into(),
         )),
+        Outcome::Demo(_) if endpoint == Endpoint::Rerank => Err(GatewayError::BadRequest(
+            "the Demo backend does not serve /v1/rerank".into(),
+        )),
         Outcome::Demo(index) if endpoint == Endpoint::CountTokens => {
             // No backend here counts tokens: the gateway's estimate answers.
             let model = exchange.record.model.as_deref().unwrap_or_default();
@@ -309,7 +318,7 @@ async fn forward_and_respond(
                 exchange,
                 fields,
                 ask_usage,
-                body.len(),
+                body,
                 guard,
                 (plan, endpoint),
             );
@@ -328,7 +337,7 @@ fn respond(
     exchange: &mut Exchange,
     fields: &request::RequestFields,
     ask_usage: bool,
-    body_len: usize,
+    request_body: &Bytes,
     guard: Option<crate::limits::StreamGuard>,
     (plan, endpoint): (translate::Plan, Endpoint),
 ) -> Response<ResponseBody> {
@@ -352,7 +361,7 @@ fn respond(
                 || (matches!(plan, translate::Plan::Translate { backend: translate::Schema::Bedrock, .. })
                     && v.starts_with("application/vnd.amazon.eventstream"))
         });
-    let estimated_input = demo::approx_tokens_len(body_len);
+    let estimated_input = demo::approx_tokens_len(request_body.len());
     let pipe = translate::Pipe::for_answer(
         plan,
         endpoint,
@@ -362,6 +371,7 @@ fn respond(
         estimated_input,
     );
     let kind = if let Some(mut pipe) = pipe {
+        pipe.note_request(request_body);
         pipe.note_upstream(
             exchange.record.model.as_deref().unwrap_or_default(),
             &parts.headers,

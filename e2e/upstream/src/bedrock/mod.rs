@@ -10,7 +10,10 @@
 //! fields, turns alternating from a user turn. Refusals and forced errors
 //! use Bedrock's shape: `{"message": ...}` with `x-amzn-errortype`.
 
+mod invoke;
 mod sign;
+
+pub(crate) use invoke::{invoke, route as invoke_route};
 
 use std::borrow::Cow;
 

@@ -18,6 +18,9 @@ use crate::body::{Event, EventKind, EventSource};
 use crate::control::Control;
 use crate::openai::{content, json_str, ChunkText, Reply};
 
+mod embed;
+pub(crate) use embed::{embed, rerank, EMBED_PATH, RERANK_PATH};
+
 /// The path this module answers.
 pub const CHAT_PATH: &str = "/v2/chat";
 

@@ -33,6 +33,9 @@ use crate::body::{Event, EventKind, EventSource};
 use crate::control::Control;
 use crate::openai::{content, json_str, ChunkText, Reply};
 
+mod embed;
+pub(crate) use embed::{batch_embed, predict};
+
 /// The test service account's JSON key (its `token_uri` is a placeholder:
 /// tests point it at this upstream's `/token`).
 pub const TEST_SERVICE_ACCOUNT: &str = include_str!("test-service-account.json");
@@ -51,6 +54,11 @@ pub(crate) enum Route {
     Claude(claude::Method),
     /// The OAuth token endpoint.
     Token,
+    /// `...:batchEmbedContents` (AI Studio only; Vertex AI embeds through
+    /// `:predict`).
+    Embed,
+    /// Vertex AI's `...:predict` (embedding models).
+    Predict,
 }
 
 /// Whether `path` is Gemini's (or the token endpoint).
@@ -71,6 +79,10 @@ pub(crate) fn route(path: &str) -> Option<Route> {
             vertex,
             stream: false,
         })
+    } else if path.ends_with(":batchEmbedContents") && studio {
+        Some(Route::Embed)
+    } else if path.ends_with(":predict") && vertex {
+        Some(Route::Predict)
     } else if path.ends_with(":streamGenerateContent") {
         Some(Route::Generate {
             vertex,

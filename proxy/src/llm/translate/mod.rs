@@ -13,9 +13,11 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
 pub mod completions;
+pub mod embed;
 pub mod gemini;
 pub mod media;
 pub mod openai;
+pub mod rerank;
 
 use std::borrow::Cow;
 
@@ -97,6 +99,9 @@ pub fn plan(endpoint: Endpoint, backend: Schema) -> Plan {
         (Endpoint::Completions, _) if backend != Schema::OpenAI => {
             Plan::Translate { client, backend }
         }
+        // Native embedding APIs (see `embed`), Cohere's rerank.
+        (Endpoint::Embeddings, Schema::Gemini | Schema::Bedrock | Schema::Cohere)
+        | (Endpoint::Rerank, Schema::Cohere) => Plan::Translate { client, backend },
         _ if client == backend => Plan::Passthrough,
         _ => Plan::Unsupported,
     }
@@ -121,24 +126,46 @@ pub fn upstream_suffix(endpoint: Endpoint, backend: Schema) -> &'static str {
             Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages,
             Schema::Cohere,
         ) => "/chat",
+        // Vertex AI's `:predict` instead: see `forward`.
+        (Endpoint::Embeddings, Schema::Gemini) => gemini::embed::METHOD,
+        (Endpoint::Embeddings, Schema::Cohere) => cohere::embed::PATH,
+        (Endpoint::Rerank, Schema::Cohere) => cohere::rerank::PATH,
         // The model and stream pick the path: see `bedrock::path`.
         (_, Schema::Bedrock) => "",
         _ => endpoint.upstream_suffix(),
     }
 }
 
-/// The body for the backend under a translating plan, for `model`. A text
-/// completion goes as the chat request it stands for.
+/// The body for the backend under a translating plan on `endpoint`, for
+/// `model`: embeddings and rerank have their own translators, a text
+/// completion goes as the chat request it stands for, and chat and
+/// messages through [`chat_request`].
 pub fn request(
     plan: Plan,
     endpoint: Endpoint,
     body: &[u8],
     model: &str,
 ) -> Result<Bytes, TranslateError> {
-    if endpoint == Endpoint::Completions && matches!(plan, Plan::Translate { .. }) {
-        let chat = completions::to_chat(body, model)?;
-        return request(plan, Endpoint::ChatCompletions, &chat, model);
+    let Plan::Translate { backend, .. } = plan else {
+        return chat_request(plan, body, model);
+    };
+    match (endpoint, backend) {
+        (Endpoint::Embeddings, Schema::Gemini) => gemini::embed::to_gemini(body, model),
+        (Endpoint::Embeddings, Schema::Bedrock) => bedrock::embed::to_bedrock(body, model),
+        (Endpoint::Embeddings, Schema::Cohere) => cohere::embed::to_cohere(body, model),
+        (Endpoint::Rerank, Schema::Cohere) => cohere::rerank::to_cohere(body, model),
+        (Endpoint::Completions, _) => {
+            let chat = completions::to_chat(body, model)?;
+            return chat_request(plan, &chat, model);
+        }
+        _ => return chat_request(plan, body, model),
     }
+    .map(Bytes::from)
+}
+
+/// The body of a chat (or messages) request for the backend under a
+/// translating plan, for `model`.
+fn chat_request(plan: Plan, body: &[u8], model: &str) -> Result<Bytes, TranslateError> {
     match plan {
         Plan::Translate {
             client: Schema::OpenAI,
@@ -329,6 +356,15 @@ enum Whole {
     CohereErrorToOpenAI,
     /// A Cohere error for an Anthropic client.
     CohereErrorToAnthropic,
+    /// Gemini's `batchEmbedContents` (or Vertex AI's `:predict`) answer as
+    /// OpenAI's embeddings list.
+    GeminiEmbedToOpenAI,
+    /// A Bedrock InvokeModel embedding answer (Titan or Cohere Embed).
+    BedrockEmbedToOpenAI,
+    /// Cohere's `/v2/embed` answer.
+    CohereEmbedToOpenAI,
+    /// A rerank answer, passed on; its usage read.
+    Rerank,
 }
 
 /// A response body on its way from a backend to a client whose schema
@@ -349,6 +385,12 @@ struct UpstreamHead {
     model: String,
     /// Bedrock's `x-amzn-errortype`.
     error_type: Option<String>,
+    /// Bedrock's `x-amzn-bedrock-input-token-count` (InvokeModel answers).
+    input_tokens: Option<u64>,
+    /// Embeddings: the encoding asked for and the input estimate.
+    embed: embed::Ask,
+    /// Rerank: the input estimate (query and documents).
+    rerank_estimate: u64,
 }
 
 enum PipeKind {
@@ -362,6 +404,8 @@ enum PipeKind {
         usage: Option<TokenUsage>,
         /// The status the client gets, once known.
         answer_status: Option<StatusCode>,
+        /// The usage is the gateway's estimate (the backend reported none).
+        estimated: bool,
     },
     /// Anthropic events → OpenAI chunks, then the OpenAI stream filter.
     StreamToOpenAI {
@@ -425,6 +469,23 @@ impl Pipe {
         estimated_input: u64,
     ) -> Option<Self> {
         let client = Schema::of_client(endpoint);
+        if let Some(what) = Self::embed_or_rerank(plan, endpoint, status) {
+            return what.map(|what| Self {
+                client,
+                kind: PipeKind::Whole {
+                    what,
+                    status,
+                    created: now_s(),
+                    buffer: BytesMut::new(),
+                    too_large: false,
+                    usage: None,
+                    answer_status: None,
+                    estimated: false,
+                },
+                upstream: UpstreamHead::default(),
+                text: None,
+            });
+        }
         let backend = match plan {
             Plan::Translate { backend, .. } => backend,
             Plan::Passthrough if client == Schema::Anthropic && endpoint == Endpoint::Messages => {
@@ -440,6 +501,7 @@ impl Pipe {
             too_large: false,
             usage: None,
             answer_status: None,
+            estimated: false,
         };
         let bedrock_stream = |sse, to_anthropic| PipeKind::BedrockStream {
             translator: bedrock::stream::ToOpenAI::new(completion_id(), String::new(), now_s()),
@@ -526,14 +588,67 @@ impl Pipe {
         })
     }
 
+    /// For embeddings and rerank: `Some(None)` when the answer passes
+    /// untouched, `Some(Some(what))` when it is read whole, `None` for the
+    /// other endpoints.
+    fn embed_or_rerank(
+        plan: Plan,
+        endpoint: Endpoint,
+        status: StatusCode,
+    ) -> Option<Option<Whole>> {
+        if !matches!(endpoint, Endpoint::Embeddings | Endpoint::Rerank) {
+            return None;
+        }
+        let backend = match plan {
+            Plan::Translate { backend, .. } => backend,
+            // OpenAI-schema rerank: the answer as it is, its usage read.
+            Plan::Passthrough if endpoint == Endpoint::Rerank && status.is_success() => {
+                return Some(Some(Whole::Rerank))
+            }
+            _ => return Some(None),
+        };
+        Some(Some(match (endpoint, backend, status.is_success()) {
+            (_, Schema::Gemini, false) => Whole::GeminiErrorToOpenAI,
+            (_, Schema::Bedrock, false) => Whole::BedrockErrorToOpenAI,
+            (_, Schema::Cohere, false) => Whole::CohereErrorToOpenAI,
+            (Endpoint::Rerank, _, true) => Whole::Rerank,
+            (_, Schema::Gemini, true) => Whole::GeminiEmbedToOpenAI,
+            (_, Schema::Bedrock, true) => Whole::BedrockEmbedToOpenAI,
+            (_, Schema::Cohere, true) => Whole::CohereEmbedToOpenAI,
+            _ => return Some(None),
+        }))
+    }
+
+    /// Notes what an embeddings or rerank answer's translation needs from
+    /// the client's request: the encoding asked for, the input estimate.
+    pub fn note_request(&mut self, body: &[u8]) {
+        let PipeKind::Whole { what, .. } = &self.kind else {
+            return;
+        };
+        match what {
+            Whole::GeminiEmbedToOpenAI
+            | Whole::BedrockEmbedToOpenAI
+            | Whole::CohereEmbedToOpenAI => {
+                self.upstream.embed = embed::ask(body);
+            }
+            Whole::Rerank => self.upstream.rerank_estimate = rerank::estimate(body),
+            _ => {}
+        }
+    }
+
     /// Notes what a translation needs from the request and the upstream's
-    /// head: the model asked for, Bedrock's `x-amzn-errortype`.
+    /// head: the model asked for, Bedrock's `x-amzn-errortype` and input
+    /// token count.
     pub fn note_upstream(&mut self, model: &str, headers: &http::HeaderMap) {
         self.upstream.model = model.to_owned();
         self.upstream.error_type = headers
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        self.upstream.input_tokens = headers
+            .get("x-amzn-bedrock-input-token-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         match &mut self.kind {
             PipeKind::BedrockStream { translator, .. } => translator.set_model(model),
             PipeKind::CohereStream { translator, .. } => translator.set_model(model),
@@ -692,13 +807,14 @@ impl Pipe {
                 too_large,
                 usage,
                 answer_status,
+                estimated,
             } => {
                 let result = if *too_large {
                     Err(TranslateError::Response(format!(
                         "the upstream answer is larger than {MAX_WHOLE} bytes and cannot be translated"
                     )))
                 } else {
-                    translate_whole(*what, *status, *created, buffer, &self.upstream)
+                    translate_whole(*what, *status, *created, buffer, &self.upstream, estimated)
                 };
                 match result {
                     Ok((status, bytes, tokens)) => {
@@ -825,7 +941,9 @@ impl Pipe {
             ),
         };
         match &self.kind {
-            PipeKind::Whole { usage, .. } => (usage.map(|u| u.record()), false),
+            PipeKind::Whole {
+                usage, estimated, ..
+            } => (usage.map(|u| u.record()), *estimated),
             PipeKind::StreamToOpenAI { sse, .. }
             | PipeKind::StreamToAnthropic { sse, .. }
             | PipeKind::GeminiToOpenAI { sse, .. }
@@ -926,8 +1044,31 @@ fn translate_whole(
     created: u64,
     body: &[u8],
     upstream: &UpstreamHead,
+    estimated: &mut bool,
 ) -> Result<Translated, TranslateError> {
+    let model = upstream.model.as_str();
     Ok(match what {
+        Whole::GeminiEmbedToOpenAI => {
+            let (bytes, usage, guessed) = gemini::embed::to_openai(body, model, upstream.embed)?;
+            *estimated = guessed;
+            (status, bytes, Some(usage))
+        }
+        Whole::BedrockEmbedToOpenAI => {
+            let (bytes, usage, guessed) =
+                bedrock::embed::to_openai(body, model, upstream.input_tokens, upstream.embed)?;
+            *estimated = guessed;
+            (status, bytes, Some(usage))
+        }
+        Whole::CohereEmbedToOpenAI => {
+            let (bytes, usage, guessed) = cohere::embed::to_openai(body, model, upstream.embed)?;
+            *estimated = guessed;
+            (status, bytes, Some(usage))
+        }
+        Whole::Rerank => {
+            let (bytes, usage, guessed) = rerank::read_answer(body, upstream.rerank_estimate)?;
+            *estimated = guessed;
+            (status, bytes, Some(usage))
+        }
         Whole::MessageToOpenAI => {
             let (bytes, usage) = anthropic::response::to_openai(body, created)?;
             (status, bytes, Some(usage))

@@ -8,6 +8,7 @@
 //! the bytes they are read from; tool schemas and inputs stay raw JSON.
 //! Knows nothing of routing, signing or HTTP.
 
+pub mod embed;
 pub mod eventstream;
 pub mod request;
 pub mod response;

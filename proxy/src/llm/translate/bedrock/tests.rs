@@ -217,6 +217,13 @@ fn anthropic_clients_go_through_the_pivot() {
     );
     assert_eq!(
         translate::plan(Endpoint::Embeddings, Schema::Bedrock),
+        Plan::Translate {
+            client: Schema::OpenAI,
+            backend: Schema::Bedrock
+        }
+    );
+    assert_eq!(
+        translate::plan(Endpoint::Rerank, Schema::Bedrock),
         Plan::Unsupported
     );
 }

@@ -11,7 +11,9 @@
 //!
 //! Reference: docs.cohere.com/reference/chat and /reference/chat-stream.
 
+pub mod embed;
 pub mod request;
+pub mod rerank;
 pub mod response;
 pub mod stream;
 

@@ -106,9 +106,14 @@ fn plans_route_chat_and_messages_to_cohere() {
         }
     );
     assert_eq!(plan(Endpoint::CountTokens, Schema::Cohere), Plan::Local);
-    for endpoint in [Endpoint::Embeddings, Endpoint::Responses] {
-        assert_eq!(plan(endpoint, Schema::Cohere), Plan::Unsupported);
-    }
+    assert_eq!(
+        plan(Endpoint::Embeddings, Schema::Cohere),
+        Plan::Translate {
+            client: Schema::OpenAI,
+            backend: Schema::Cohere
+        }
+    );
+    assert_eq!(plan(Endpoint::Responses, Schema::Cohere), Plan::Unsupported);
     assert_eq!(
         upstream_suffix(Endpoint::ChatCompletions, Schema::Cohere),
         "/chat"

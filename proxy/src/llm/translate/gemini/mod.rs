@@ -7,6 +7,7 @@
 //! structs (one optional field per kind) as Google's `Part` is a union of
 //! fields. Knows nothing of routing, limits, URLs or credentials.
 
+pub mod embed;
 pub mod request;
 pub mod response;
 pub mod stream;

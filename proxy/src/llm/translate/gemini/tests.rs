@@ -88,9 +88,14 @@ fn plans_route_chat_and_messages_to_gemini() {
         }
     );
     assert_eq!(plan(Endpoint::CountTokens, Schema::Gemini), Plan::Local);
-    for endpoint in [Endpoint::Embeddings, Endpoint::Responses] {
-        assert_eq!(plan(endpoint, Schema::Gemini), Plan::Unsupported);
-    }
+    assert_eq!(
+        plan(Endpoint::Embeddings, Schema::Gemini),
+        Plan::Translate {
+            client: Schema::OpenAI,
+            backend: Schema::Gemini
+        }
+    );
+    assert_eq!(plan(Endpoint::Responses, Schema::Gemini), Plan::Unsupported);
     assert_eq!(
         upstream_suffix(Endpoint::ChatCompletions, Schema::Gemini),
         ":generateContent"
