@@ -286,12 +286,12 @@ impl Runtime {
                                     },
                                 )?,
                             ))),
-                            Some(AwsAuth::DefaultChain) => {
-                                Some(Signing::Chain(Arc::new(CredentialChain::new(
+                            Some(AwsAuth::DefaultChain) => Some(Signing::Chain(Arc::new(
+                                CredentialChain::new(aws_creds::ChainSource::new(
                                     region,
                                     aws_creds::Environment::from_process(),
-                                ))))
-                            }
+                                )),
+                            ))),
                         },
                         gcp: None,
                     },

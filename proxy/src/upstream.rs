@@ -76,6 +76,48 @@ impl Conn {
     }
 }
 
+/// Reads a whole (small) upstream body, at most `max` bytes, polling its
+/// connection meanwhile, then returns the connection to the pool. For the
+/// gateway's own calls (token endpoints, JWKS, credentials, MCP answers),
+/// not for proxied bodies, which stream.
+pub async fn read_body(
+    response: Response<Incoming>,
+    mut conn: Box<Conn>,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    use http_body::Body as _;
+    let mut body = response.into_body();
+    let mut out = Vec::new();
+    loop {
+        let frame = std::future::poll_fn(|cx| {
+            conn.drive(cx);
+            Pin::new(&mut body).poll_frame(cx)
+        })
+        .await;
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(format!("reading the answer: {e}")),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if out.len() + data.len() > max {
+                        return Err(format!("the answer is larger than {max} bytes"));
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    let mut conn = Some(conn);
+    std::future::poll_fn(|cx| {
+        if let Some(conn) = conn.take() {
+            conn.release(cx);
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    Ok(out)
+}
+
 /// The pool of idle connections, per `scheme://authority`.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
-use http_body::Body as _;
 use http_body_util::Full;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -249,37 +248,9 @@ async fn fetch(pool: &Arc<Pool>, uri: &str) -> Result<Vec<SigningKey>, String> {
         http::header::ACCEPT,
         HeaderValue::from_static("application/jwk-set+json, application/json"),
     );
-    let (response, mut conn) = pool.send(request).await.map_err(|e| e.to_string())?;
+    let (response, conn) = pool.send(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
-    let mut body = response.into_body();
-    let mut out = Vec::new();
-    loop {
-        let frame = std::future::poll_fn(|cx| {
-            conn.drive(cx);
-            std::pin::Pin::new(&mut body).poll_frame(cx)
-        })
-        .await;
-        match frame {
-            None => break,
-            Some(Err(e)) => return Err(format!("reading the answer: {e}")),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if out.len() + data.len() > MAX_BODY {
-                        return Err("the answer is larger than 1 MiB".into());
-                    }
-                    out.extend_from_slice(&data);
-                }
-            }
-        }
-    }
-    let mut conn = Some(conn);
-    std::future::poll_fn(|cx| {
-        if let Some(conn) = conn.take() {
-            conn.release(cx);
-        }
-        std::task::Poll::Ready(())
-    })
-    .await;
+    let out = crate::upstream::read_body(response, conn, MAX_BODY).await?;
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
     }

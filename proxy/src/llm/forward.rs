@@ -201,7 +201,7 @@ pub async fn forward(
         // Vertex AI: an OAuth token (cached; fetched only when none is valid).
         let bearer = match gcp {
             None => None,
-            Some(tokens) => match tokens.bearer(&gateway.upstreams).await {
+            Some(tokens) => match tokens.get(&gateway.upstreams).await {
                 Ok(bearer) => Some(bearer),
                 Err(error) => {
                     exchange

@@ -1,12 +1,10 @@
 //! OAuth access tokens of a Google service account, for Vertex AI
 //! backends: a JWT signed with the account's key (RS256) is exchanged at
 //! the key's `token_uri` for a `cloud-platform` token (RFC 7523, as
-//! Google's client libraries do). The token is kept in an `ArcSwap`; a
-//! background task owned by the source refreshes it [`REFRESH_EARLY`]
-//! before it expires, so requests wait for a fetch only when there is no
-//! valid token (the first request, or after failures). One fetch at a
-//! time; after a failure, requests get the same error for [`RETRY_AFTER`]
-//! instead of hammering the token endpoint. Sources are shared through a
+//! Google's client libraries do). The token is cached and refreshed
+//! [`REFRESH_EARLY`] before it expires by [`Refreshing`] (one fetch at a
+//! time, failures repeated for a while, a background refresher). Sources
+//! are shared through a
 //! process-wide registry keyed by the account ([`TokenSource::shared`]),
 //! so a config reload that keeps the same key keeps its live token and
 //! refresher instead of fetching anew. Never logs the key or a token.
@@ -16,19 +14,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
-use http_body::Body as _;
 use http_body_util::Full;
 use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use serde::{Deserialize, Serialize};
 use sluice_crds::snapshot::ServiceAccount;
-use tokio_util::sync::CancellationToken;
 
+use crate::llm::refreshing::{Fetch, Fresh, Refreshing, FETCH_TIMEOUT};
 use crate::upstream::Pool;
 
 /// The scope Vertex AI needs.
@@ -37,10 +33,6 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub const REFRESH_EARLY: Duration = Duration::from_secs(300);
 /// Requests do not use a token this close to its expiry.
 const MARGIN: Duration = Duration::from_secs(30);
-/// Longest wait for the token endpoint, connection included.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a failed fetch, how long requests get its error without a new try.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Lifetime asked for in the JWT (Google's maximum).
 const ASSERTION_LIFETIME: u64 = 3600;
 /// Largest token answer read.
@@ -51,16 +43,11 @@ const MAX_BODY: usize = 64 << 10;
 #[error("could not get a Google Cloud access token: {0}")]
 pub struct TokenError(pub String);
 
-/// A valid token, ready to send.
+/// A token as the endpoint handed it out.
 struct Token {
     /// `Bearer ...`, marked sensitive.
     header: HeaderValue,
     expires_at: Instant,
-}
-
-struct Failure {
-    at: Instant,
-    error: TokenError,
 }
 
 /// What makes two configs' accounts the same source: the key's identity
@@ -97,22 +84,19 @@ impl SourceKey {
 static SOURCES: LazyLock<Mutex<HashMap<SourceKey, Weak<TokenSource>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// The tokens of one service account.
-pub struct TokenSource {
+/// The tokens of one service account, cached and refreshed
+/// ([`Refreshing`]); `get` gives `Bearer TOKEN` for the next request.
+pub type TokenSource = Refreshing<GoogleAccount>;
+
+/// A service account whose tokens are fetched.
+pub struct GoogleAccount {
     client_email: String,
     key_id: Option<String>,
     token_uri: String,
     key: RsaKeyPair,
-    current: ArcSwapOption<Token>,
-    /// One fetch at a time.
-    fetching: tokio::sync::Mutex<()>,
-    last_failure: Mutex<Option<Failure>>,
-    refresher_started: std::sync::atomic::AtomicBool,
-    /// Stops the refresher when the source is dropped (a config reload).
-    stop: CancellationToken,
 }
 
-impl std::fmt::Debug for TokenSource {
+impl std::fmt::Debug for GoogleAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSource")
             .field("client_email", &self.client_email)
@@ -121,13 +105,56 @@ impl std::fmt::Debug for TokenSource {
     }
 }
 
-impl Drop for TokenSource {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl Refreshing<GoogleAccount> {
+    /// The source for `account`: the live one when a loaded config already
+    /// uses the same account (its token and refresher carry over), else a
+    /// new one ([`GoogleAccount::new`]).
+    pub fn shared(account: &ServiceAccount) -> Result<Arc<Self>, String> {
+        let key = SourceKey::of(account);
+        let mut sources = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+        sources.retain(|_, source| source.strong_count() > 0);
+        if let Some(source) = sources.get(&key).and_then(Weak::upgrade) {
+            return Ok(source);
+        }
+        let source = Arc::new(Refreshing::new(GoogleAccount::new(account)?));
+        sources.insert(key, Arc::downgrade(&source));
+        Ok(source)
     }
 }
 
-impl TokenSource {
+impl Fetch for GoogleAccount {
+    type Value = HeaderValue;
+    type Error = TokenError;
+
+    async fn fetch(&self, pool: &Arc<Pool>) -> Result<Fresh<HeaderValue>, TokenError> {
+        let token = self.fetch_token(pool).await?;
+        tracing::debug!(account = %self.client_email, "fetched a Google Cloud access token");
+        Ok(Fresh {
+            value: token.header,
+            use_until: Some(before(token.expires_at, MARGIN)),
+            refresh_at: Some(before(token.expires_at, REFRESH_EARLY)),
+        })
+    }
+
+    fn timed_out(&self) -> TokenError {
+        TokenError(format!(
+            "{} gave no answer within {}s",
+            self.token_uri,
+            FETCH_TIMEOUT.as_secs()
+        ))
+    }
+
+    fn owner(&self) -> &str {
+        &self.client_email
+    }
+}
+
+/// `at` less `early`, or now if that is before the clock's start.
+fn before(at: Instant, early: Duration) -> Instant {
+    at.checked_sub(early).unwrap_or_else(Instant::now)
+}
+
+impl GoogleAccount {
     /// Reads the account's key; nothing is fetched until a request needs a
     /// token. The error never quotes the key.
     pub fn new(account: &ServiceAccount) -> Result<Self, String> {
@@ -141,142 +168,7 @@ impl TokenSource {
             key_id: account.private_key_id.clone(),
             token_uri: account.token_uri.clone(),
             key,
-            current: ArcSwapOption::empty(),
-            fetching: tokio::sync::Mutex::new(()),
-            last_failure: Mutex::new(None),
-            refresher_started: std::sync::atomic::AtomicBool::new(false),
-            stop: CancellationToken::new(),
         })
-    }
-
-    /// The source for `account`: the live one when a loaded config already
-    /// uses the same account (its token and refresher carry over), else a
-    /// new one ([`TokenSource::new`]).
-    pub fn shared(account: &ServiceAccount) -> Result<Arc<Self>, String> {
-        let key = SourceKey::of(account);
-        let mut sources = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
-        sources.retain(|_, source| source.strong_count() > 0);
-        if let Some(source) = sources.get(&key).and_then(Weak::upgrade) {
-            return Ok(source);
-        }
-        let source = Arc::new(Self::new(account)?);
-        sources.insert(key, Arc::downgrade(&source));
-        Ok(source)
-    }
-
-    /// `Bearer TOKEN` for the next request: the cached token, or a fresh
-    /// one when none is valid.
-    pub async fn bearer(self: &Arc<Self>, pool: &Arc<Pool>) -> Result<HeaderValue, TokenError> {
-        if let Some(header) = self.valid() {
-            return Ok(header);
-        }
-        let _fetching = self.fetching.lock().await;
-        // Another request may have fetched one meanwhile.
-        if let Some(header) = self.valid() {
-            return Ok(header);
-        }
-        if let Some(failure) = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .filter(|f| f.at.elapsed() < RETRY_AFTER)
-        {
-            return Err(failure.error.clone());
-        }
-        let header = self.refresh(pool).await?;
-        self.start_refresher(pool);
-        Ok(header)
-    }
-
-    fn valid(&self) -> Option<HeaderValue> {
-        let token = self.current.load();
-        let token = token.as_ref()?;
-        (Instant::now() + MARGIN < token.expires_at).then(|| token.header.clone())
-    }
-
-    /// Fetches a token and keeps it (or the failure).
-    async fn refresh(&self, pool: &Arc<Pool>) -> Result<HeaderValue, TokenError> {
-        let result = match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(pool)).await {
-            Ok(result) => result,
-            Err(_) => Err(TokenError(format!(
-                "{} gave no answer within {}s",
-                self.token_uri,
-                FETCH_TIMEOUT.as_secs()
-            ))),
-        };
-        let mut failure = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match result {
-            Ok(token) => {
-                *failure = None;
-                let header = token.header.clone();
-                self.current.store(Some(Arc::new(token)));
-                tracing::debug!(account = %self.client_email, "fetched a Google Cloud access token");
-                Ok(header)
-            }
-            Err(error) => {
-                tracing::warn!(account = %self.client_email, %error, "cannot get a Google Cloud access token");
-                *failure = Some(Failure {
-                    at: Instant::now(),
-                    error: error.clone(),
-                });
-                Err(error)
-            }
-        }
-    }
-
-    /// Starts, once, the task that refreshes the token before it expires.
-    /// It holds the source weakly and ends when the source is dropped.
-    fn start_refresher(self: &Arc<Self>, pool: &Arc<Pool>) {
-        use std::sync::atomic::Ordering;
-        if self.refresher_started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let pool = pool.clone();
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let wait = match weak.upgrade() {
-                    None => return,
-                    Some(source) => source.next_refresh_in(),
-                };
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                let Some(source) = weak.upgrade() else {
-                    return;
-                };
-                let _fetching = source.fetching.lock().await;
-                if source.next_refresh_in() <= Duration::from_millis(10) {
-                    let _ = source.refresh(&pool).await;
-                }
-            }
-        });
-    }
-
-    /// How long until the token should be refreshed (at least
-    /// [`RETRY_AFTER`] after a failure).
-    fn next_refresh_in(&self) -> Duration {
-        let failed_recently = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|f| f.at.elapsed() < RETRY_AFTER);
-        if failed_recently {
-            return RETRY_AFTER;
-        }
-        match self.current.load().as_ref() {
-            None => Duration::ZERO,
-            Some(token) => token
-                .expires_at
-                .saturating_duration_since(Instant::now() + REFRESH_EARLY),
-        }
     }
 
     /// The signed assertion (RFC 7523 section 2.1).
@@ -327,7 +219,7 @@ impl TokenSource {
     }
 
     /// POSTs the assertion, reads the token.
-    async fn fetch(&self, pool: &Arc<Pool>) -> Result<Token, TokenError> {
+    async fn fetch_token(&self, pool: &Arc<Pool>) -> Result<Token, TokenError> {
         let assertion = self.assertion()?;
         let form = format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
@@ -342,40 +234,14 @@ impl TokenSource {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
-        let (response, mut conn) = pool
+        let (response, conn) = pool
             .send(request)
             .await
             .map_err(|e| TokenError(format!("{}: {e}", self.token_uri)))?;
         let status = response.status();
-        let mut body = response.into_body();
-        let mut out = Vec::new();
-        loop {
-            let frame = std::future::poll_fn(|cx| {
-                conn.drive(cx);
-                std::pin::Pin::new(&mut body).poll_frame(cx)
-            })
-            .await;
-            match frame {
-                None => break,
-                Some(Err(e)) => return Err(TokenError(format!("reading the answer: {e}"))),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if out.len() + data.len() > MAX_BODY {
-                            return Err(TokenError("the answer is too large".into()));
-                        }
-                        out.extend_from_slice(&data);
-                    }
-                }
-            }
-        }
-        let mut conn = Some(conn);
-        std::future::poll_fn(|cx| {
-            if let Some(conn) = conn.take() {
-                conn.release(cx);
-            }
-            std::task::Poll::Ready(())
-        })
-        .await;
+        let out = crate::upstream::read_body(response, conn, MAX_BODY)
+            .await
+            .map_err(TokenError)?;
         parse_answer(status, &out)
     }
 }

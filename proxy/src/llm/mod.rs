@@ -12,6 +12,7 @@ pub mod demo;
 mod forward;
 pub mod gcp_auth;
 pub mod observe;
+pub mod refreshing;
 pub mod request;
 pub mod sigv4;
 pub mod sse;

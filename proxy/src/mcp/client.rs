@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -80,40 +79,10 @@ impl Reply {
     /// Reads the whole body (bounded), polling the connection meanwhile,
     /// then returns the connection to the pool.
     pub async fn read(self) -> Result<Bytes, String> {
-        let Reply { response, mut conn } = self;
-        let mut body = response.into_body();
-        let mut out = Vec::new();
-        loop {
-            let frame = std::future::poll_fn(|cx| {
-                conn.drive(cx);
-                std::pin::Pin::new(&mut body).poll_frame(cx)
-            })
-            .await;
-            match frame {
-                None => {
-                    // Complete: the connection can serve the next request.
-                    let mut conn = Some(conn);
-                    std::future::poll_fn(|cx| {
-                        if let Some(conn) = conn.take() {
-                            conn.release(cx);
-                        }
-                        std::task::Poll::Ready(())
-                    })
-                    .await;
-                    break;
-                }
-                Some(Err(e)) => return Err(e.to_string()),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if out.len() + data.len() > MAX_READ {
-                            return Err("the answer is too large".into());
-                        }
-                        out.extend_from_slice(&data);
-                    }
-                }
-            }
-        }
-        Ok(Bytes::from(out))
+        let Reply { response, conn } = self;
+        crate::upstream::read_body(response, conn, MAX_READ)
+            .await
+            .map(Bytes::from)
     }
 }
 

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
-use http_body::Body as _;
 use http_body_util::Full;
 
 use super::parse::{self, Issued};
@@ -397,37 +396,9 @@ async fn call(
     for (name, value) in headers {
         request.headers_mut().insert(name.clone(), value.clone());
     }
-    let (response, mut conn) = pool.send(request).await.map_err(|e| e.to_string())?;
+    let (response, conn) = pool.send(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
-    let mut body = response.into_body();
-    let mut out = Vec::new();
-    loop {
-        let frame = std::future::poll_fn(|cx| {
-            conn.drive(cx);
-            std::pin::Pin::new(&mut body).poll_frame(cx)
-        })
-        .await;
-        match frame {
-            None => break,
-            Some(Err(e)) => return Err(format!("reading the answer: {e}")),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if out.len() + data.len() > MAX_BODY {
-                        return Err("the answer is too large".into());
-                    }
-                    out.extend_from_slice(&data);
-                }
-            }
-        }
-    }
-    let mut conn = Some(conn);
-    std::future::poll_fn(|cx| {
-        if let Some(conn) = conn.take() {
-            conn.release(cx);
-        }
-        std::task::Poll::Ready(())
-    })
-    .await;
+    let out = crate::upstream::read_body(response, conn, MAX_BODY).await?;
     Ok((status, out))
 }
 

@@ -1,28 +1,23 @@
 //! AWS credentials of a Bedrock backend: the keys of the config, or those
 //! the standard credential chain (see [`chain`]) hands out, cached as a
-//! ready [`Signer`] in an `ArcSwap` so each request takes the current one
-//! without a lock. Temporary credentials are refreshed by a background task
-//! owned by the source [`REFRESH_EARLY`] before they expire (half their
-//! lifetime when that is shorter), so requests wait for a fetch only when
-//! none is valid (the first request, or after failures). One fetch at a
-//! time; after a failure, requests get the same error for [`RETRY_AFTER`]
-//! instead of hammering the source. Never logs a secret key or a token (the
+//! ready [`Signer`] by [`Refreshing`] (read without a lock, one fetch at a
+//! time, failures repeated for a while). Temporary credentials are
+//! refreshed [`REFRESH_EARLY`] before they expire (half their lifetime
+//! when that is shorter). Never logs a secret key or a token (the
 //! access key id, which every signature carries, is logged).
 //! Knows nothing of requests or routing: the caller signs.
 
 mod chain;
 mod parse;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use sluice_crds::snapshot::AwsCredentials;
-use tokio_util::sync::CancellationToken;
 
 pub use chain::Environment;
 
+use crate::llm::refreshing::{Fetch, Fresh, Refreshing, FETCH_TIMEOUT};
 use crate::llm::sigv4::Signer;
 use crate::upstream::Pool;
 
@@ -32,10 +27,6 @@ pub const REFRESH_EARLY: Duration = Duration::from_secs(300);
 /// Requests do not use credentials this close to their expiry (or a
 /// quarter of their lifetime, when that is shorter).
 const MARGIN: Duration = Duration::from_secs(30);
-/// Longest wait for a credentials fetch, connections included.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a failed fetch, how long requests get its error without a new try.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Fetches are at least this far apart, whatever the expiry says.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// The signing service of Bedrock.
@@ -60,39 +51,22 @@ impl Signing {
     pub async fn signer(&self, pool: &Arc<Pool>) -> Result<Arc<Signer>, CredentialsError> {
         match self {
             Self::Keys(signer) => Ok(signer.clone()),
-            Self::Chain(chain) => chain.signer(pool).await,
+            Self::Chain(chain) => chain.get(pool).await,
         }
     }
 }
 
-/// A signer and how long it may be used.
-struct Current {
-    signer: Arc<Signer>,
-    /// Requests stop using it then (`None`: long-term keys).
-    use_until: Option<Instant>,
-    /// The refresher fetches new ones then (`None`: never).
-    refresh_at: Option<Instant>,
-}
+/// The credentials of one backend from the standard chain, cached and
+/// refreshed ([`Refreshing`]); `get` gives the signer for the next request.
+pub type CredentialChain = Refreshing<ChainSource>;
 
-struct Failure {
-    at: Instant,
-    error: CredentialsError,
-}
-
-/// The credentials of one backend from the standard chain.
-pub struct CredentialChain {
+/// Where one backend's credentials come from: the chain, for a region.
+pub struct ChainSource {
     region: String,
     env: Environment,
-    current: ArcSwapOption<Current>,
-    /// One fetch at a time.
-    fetching: tokio::sync::Mutex<()>,
-    last_failure: Mutex<Option<Failure>>,
-    refresher_started: AtomicBool,
-    /// Stops the refresher when the chain is dropped (a config reload).
-    stop: CancellationToken,
 }
 
-impl std::fmt::Debug for CredentialChain {
+impl std::fmt::Debug for ChainSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CredentialChain")
             .field("region", &self.region)
@@ -101,97 +75,23 @@ impl std::fmt::Debug for CredentialChain {
     }
 }
 
-impl Drop for CredentialChain {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl CredentialChain {
+impl ChainSource {
     /// A chain for signing in `region` with the settings of `env`; nothing
     /// is fetched until a request needs credentials.
     pub fn new(region: &str, env: Environment) -> Self {
         Self {
             region: region.to_owned(),
             env,
-            current: ArcSwapOption::empty(),
-            fetching: tokio::sync::Mutex::new(()),
-            last_failure: Mutex::new(None),
-            refresher_started: AtomicBool::new(false),
-            stop: CancellationToken::new(),
         }
     }
+}
 
-    /// The signer for the next request: the cached one, or fresh
-    /// credentials when none are valid.
-    pub async fn signer(
-        self: &Arc<Self>,
-        pool: &Arc<Pool>,
-    ) -> Result<Arc<Signer>, CredentialsError> {
-        if let Some(signer) = self.valid() {
-            return Ok(signer);
-        }
-        let _fetching = self.fetching.lock().await;
-        // Another request may have fetched meanwhile.
-        if let Some(signer) = self.valid() {
-            return Ok(signer);
-        }
-        if let Some(failure) = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .filter(|f| f.at.elapsed() < RETRY_AFTER)
-        {
-            return Err(failure.error.clone());
-        }
-        let signer = self.refresh(pool).await?;
-        self.start_refresher(pool);
-        Ok(signer)
-    }
-
-    fn valid(&self) -> Option<Arc<Signer>> {
-        let current = self.current.load();
-        let current = current.as_ref()?;
-        match current.use_until {
-            Some(until) if Instant::now() >= until => None,
-            _ => Some(current.signer.clone()),
-        }
-    }
-
-    /// Fetches credentials and keeps them (or the failure).
-    async fn refresh(&self, pool: &Arc<Pool>) -> Result<Arc<Signer>, CredentialsError> {
-        let result = match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(pool)).await {
-            Ok(result) => result,
-            Err(_) => Err(CredentialsError(format!(
-                "no answer within {}s",
-                FETCH_TIMEOUT.as_secs()
-            ))),
-        };
-        let mut failure = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match result {
-            Ok(current) => {
-                *failure = None;
-                let signer = current.signer.clone();
-                self.current.store(Some(Arc::new(current)));
-                Ok(signer)
-            }
-            Err(error) => {
-                tracing::warn!(region = %self.region, %error, "cannot get AWS credentials");
-                *failure = Some(Failure {
-                    at: Instant::now(),
-                    error: error.clone(),
-                });
-                Err(error)
-            }
-        }
-    }
+impl Fetch for ChainSource {
+    type Value = Arc<Signer>;
+    type Error = CredentialsError;
 
     /// Runs the chain; builds the signer and its schedule.
-    async fn fetch(&self, pool: &Arc<Pool>) -> Result<Current, CredentialsError> {
+    async fn fetch(&self, pool: &Arc<Pool>) -> Result<Fresh<Arc<Signer>>, CredentialsError> {
         let fetched = chain::fetch(&self.env, &self.region, pool)
             .await
             .map_err(CredentialsError)?;
@@ -232,61 +132,18 @@ impl CredentialChain {
             expires_in_s = use_until.map(|u| u.saturating_duration_since(now).as_secs()),
             "fetched AWS credentials"
         );
-        Ok(Current {
-            signer: Arc::new(signer),
+        Ok(Fresh {
+            value: Arc::new(signer),
             use_until,
             refresh_at,
         })
     }
 
-    /// Starts, once, the task that refreshes temporary credentials before
-    /// they expire. It holds the chain weakly and ends when it is dropped.
-    fn start_refresher(self: &Arc<Self>, pool: &Arc<Pool>) {
-        if self.refresher_started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let pool = pool.clone();
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let wait = match weak.upgrade() {
-                    None => return,
-                    Some(chain) => chain.next_refresh_in(),
-                };
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                let Some(chain) = weak.upgrade() else {
-                    return;
-                };
-                let _fetching = chain.fetching.lock().await;
-                if chain.next_refresh_in() <= Duration::from_millis(10) {
-                    let _ = chain.refresh(&pool).await;
-                }
-            }
-        });
+    fn timed_out(&self) -> CredentialsError {
+        CredentialsError(format!("no answer within {}s", FETCH_TIMEOUT.as_secs()))
     }
 
-    /// How long until the credentials should be refreshed (at least
-    /// [`RETRY_AFTER`] after a failure; an hour's nap for long-term keys).
-    fn next_refresh_in(&self) -> Duration {
-        let failed_recently = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|f| f.at.elapsed() < RETRY_AFTER);
-        if failed_recently {
-            return RETRY_AFTER;
-        }
-        match self.current.load().as_ref() {
-            None => Duration::ZERO,
-            Some(current) => match current.refresh_at {
-                None => Duration::from_secs(3600),
-                Some(at) => at.saturating_duration_since(Instant::now()),
-            },
-        }
+    fn owner(&self) -> &str {
+        &self.region
     }
 }
