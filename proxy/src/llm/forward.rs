@@ -198,41 +198,42 @@ pub async fn forward(
             break;
         }
         let wait = backend.timeout.min(deadline - now);
-        // Vertex AI: an OAuth token (cached; fetched only when none is valid).
-        let bearer = match gcp {
-            None => None,
-            Some(tokens) => match tokens.get(&gateway.upstreams).await {
-                Ok(bearer) => Some(bearer),
-                Err(error) => {
-                    exchange
-                        .record
-                        .failed_attempts
-                        .push((backend.name.clone(), "auth"));
-                    last_failure = GatewayError::UpstreamFailed {
-                        backend: backend.name.to_string(),
-                        detail: error.to_string(),
-                    };
-                    continue;
-                }
-            },
+        // Vertex AI: an OAuth token; Bedrock: the current AWS credentials
+        // (each cached, fetched only when none is valid).
+        let credentials = async {
+            let bearer = match gcp {
+                None => None,
+                Some(tokens) => Some(
+                    tokens
+                        .get(&gateway.upstreams)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            let signer = match signer {
+                None => None,
+                Some(signing) => Some(
+                    signing
+                        .signer(&gateway.upstreams)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            Ok::<_, String>((bearer, signer))
         };
-        // Bedrock: the current AWS credentials (fetched only when none are valid).
-        let signer = match signer {
-            None => None,
-            Some(signing) => match signing.signer(&gateway.upstreams).await {
-                Ok(signer) => Some(signer),
-                Err(error) => {
-                    exchange
-                        .record
-                        .failed_attempts
-                        .push((backend.name.clone(), "auth"));
-                    last_failure = GatewayError::UpstreamFailed {
-                        backend: backend.name.to_string(),
-                        detail: error.to_string(),
-                    };
-                    continue;
-                }
-            },
+        let (bearer, signer) = match credentials.await {
+            Ok(credentials) => credentials,
+            Err(detail) => {
+                exchange
+                    .record
+                    .failed_attempts
+                    .push((backend.name.clone(), "auth"));
+                last_failure = GatewayError::UpstreamFailed {
+                    backend: backend.name.to_string(),
+                    detail,
+                };
+                continue;
+            }
         };
         let target = Upstream {
             base_url,

@@ -448,6 +448,22 @@ enum PipeKind {
     },
 }
 
+impl PipeKind {
+    /// A body collected whole, to become `what`.
+    fn whole(what: Whole, status: StatusCode) -> Self {
+        Self::Whole {
+            what,
+            status,
+            created: now_s(),
+            buffer: BytesMut::new(),
+            too_large: false,
+            usage: None,
+            answer_status: None,
+            estimated: false,
+        }
+    }
+}
+
 /// The seconds since the epoch, for `created`.
 pub fn now_s() -> u64 {
     std::time::SystemTime::now()
@@ -472,16 +488,7 @@ impl Pipe {
         if let Some(what) = Self::embed_or_rerank(plan, endpoint, status) {
             return what.map(|what| Self {
                 client,
-                kind: PipeKind::Whole {
-                    what,
-                    status,
-                    created: now_s(),
-                    buffer: BytesMut::new(),
-                    too_large: false,
-                    usage: None,
-                    answer_status: None,
-                    estimated: false,
-                },
+                kind: PipeKind::whole(what, status),
                 upstream: UpstreamHead::default(),
                 text: None,
             });
@@ -493,16 +500,7 @@ impl Pipe {
             }
             _ => return None,
         };
-        let whole = |what| PipeKind::Whole {
-            what,
-            status,
-            created: now_s(),
-            buffer: BytesMut::new(),
-            too_large: false,
-            usage: None,
-            answer_status: None,
-            estimated: false,
-        };
+        let whole = |what| PipeKind::whole(what, status);
         let bedrock_stream = |sse, to_anthropic| PipeKind::BedrockStream {
             translator: bedrock::stream::ToOpenAI::new(completion_id(), String::new(), now_s()),
             sse,
