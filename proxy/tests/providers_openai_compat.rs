@@ -141,6 +141,23 @@ async fn mistral_gets_no_stream_options_and_max_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_clients_on_mistral_get_its_quirks_too() {
+    let up = upstream().await;
+    let cfg = config(&route(None), &preset("Mistral", &up.url(), ""));
+    let sluice = Sluice::start(&cfg, ENV);
+    let body = json!({"model": "mistral-small-latest", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, text) = post(&sluice, "/messages", &body, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    let seen = up.requests()[0].json();
+    assert_eq!(up.requests()[0].path, "/v1/chat/completions");
+    assert!(seen.get("stream_options").is_none(), "{seen}");
+    assert_eq!(seen["max_tokens"], 64);
+    assert_eq!(seen["stream"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn perplexity_has_no_version_path_and_openrouter_gets_its_headers() {
     let up = upstream().await;
     let cfg = config(&route(None), &preset("Perplexity", &up.url(), ""));

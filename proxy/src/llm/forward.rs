@@ -164,6 +164,9 @@ pub async fn forward(
                             .or(outgoing.fields.model.as_deref())
                             .unwrap_or_default();
                         match translate::request(plan, outgoing.endpoint, outgoing.body, model) {
+                            // An OpenAI-schema backend's quirks apply to
+                            // the chat request a translation wrote.
+                            Ok(body) if schema == Schema::OpenAI => preset_quirks(body, preset),
                             Ok(body) => body,
                             Err(e) => {
                                 return Outcome::Failed(GatewayError::BadRequest(e.to_string()))
@@ -328,6 +331,22 @@ pub async fn forward(
         }
     }
     Outcome::Failed(last_failure)
+}
+
+/// A translated chat request for an OpenAI-schema backend, without the
+/// fields its provider refuses (`stream_options` for Mistral, ...).
+fn preset_quirks(body: Bytes, preset: &sluice_crds::snapshot::Preset) -> Bytes {
+    let quirks = Quirks {
+        drop_stream_options: !preset.stream_options,
+        rename_max_completion_tokens: !preset.max_completion_tokens,
+    };
+    if quirks == Quirks::default() {
+        return body;
+    }
+    match super::request::scan(&body) {
+        Ok(fields) => rewrite_with(&body, &fields, None, false, quirks),
+        Err(_) => body,
+    }
 }
 
 /// The fields a backend's provider refuses on this endpoint.
