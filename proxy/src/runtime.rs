@@ -12,7 +12,7 @@ use sluice_crds::pattern::ModelPattern;
 use sluice_crds::snapshot::{ApiKeyHash, AwsAuth, AzureApi, Target, TenantId};
 use sluice_crds::Snapshot;
 
-use crate::llm::aws_creds::{self, CredentialChain, Signing};
+use crate::llm::aws_creds::{CredentialChain, Signing};
 
 /// One backend, ready to call.
 pub struct BackendRuntime {
@@ -286,12 +286,10 @@ impl Runtime {
                                     },
                                 )?,
                             ))),
-                            Some(AwsAuth::DefaultChain) => Some(Signing::Chain(Arc::new(
-                                CredentialChain::new(aws_creds::ChainSource::new(
-                                    region,
-                                    aws_creds::Environment::from_process(),
-                                )),
-                            ))),
+                            // Shared with the config this one replaces.
+                            Some(AwsAuth::DefaultChain) => {
+                                Some(Signing::Chain(CredentialChain::shared(region)))
+                            }
                         },
                         gcp: None,
                     },

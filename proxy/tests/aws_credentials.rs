@@ -679,3 +679,49 @@ async fn malformed_credentials_answers_give_a_clean_502() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_outlive_config_reloads() {
+    let aws = upstream("aws").await;
+    let gpt = upstream("gpt").await;
+    let files = Files::new();
+    let token_file = files.write("token", &format!("{TEST_WEB_IDENTITY_TOKEN}\n"));
+    let env = environment(
+        &files,
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file),
+            ("AWS_ROLE_ARN", TEST_ROLE_ARN.into()),
+            ("AWS_ENDPOINT_URL_STS", aws.url()),
+        ],
+    );
+    let sluice = gateway(&aws, &gpt, &env);
+    assert_eq!(chat(&sluice, MODEL).await.0, 200);
+    assert_eq!(sts_requests(&aws).len(), 1);
+    let first = std::fs::read_to_string(&sluice.config_path).unwrap();
+    for n in 1..=2 {
+        std::fs::write(
+            &sluice.config_path,
+            first.replace("timeout: 5s", &format!("timeout: {}s", 5 + n)),
+        )
+        .unwrap();
+        sluice.signal("HUP");
+        let started = std::time::Instant::now();
+        while sluice.stderr().matches("config reloaded").count() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{}",
+                sluice.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(chat(&sluice, MODEL).await.0, 200);
+    }
+    assert_eq!(
+        sts_requests(&aws).len(),
+        1,
+        "the credentials outlive both reloads"
+    );
+    let keys: Vec<String> = bedrock_requests(&aws).iter().map(key_id).collect();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+}

@@ -10,7 +10,8 @@
 mod chain;
 mod parse;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use sluice_crds::snapshot::AwsCredentials;
@@ -72,6 +73,31 @@ impl std::fmt::Debug for ChainSource {
             .field("region", &self.region)
             .field("env", &self.env)
             .finish_non_exhaustive()
+    }
+}
+
+/// The live chains, held weakly, by region: a chain lives while a loaded
+/// config uses it, so a reload keeps its credentials and refresher (the
+/// chain reads the process's environment, the same for every config).
+/// Locked only when a config is loaded.
+static CHAINS: LazyLock<Mutex<HashMap<String, Weak<CredentialChain>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+impl Refreshing<ChainSource> {
+    /// The chain for `region` with the process's environment: the live
+    /// one when a loaded config already uses it, else a new one.
+    pub fn shared(region: &str) -> Arc<Self> {
+        let mut chains = CHAINS.lock().unwrap_or_else(PoisonError::into_inner);
+        chains.retain(|_, chain| chain.strong_count() > 0);
+        if let Some(chain) = chains.get(region).and_then(Weak::upgrade) {
+            return chain;
+        }
+        let chain = Arc::new(Refreshing::new(ChainSource::new(
+            region,
+            Environment::from_process(),
+        )));
+        chains.insert(region.to_owned(), Arc::downgrade(&chain));
+        chain
     }
 }
 
