@@ -19,6 +19,10 @@ pub(super) struct Local {
     pub(super) returning: AtomicU64,
     /// Spend in a settlement under way (reports count it meanwhile).
     pub(super) settling: AtomicU64,
+    /// Bumped as a settlement batch leaves for the store (odd) and when its
+    /// answer is back (even): reports read a consistent pair of this
+    /// process's pending spend and the store's total.
+    pub(super) settle_epoch: AtomicU64,
     /// The store's `used` at the last grant, minus what this process has
     /// reserved from it since: for the remaining-allowance headers.
     pub(super) used: AtomicU64,
@@ -49,6 +53,7 @@ impl Local {
             unleased: AtomicU64::new(0),
             returning: AtomicU64::new(0),
             settling: AtomicU64::new(0),
+            settle_epoch: AtomicU64::new(0),
             store_failed_at_ms: AtomicI64::new(0),
             used: AtomicU64::new(0),
             last_use_ms: AtomicI64::new(now_ms()),

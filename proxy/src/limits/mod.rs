@@ -239,12 +239,29 @@ impl Limiter {
         let now = now_ms();
         let local = self.local(limit, now);
         let key = local.key.clone();
-        let pending = local.unsettled.load(Ordering::Acquire)
-            + local.unleased.load(Ordering::Acquire)
-            + local.settling.load(Ordering::Acquire);
-        let current = match self.store.totals(&key).await {
-            Ok(totals) => totals.settled,
-            Err(e) => return (key, Err(e)),
+        // A batch the store applies while this reads would count twice (as
+        // settling and as settled): wait until none is on its way, and read
+        // again if one went meanwhile (bounded: a slow store gets a
+        // possibly high figure rather than no report).
+        let mut attempts = 0;
+        let (pending, current) = loop {
+            attempts += 1;
+            let last = attempts == 200;
+            let epoch = local.settle_epoch.load(Ordering::Acquire);
+            if epoch % 2 == 1 && !last {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                continue;
+            }
+            let pending = local.unsettled.load(Ordering::Acquire)
+                + local.unleased.load(Ordering::Acquire)
+                + local.settling.load(Ordering::Acquire);
+            let current = match self.store.totals(&key).await {
+                Ok(totals) => totals.settled,
+                Err(e) => return (key, Err(e)),
+            };
+            if last || local.settle_epoch.load(Ordering::Acquire) == epoch {
+                break (pending, current);
+            }
         };
         let previous = if key.sliding {
             match self.store.totals(&key.previous()).await {
@@ -380,13 +397,21 @@ impl Limiter {
     /// Sends one settlement batch; when the store took it, its spend stops
     /// counting as "settling" here (reports read it from the store).
     async fn send_batch(&self, pending: &PendingBatch) -> Result<(), StoreError> {
-        self.store
-            .settle(&self.holder, pending.seq, &pending.batch)
-            .await?;
-        for (local, spent, unleased, _) in &pending.taken {
-            local.settling.fetch_sub(spent + unleased, Ordering::AcqRel);
+        // Odd while the batch is on its way (see `spent`).
+        for (local, ..) in &pending.taken {
+            local.settle_epoch.fetch_add(1, Ordering::AcqRel);
         }
-        Ok(())
+        let result = self
+            .store
+            .settle(&self.holder, pending.seq, &pending.batch)
+            .await;
+        for (local, spent, unleased, _) in &pending.taken {
+            if result.is_ok() {
+                local.settling.fetch_sub(spent + unleased, Ordering::AcqRel);
+            }
+            local.settle_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        result
     }
 
     /// How much to lease at a time: a share of the limit, or what this
@@ -532,11 +557,14 @@ impl Limiter {
                     local.balance.fetch_add(balance, Ordering::AcqRel);
                 }
             }
+            // Odd while spend moves from unsettled to settling (see `spent`).
+            local.settle_epoch.fetch_add(1, Ordering::AcqRel);
             let spent = local.unsettled.swap(0, Ordering::AcqRel);
             let unleased = local.unleased.swap(0, Ordering::AcqRel);
             let unused = local.returning.swap(0, Ordering::AcqRel);
+            local.settling.fetch_add(spent + unleased, Ordering::AcqRel);
+            local.settle_epoch.fetch_add(1, Ordering::AcqRel);
             if spent + unleased + unused > 0 {
-                local.settling.fetch_add(spent + unleased, Ordering::AcqRel);
                 batch.push(Settlement {
                     key: local.key.clone(),
                     spent,
@@ -705,6 +733,80 @@ mod tests {
         limiter.settle_now(false).await;
         assert_eq!(spent().await, 6);
         assert_eq!(flaky.totals(&key).await.unwrap().settled, 6);
+    }
+
+    /// A store whose settlement answers wait for the test's word (the
+    /// batch applied meanwhile).
+    struct Slow {
+        inner: store::MemoryStore,
+        answer: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl CounterStore for Slow {
+        async fn grant(
+            &self,
+            holder: &str,
+            key: &CounterKey,
+            want: u64,
+            at_least: u64,
+            ttl: Duration,
+        ) -> Result<store::Grant, StoreError> {
+            self.inner.grant(holder, key, want, at_least, ttl).await
+        }
+
+        async fn settle(
+            &self,
+            holder: &str,
+            seq: u64,
+            batch: &[Settlement],
+        ) -> Result<(), StoreError> {
+            self.inner.settle(holder, seq, batch).await?;
+            let _ = self.answer.acquire().await;
+            Ok(())
+        }
+
+        async fn totals(&self, key: &CounterKey) -> Result<store::Totals, StoreError> {
+            self.inner.totals(key).await
+        }
+    }
+
+    /// A report read while the store has applied a batch whose answer is
+    /// still on its way counts the batch once, not as settling and settled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_report_during_a_settlement_counts_it_once() {
+        let slow = Arc::new(Slow {
+            inner: store::MemoryStore::ephemeral(),
+            answer: tokio::sync::Semaphore::new(0),
+        });
+        let limiter = Arc::new(Limiter::start(slow.clone(), true));
+        let budgets = Arc::new([budget(
+            vec![limit(Metric::Requests, 1_000)],
+            Enforcement::Strict,
+        )]);
+        for _ in 0..5 {
+            limiter
+                .admit(&budgets[..], requests(1))
+                .await
+                .unwrap()
+                .settle(requests(1));
+        }
+        let (key, _) = limiter.spent(&budgets[0].limits[0]).await;
+        let settling = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.settle_now(false).await }
+        });
+        while slow.totals(&key).await.unwrap().settled < 5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let report = tokio::spawn({
+            let (limiter, budgets) = (limiter.clone(), budgets.clone());
+            async move { limiter.spent(&budgets[0].limits[0]).await.1.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        slow.answer.add_permits(1);
+        settling.await.unwrap();
+        assert_eq!(report.await.unwrap(), 5);
     }
 
     #[tokio::test]
