@@ -324,38 +324,11 @@ const MAX_WHOLE: usize = 8 << 20;
 /// What a whole body becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Whole {
-    /// An Anthropic `message` for an OpenAI client.
-    MessageToOpenAI,
-    /// An OpenAI `chat.completion` for an Anthropic client.
-    CompletionToAnthropic,
-    /// An Anthropic error for an OpenAI client.
-    ErrorToOpenAI,
-    /// An OpenAI error for an Anthropic client.
-    ErrorToAnthropic,
-    /// A Gemini answer for an OpenAI client.
-    GeminiToOpenAI,
-    /// A Gemini answer for an Anthropic client (through OpenAI's shape).
-    GeminiToAnthropic,
-    /// A Google error for an OpenAI client.
-    GeminiErrorToOpenAI,
-    /// A Google error for an Anthropic client.
-    GeminiErrorToAnthropic,
-    /// A Bedrock Converse answer for an OpenAI client.
-    BedrockToOpenAI,
-    /// A Bedrock Converse answer for an Anthropic client (via OpenAI's shape).
-    BedrockToAnthropic,
-    /// A Bedrock error for an OpenAI client.
-    BedrockErrorToOpenAI,
-    /// A Bedrock error for an Anthropic client.
-    BedrockErrorToAnthropic,
-    /// A Cohere chat answer for an OpenAI client.
-    CohereToOpenAI,
-    /// A Cohere chat answer for an Anthropic client (via OpenAI's shape).
-    CohereToAnthropic,
-    /// A Cohere error for an OpenAI client.
-    CohereErrorToOpenAI,
-    /// A Cohere error for an Anthropic client.
-    CohereErrorToAnthropic,
+    /// A backend's chat answer (of this schema), in OpenAI's shape, and on
+    /// to Anthropic's for an Anthropic client.
+    Answer(Schema),
+    /// A backend's error (of this schema), likewise.
+    Error(Schema),
     /// Gemini's `batchEmbedContents` (or Vertex AI's `:predict`) answer as
     /// OpenAI's embeddings list.
     GeminiEmbedToOpenAI,
@@ -523,22 +496,18 @@ impl Pipe {
             to_anthropic,
         };
         let kind = match (client, backend, status.is_success(), event_stream) {
-            (Schema::OpenAI, Schema::Cohere, false, _) => whole(Whole::CohereErrorToOpenAI),
-            (_, Schema::Cohere, false, _) => whole(Whole::CohereErrorToAnthropic),
+            (_, Schema::Cohere, false, _) => whole(Whole::Error(Schema::Cohere)),
             (_, Schema::Cohere, true, true) => {
                 let (sse, to_anthropic) = to_client();
                 cohere_stream(sse, to_anthropic)
             }
-            (Schema::OpenAI, Schema::Cohere, true, false) => whole(Whole::CohereToOpenAI),
-            (_, Schema::Cohere, true, false) => whole(Whole::CohereToAnthropic),
-            (Schema::OpenAI, Schema::Bedrock, false, _) => whole(Whole::BedrockErrorToOpenAI),
-            (_, Schema::Bedrock, false, _) => whole(Whole::BedrockErrorToAnthropic),
+            (_, Schema::Cohere, true, false) => whole(Whole::Answer(Schema::Cohere)),
+            (_, Schema::Bedrock, false, _) => whole(Whole::Error(Schema::Bedrock)),
             (_, Schema::Bedrock, true, true) => {
                 let (sse, to_anthropic) = to_client();
                 bedrock_stream(sse, to_anthropic)
             }
-            (Schema::OpenAI, Schema::Bedrock, true, false) => whole(Whole::BedrockToOpenAI),
-            (_, Schema::Bedrock, true, false) => whole(Whole::BedrockToAnthropic),
+            (_, Schema::Bedrock, true, false) => whole(Whole::Answer(Schema::Bedrock)),
             // Anthropic passthrough: errors as they are, successes observed.
             (Schema::Anthropic, Schema::Anthropic, false, _) => return None,
             (Schema::Anthropic, Schema::Anthropic, true, true) => {
@@ -548,31 +517,31 @@ impl Pipe {
                 chunks: Vec::new(),
                 size: 0,
             },
-            (Schema::OpenAI, Schema::Gemini, false, _) => whole(Whole::GeminiErrorToOpenAI),
-            (Schema::Anthropic, Schema::Gemini, false, _) => whole(Whole::GeminiErrorToAnthropic),
+            (_, Schema::Gemini, false, _) => whole(Whole::Error(Schema::Gemini)),
             (Schema::OpenAI, Schema::Gemini, true, true) => PipeKind::GeminiToOpenAI {
                 translator: gemini::stream::ToOpenAI::new(now_s()),
                 sse: SseState::new(!include_usage),
             },
-            (Schema::OpenAI, Schema::Gemini, true, false) => whole(Whole::GeminiToOpenAI),
+            (Schema::OpenAI, Schema::Gemini, true, false) => whole(Whole::Answer(Schema::Gemini)),
             (Schema::Anthropic, Schema::Gemini, true, true) => PipeKind::GeminiToAnthropic {
                 translator: gemini::stream::ToOpenAI::new(now_s()),
                 sse: SseState::new(false),
                 to_anthropic: anthropic::stream::ToAnthropic::new(estimated_input),
             },
-            (Schema::Anthropic, Schema::Gemini, true, false) => whole(Whole::GeminiToAnthropic),
-            (Schema::OpenAI, _, false, _) => whole(Whole::ErrorToOpenAI),
-            (Schema::Anthropic, _, false, _) => whole(Whole::ErrorToAnthropic),
+            (Schema::Anthropic, Schema::Gemini, true, false) => {
+                whole(Whole::Answer(Schema::Gemini))
+            }
+            (_, _, false, _) => whole(Whole::Error(backend)),
             (Schema::OpenAI, _, true, true) => PipeKind::StreamToOpenAI {
                 translator: anthropic::stream::ToOpenAI::new(now_s()),
                 sse: SseState::new(!include_usage),
             },
-            (Schema::OpenAI, _, true, false) => whole(Whole::MessageToOpenAI),
+            (Schema::OpenAI, _, true, false) => whole(Whole::Answer(backend)),
             (Schema::Anthropic, _, true, true) => PipeKind::StreamToAnthropic {
                 sse: SseState::new(false),
                 translator: anthropic::stream::ToAnthropic::new(estimated_input),
             },
-            (Schema::Anthropic, _, true, false) => whole(Whole::CompletionToAnthropic),
+            (Schema::Anthropic, _, true, false) => whole(Whole::Answer(backend)),
             // No client speaks a backend-only schema.
             (Schema::Gemini, _, _, _) => return None,
             // No client speaks Converse or Cohere's schema.
@@ -606,9 +575,7 @@ impl Pipe {
             _ => return Some(None),
         };
         Some(Some(match (endpoint, backend, status.is_success()) {
-            (_, Schema::Gemini, false) => Whole::GeminiErrorToOpenAI,
-            (_, Schema::Bedrock, false) => Whole::BedrockErrorToOpenAI,
-            (_, Schema::Cohere, false) => Whole::CohereErrorToOpenAI,
+            (_, Schema::Gemini | Schema::Bedrock | Schema::Cohere, false) => Whole::Error(backend),
             (Endpoint::Rerank, _, true) => Whole::Rerank,
             (_, Schema::Gemini, true) => Whole::GeminiEmbedToOpenAI,
             (_, Schema::Bedrock, true) => Whole::BedrockEmbedToOpenAI,
@@ -812,7 +779,15 @@ impl Pipe {
                         "the upstream answer is larger than {MAX_WHOLE} bytes and cannot be translated"
                     )))
                 } else {
-                    translate_whole(*what, *status, *created, buffer, &self.upstream, estimated)
+                    translate_whole(
+                        *what,
+                        self.client,
+                        *status,
+                        *created,
+                        buffer,
+                        &self.upstream,
+                        estimated,
+                    )
                 };
                 match result {
                     Ok((status, bytes, tokens)) => {
@@ -1038,6 +1013,7 @@ type Translated = (StatusCode, Vec<u8>, Option<TokenUsage>);
 
 fn translate_whole(
     what: Whole,
+    client: Schema,
     status: StatusCode,
     created: u64,
     body: &[u8],
@@ -1067,91 +1043,72 @@ fn translate_whole(
             *estimated = guessed;
             (status, bytes, Some(usage))
         }
-        Whole::MessageToOpenAI => {
-            let (bytes, usage) = anthropic::response::to_openai(body, created)?;
-            (status, bytes, Some(usage))
-        }
-        Whole::CompletionToAnthropic => {
+        // An OpenAI backend's answer for an Anthropic client.
+        Whole::Answer(Schema::OpenAI) => {
             let (bytes, usage) = anthropic::response::to_anthropic(body)?;
             (status, bytes, Some(usage))
         }
-        Whole::ErrorToOpenAI => {
-            let (status, bytes) = anthropic::response::error_to_openai(status, body);
-            (status, bytes, None)
-        }
-        Whole::ErrorToAnthropic => (
+        Whole::Error(Schema::OpenAI) => (
             status,
             anthropic::response::error_to_anthropic(status, body),
             None,
         ),
-        Whole::GeminiToOpenAI => {
-            let (bytes, usage) = gemini::response::to_openai(body, created)?;
-            (status, bytes, Some(usage))
+        Whole::Answer(backend) => {
+            let (openai, usage) = answer_to_openai(backend, body, created, upstream)?;
+            match client {
+                Schema::Anthropic => {
+                    let (bytes, _) = anthropic::response::to_anthropic(&openai)?;
+                    (status, bytes, Some(usage))
+                }
+                _ => (status, openai, Some(usage)),
+            }
         }
-        Whole::GeminiToAnthropic => {
-            let (openai, usage) = gemini::response::to_openai(body, created)?;
-            let (bytes, _) = anthropic::response::to_anthropic(&openai)?;
-            (status, bytes, Some(usage))
-        }
-        Whole::GeminiErrorToOpenAI => {
-            let (status, bytes) = gemini::response::error_to_openai(status, body);
-            (status, bytes, None)
-        }
-        Whole::GeminiErrorToAnthropic => {
-            let (status, openai) = gemini::response::error_to_openai(status, body);
-            (
-                status,
-                anthropic::response::error_to_anthropic(status, &openai),
-                None,
-            )
-        }
-        Whole::BedrockToOpenAI => {
-            let (bytes, usage) =
-                bedrock::response::to_openai(body, &completion_id(), &upstream.model, created)?;
-            (status, bytes, Some(usage))
-        }
-        Whole::BedrockToAnthropic => {
-            let (openai, usage) =
-                bedrock::response::to_openai(body, &completion_id(), &upstream.model, created)?;
-            let (bytes, _) = anthropic::response::to_anthropic(&openai)?;
-            (status, bytes, Some(usage))
-        }
-        Whole::BedrockErrorToOpenAI => {
-            let (status, bytes) =
-                bedrock::response::error_to_openai(status, upstream.error_type.as_deref(), body);
-            (status, bytes, None)
-        }
-        Whole::BedrockErrorToAnthropic => {
-            let (status, openai) =
-                bedrock::response::error_to_openai(status, upstream.error_type.as_deref(), body);
-            (
-                status,
-                anthropic::response::error_to_anthropic(status, &openai),
-                None,
-            )
-        }
-        Whole::CohereToOpenAI => {
-            let (bytes, usage) = cohere::response::to_openai(body, &upstream.model, created)?;
-            (status, bytes, Some(usage))
-        }
-        Whole::CohereToAnthropic => {
-            let (openai, usage) = cohere::response::to_openai(body, &upstream.model, created)?;
-            let (bytes, _) = anthropic::response::to_anthropic(&openai)?;
-            (status, bytes, Some(usage))
-        }
-        Whole::CohereErrorToOpenAI => {
-            let (status, bytes) = cohere::response::error_to_openai(status, body);
-            (status, bytes, None)
-        }
-        Whole::CohereErrorToAnthropic => {
-            let (status, openai) = cohere::response::error_to_openai(status, body);
-            (
-                status,
-                anthropic::response::error_to_anthropic(status, &openai),
-                None,
-            )
+        Whole::Error(backend) => {
+            let (status, openai) = error_to_openai(backend, status, body, upstream);
+            match client {
+                Schema::Anthropic => (
+                    status,
+                    anthropic::response::error_to_anthropic(status, &openai),
+                    None,
+                ),
+                _ => (status, openai, None),
+            }
         }
     })
+}
+
+/// A backend's whole chat answer in OpenAI's shape, with its usage.
+fn answer_to_openai(
+    backend: Schema,
+    body: &[u8],
+    created: u64,
+    upstream: &UpstreamHead,
+) -> Result<(Vec<u8>, TokenUsage), TranslateError> {
+    match backend {
+        Schema::Gemini => gemini::response::to_openai(body, created),
+        Schema::Bedrock => {
+            bedrock::response::to_openai(body, &completion_id(), &upstream.model, created)
+        }
+        Schema::Cohere => cohere::response::to_openai(body, &upstream.model, created),
+        Schema::Anthropic | Schema::OpenAI => anthropic::response::to_openai(body, created),
+    }
+}
+
+/// A backend's error in OpenAI's shape, with the status the client gets.
+fn error_to_openai(
+    backend: Schema,
+    status: StatusCode,
+    body: &[u8],
+    upstream: &UpstreamHead,
+) -> (StatusCode, Vec<u8>) {
+    match backend {
+        Schema::Gemini => gemini::response::error_to_openai(status, body),
+        Schema::Bedrock => {
+            bedrock::response::error_to_openai(status, upstream.error_type.as_deref(), body)
+        }
+        Schema::Cohere => cohere::response::error_to_openai(status, body),
+        Schema::Anthropic | Schema::OpenAI => anthropic::response::error_to_openai(status, body),
+    }
 }
 
 /// A fresh `chatcmpl-...` id, for backends whose answers carry none.
