@@ -619,3 +619,12 @@ pub fn tool_input(arguments: &str) -> Option<Cow<'_, RawValue>> {
         .ok()
         .map(Cow::Borrowed)
 }
+
+/// `{"type":"object","properties":{}}`: the input schema of a tool that
+/// declared none (Anthropic and Converse require one).
+pub fn empty_schema<'a>() -> Cow<'a, RawValue> {
+    RawValue::from_string(r#"{"type":"object","properties":{}}"#.to_owned())
+        // Unreachable: the text is valid JSON. An empty schema would be
+        // refused by the provider with a clear message, not corrupt anything.
+        .map_or_else(|_| Cow::Owned(Box::<RawValue>::default()), Cow::Owned)
+}

@@ -19,9 +19,6 @@ use crate::llm::translate::openai::{
 };
 use crate::llm::translate::TranslateError;
 
-/// An empty object schema, for tools defined without parameters.
-const EMPTY_SCHEMA: &str = r#"{"type":"object","properties":{}}"#;
-
 /// An OpenAI chat request as an Anthropic Messages request for `model`.
 pub fn to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
     let request: ChatRequest<'_> = serde_json::from_slice(body).map_err(TranslateError::request)?;
@@ -114,7 +111,7 @@ pub fn to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError>
             input_schema: tool
                 .function
                 .parameters
-                .map_or_else(empty_schema, Cow::Borrowed),
+                .map_or_else(super::super::openai::empty_schema, Cow::Borrowed),
         })
         .collect();
     let disable_parallel = (request.parallel_tool_calls == Some(false)).then_some(true);
@@ -154,15 +151,6 @@ pub fn to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError>
             .map(|user_id| MetadataOut { user_id }),
     };
     serde_json::to_vec(&out).map_err(TranslateError::request)
-}
-
-fn empty_schema<'a>() -> Cow<'a, RawValue> {
-    RawValue::from_string(EMPTY_SCHEMA.to_owned()).map_or_else(
-        // Unreachable: the constant is valid JSON. An empty string would be
-        // refused by Anthropic with a clear message, not corrupt anything.
-        |_| Cow::Owned(Box::<RawValue>::default()),
-        Cow::Owned,
-    )
 }
 
 /// Appends a turn, merging it into the previous one of the same role

@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
 
 use super::{
     BlockOut, ConverseRequest, DocumentOut, Empty, ImageOut, ImageSource, InferenceConfig,
@@ -19,9 +18,6 @@ use crate::llm::translate::openai::{
     self, tool_input, ChatRequest, Content, Part, Stop, ToolChoice,
 };
 use crate::llm::translate::TranslateError;
-
-/// An empty object schema, for tools defined without parameters.
-const EMPTY_SCHEMA: &str = r#"{"type":"object","properties":{}}"#;
 
 /// An OpenAI chat request as a Converse request body (the model goes in
 /// the path, see [`super::path`]).
@@ -125,7 +121,7 @@ pub fn to_bedrock(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
                     json: tool
                         .function
                         .parameters
-                        .map_or_else(empty_schema, Cow::Borrowed),
+                        .map_or_else(super::super::openai::empty_schema, Cow::Borrowed),
                 },
             },
         })
@@ -158,11 +154,6 @@ pub fn to_bedrock(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
         tool_config,
     };
     serde_json::to_vec(&out).map_err(TranslateError::request)
-}
-
-fn empty_schema<'a>() -> Cow<'a, RawValue> {
-    RawValue::from_string(EMPTY_SCHEMA.to_owned())
-        .map_or_else(|_| Cow::Owned(Box::<RawValue>::default()), Cow::Owned)
 }
 
 /// Appends a turn, merging it into the previous one of the same role.
