@@ -25,21 +25,10 @@ use serde_json::{json, Value};
 use sluice_test_upstream::aws_creds::{
     issued, IssuedCredentials, TEST_CONTAINER_TOKEN, TEST_ROLE_ARN, TEST_WEB_IDENTITY_TOKEN,
 };
-use sluice_test_upstream::{
-    Options, RecordedRequest, Upstream, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY,
-};
-use support::{backend, config, dead_url, post_json, Sluice};
+use sluice_test_upstream::{RecordedRequest, Upstream, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+use support::{backend, config, dead_url, post_json, upstream, Sluice};
 
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
-
-async fn upstream(name: &str) -> Upstream {
-    Upstream::start(Options {
-        name: name.into(),
-        ..Options::default()
-    })
-    .await
-    .unwrap()
-}
 
 /// A temporary directory for token and profile files (also the child's HOME).
 struct Files(tempfile::TempDir);

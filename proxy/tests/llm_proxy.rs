@@ -12,16 +12,7 @@ mod support;
 
 use serde_json::{json, Value};
 use sluice_test_upstream::{Options, Upstream};
-use support::{backend, client, config, dead_url, Sluice, ENV};
-
-async fn upstream(name: &str) -> Upstream {
-    Upstream::start(Options {
-        name: name.into(),
-        ..Options::default()
-    })
-    .await
-    .unwrap()
-}
+use support::{backend, client, config, dead_url, upstream, Sluice, ENV};
 
 fn one_route(upstream: &Upstream) -> String {
     config(

@@ -15,16 +15,7 @@ mod support;
 
 use serde_json::{json, Value};
 use sluice_test_upstream::{Options, Upstream};
-use support::{backend, client, config, sse_events, Sluice, ENV};
-
-async fn upstream(name: &str) -> Upstream {
-    Upstream::start(Options {
-        name: name.into(),
-        ..Options::default()
-    })
-    .await
-    .unwrap()
-}
+use support::{backend, client, config, sse_events, upstream, Sluice, ENV};
 
 fn anthropic_backend(name: &str, url: &str) -> String {
     format!(

@@ -15,20 +15,10 @@
 mod support;
 
 use serde_json::{json, Value};
-use sluice_test_upstream::{Options, Upstream, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
-use support::{backend, client, config, post_json, sse_events, Sluice};
+use sluice_test_upstream::{Upstream, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+use support::{backend, client, config, post_json, sse_events, upstream_with, Sluice};
 
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
-
-async fn upstream(name: &str, always_status: Option<u16>) -> Upstream {
-    Upstream::start(Options {
-        name: name.into(),
-        always_status,
-        ..Options::default()
-    })
-    .await
-    .unwrap()
-}
 
 fn bedrock_backend(name: &str, url: &str, secret_env: &str) -> String {
     format!(
@@ -44,9 +34,9 @@ struct World {
 }
 
 async fn start() -> World {
-    let bedrock = upstream("bedrock", None).await;
-    let gpt = upstream("gpt", None).await;
-    let busy = upstream("busy", Some(429)).await;
+    let bedrock = upstream_with("bedrock", None).await;
+    let gpt = upstream_with("gpt", None).await;
+    let busy = upstream_with("busy", Some(429)).await;
     let routes = "      - models: [\"anthropic.*\", \"amazon.*\"]\n        backends: [{backend: bedrock}]\n      - models: [fallback]\n        backends: [{backend: busy, model: anthropic.claude-3-haiku-20240307-v1:0, priority: 0}, {backend: gpt, model: gpt-4o, priority: 1}]\n        retry: {attempts: 2, on: [\"5xx\", \"429\"]}\n      - models: [throttled]\n        backends: [{backend: busy, model: anthropic.claude-3-haiku-20240307-v1:0}]\n      - models: [wrong-secret]\n        backends: [{backend: wrong, model: amazon.nova-lite-v1:0}]\n      - models: [api-key]\n        backends: [{backend: keyed, model: amazon.nova-lite-v1:0}]";
     let backends = format!(
         "{}{}{}{}---\nkind: Backend\nmetadata: {{name: keyed}}\nspec:\n  provider: Bedrock\n  endpoint: {}\n  auth: {{apiKey: {{valueFrom: {{env: UPSTREAM_KEY}}}}}}\n",

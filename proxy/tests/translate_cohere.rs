@@ -14,18 +14,8 @@
 mod support;
 
 use serde_json::{json, Value};
-use sluice_test_upstream::{Options, Upstream};
-use support::{client, config, post_json, sse_events, Sluice};
-
-async fn upstream(name: &str, always_status: Option<u16>) -> Upstream {
-    Upstream::start(Options {
-        name: name.into(),
-        always_status,
-        ..Options::default()
-    })
-    .await
-    .unwrap()
-}
+use sluice_test_upstream::Upstream;
+use support::{client, config, post_json, sse_events, upstream_with, Sluice};
 
 fn cohere_backend(name: &str, url: &str) -> String {
     format!(
@@ -36,8 +26,8 @@ fn cohere_backend(name: &str, url: &str) -> String {
 /// `command-*` on the good upstream, `fallback` on a busy (429) upstream
 /// then the good one, `busy` on the busy one alone.
 async fn start() -> (Upstream, Upstream, Sluice) {
-    let good = upstream("good", None).await;
-    let busy = upstream("busy", Some(429)).await;
+    let good = upstream_with("good", None).await;
+    let busy = upstream_with("busy", Some(429)).await;
     let routes = "      - models: [\"command-*\"]\n        backends: [{backend: good}]\n      - models: [fallback]\n        backends: [{backend: busy, model: command-a-03-2025, priority: 0}, {backend: good, model: command-r7b-12-2024, priority: 1}]\n        retry: {attempts: 2, on: [\"5xx\", \"429\"]}\n      - models: [busy]\n        backends: [{backend: busy}]";
     let backends = format!(
         "{}{}",

@@ -19,22 +19,12 @@ mod support;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use sluice_test_upstream::{
-    gemini::TEST_SERVICE_ACCOUNT, Options, Upstream, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY,
+    gemini::TEST_SERVICE_ACCOUNT, Upstream, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY,
 };
-use support::{backend, config, post_json, Sluice};
+use support::{backend, config, post_json, upstream_with, Sluice};
 
 const TITAN: &str = "amazon.titan-embed-text-v2:0";
 const BEDROCK_COHERE: &str = "cohere.embed-english-v3";
-
-async fn upstream(name: &str, always_status: Option<u16>) -> Upstream {
-    Upstream::start(Options {
-        name: name.into(),
-        always_status,
-        ..Options::default()
-    })
-    .await
-    .unwrap()
-}
 
 fn provider_backend(name: &str, provider: &str, url: &str) -> String {
     format!(
@@ -63,8 +53,8 @@ struct World {
 /// Every provider on one upstream (its faces answer by path), a busy
 /// (429) Gemini for fallback.
 async fn start() -> World {
-    let up = upstream("up", None).await;
-    let busy = upstream("busy", Some(429)).await;
+    let up = upstream_with("up", None).await;
+    let busy = upstream_with("busy", Some(429)).await;
     let routes = [
         "      - models: [\"gemini-*\"]\n        backends: [{backend: gemini}]",
         "      - models: [\"amazon.*\", \"cohere.*\"]\n        backends: [{backend: bedrock}]",

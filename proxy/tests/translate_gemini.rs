@@ -18,18 +18,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_test_upstream::gemini::TEST_SERVICE_ACCOUNT;
-use sluice_test_upstream::{Options, Upstream};
-use support::{client, config, post_json, sse_events, Sluice};
-
-async fn upstream(name: &str, always_status: Option<u16>) -> Upstream {
-    Upstream::start(Options {
-        name: name.into(),
-        always_status,
-        ..Options::default()
-    })
-    .await
-    .unwrap()
-}
+use sluice_test_upstream::Upstream;
+use support::{client, config, post_json, sse_events, upstream_with, Sluice};
 
 fn gemini_backend(name: &str, url: &str) -> String {
     format!(
@@ -73,9 +63,9 @@ struct World {
 
 /// `token_query`: appended to the token URL (`expires_in=N`, `status=N`).
 async fn start(token_query: &str) -> World {
-    let good = upstream("good", None).await;
-    let busy = upstream("busy", Some(429)).await;
-    let vertex = upstream("vertex", None).await;
+    let good = upstream_with("good", None).await;
+    let busy = upstream_with("busy", Some(429)).await;
+    let vertex = upstream_with("vertex", None).await;
     let key = key_with(&format!("{}/token{token_query}", vertex.url()));
     let env = [
         ("TEAM_A_KEY", "sk-team-a"),

@@ -20,22 +20,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_test_upstream::gemini::TEST_SERVICE_ACCOUNT;
-use sluice_test_upstream::{Options, Upstream};
-use support::{client, config, post_json, sse_events, Sluice};
+use sluice_test_upstream::Upstream;
+use support::{client, config, post_json, sse_events, upstream_with, Sluice};
 
 const CLAUDE: &str = "claude-sonnet-4@20250514";
 const CLAUDE_PATH: &str =
     "/v1/projects/sluice-test/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514";
-
-async fn upstream(name: &str, always_status: Option<u16>) -> Upstream {
-    Upstream::start(Options {
-        name: name.into(),
-        always_status,
-        ..Options::default()
-    })
-    .await
-    .unwrap()
-}
 
 fn vertex_backend(name: &str, url: &str) -> String {
     format!(
@@ -70,9 +60,9 @@ struct World {
 }
 
 async fn start() -> World {
-    let vertex = upstream("vertex", None).await;
-    let busy = upstream("busy", Some(529)).await;
-    let express = upstream("express", None).await;
+    let vertex = upstream_with("vertex", None).await;
+    let busy = upstream_with("busy", Some(529)).await;
+    let express = upstream_with("express", None).await;
     let mut key: Value = serde_json::from_str(TEST_SERVICE_ACCOUNT).unwrap();
     key["token_uri"] = json!(format!("{}/token", vertex.url()));
     let key = key.to_string();

@@ -276,3 +276,23 @@ pub fn sse_events(text: &str) -> Vec<(Option<String>, serde_json::Value)> {
         })
         .collect()
 }
+
+/// A test upstream named `name` (its requests are recorded).
+pub async fn upstream(name: &str) -> sluice_test_upstream::Upstream {
+    upstream_with(name, None).await
+}
+
+/// A test upstream named `name` that answers every request with
+/// `always_status` when set.
+pub async fn upstream_with(
+    name: &str,
+    always_status: Option<u16>,
+) -> sluice_test_upstream::Upstream {
+    sluice_test_upstream::Upstream::start(sluice_test_upstream::Options {
+        name: name.into(),
+        always_status,
+        ..sluice_test_upstream::Options::default()
+    })
+    .await
+    .unwrap()
+}

@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 
-
 use super::{
     BlockOut, ConverseRequest, DocumentOut, Empty, ImageOut, ImageSource, InferenceConfig,
     InputSchema, MessageOut, Named, S3Location, TextBlock, ToolChoiceOut, ToolConfig, ToolOut,
